@@ -1,0 +1,25 @@
+"""Wire codec: typed messages with append-only tags, msgpack, length-prefixed frames."""
+
+from synod.codec.frames import FRAME_BYTES_MAX_DEFAULT, FrameDecoder, frame
+from synod.codec.registry import (
+    PROTOCOL_VERSION,
+    TAG_RANGES,
+    Message,
+    decode,
+    encode,
+    message,
+    registered_messages,
+)
+
+__all__ = [
+    "FRAME_BYTES_MAX_DEFAULT",
+    "PROTOCOL_VERSION",
+    "TAG_RANGES",
+    "FrameDecoder",
+    "Message",
+    "decode",
+    "encode",
+    "frame",
+    "message",
+    "registered_messages",
+]
