@@ -1,6 +1,7 @@
 """Wire codec: typed messages with append-only tags, msgpack, length-prefixed frames."""
 
 from synod.codec.frames import FRAME_BYTES_MAX_DEFAULT, FrameDecoder, frame
+from synod.codec.kernel import ClientReply, ClientRequest, ErrorReply
 from synod.codec.registry import (
     PROTOCOL_VERSION,
     TAG_RANGES,
@@ -15,6 +16,9 @@ __all__ = [
     "FRAME_BYTES_MAX_DEFAULT",
     "PROTOCOL_VERSION",
     "TAG_RANGES",
+    "ClientReply",
+    "ClientRequest",
+    "ErrorReply",
     "FrameDecoder",
     "Message",
     "decode",
