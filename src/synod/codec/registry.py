@@ -130,7 +130,10 @@ def _to_wire(value: Any) -> Any:
 def encode(msg: Message) -> bytes:
     """Encode a registered message to bytes."""
     wire = _to_wire(msg)
-    packed: bytes = msgpack.packb([PROTOCOL_VERSION, wire[0], wire[1]], use_bin_type=True)
+    try:
+        packed: bytes = msgpack.packb([PROTOCOL_VERSION, wire[0], wire[1]], use_bin_type=True)
+    except (OverflowError, ValueError, TypeError) as error:
+        raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {error}") from None
     return packed
 
 
