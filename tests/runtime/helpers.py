@@ -1,0 +1,81 @@
+"""Helpers for the runtime tests: run coroutines on uvloop with a hard deadline,
+start hosts on loopback, wait for conditions without sleeping blindly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvloop
+
+from synod.core.ids import NodeId
+from synod.runtime.auth import Keyring
+from synod.runtime.config import RuntimeConfig
+from synod.runtime.host import AsyncioHost, open_durable_log
+from tests.runtime.cores import probe_factory
+
+T = TypeVar("T")
+
+#: Every test coroutine gets this long before it fails (never hangs the suite).
+DEADLINE_S = 60.0
+
+CLUSTER_SECRET = b"cluster-secret-for-tests-0123456789"
+ALICE_KEY = b"alice-key-for-tests-0123456789ab"
+KEYRING = Keyring.from_secret(CLUSTER_SECRET, users={"alice": ALICE_KEY})
+
+
+def run(coroutine: Coroutine[Any, Any, T], deadline_s: float = DEADLINE_S) -> T:
+    """Run ``coroutine`` on a fresh uvloop loop, failing after ``deadline_s``."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coroutine, deadline_s)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(bounded())
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Poll ``condition`` until true; fail (not hang) after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def make_config(**changes: Any) -> RuntimeConfig:
+    return dataclasses.replace(RuntimeConfig.local(), **changes)
+
+
+@contextlib.asynccontextmanager
+async def running_host(
+    node: str = "n1",
+    *,
+    config: RuntimeConfig | None = None,
+    keyring: Keyring = KEYRING,
+    data_dir: Path | None = None,
+    core_factory: Any = probe_factory,
+) -> AsyncIterator[AsyncioHost]:
+    """A started host on 127.0.0.1 (free port), stopped on exit."""
+    durable_log, recovered = (None, None)
+    if data_dir is not None:
+        durable_log, recovered = open_durable_log(data_dir)
+    host = AsyncioHost(
+        node=NodeId(node),
+        core_factory=core_factory,
+        config=config or make_config(),
+        keyring=keyring,
+        durable_log=durable_log,
+        recovered=recovered,
+        seed=7,
+    )
+    await host.start()
+    try:
+        yield host
+    finally:
+        await host.stop()

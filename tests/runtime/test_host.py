@@ -1,0 +1,218 @@
+"""The asyncio host carries out every effect as ``synod.core.effects`` says."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from synod.core.errors import InvariantViolation
+from synod.runtime.client import connect
+from synod.runtime.host import AsyncioHost
+from tests.runtime.cores import Answer, Command
+from tests.runtime.helpers import ALICE_KEY, make_config, run, running_host, wait_until
+
+
+async def ask(host: AsyncioHost, command: Command, timeout_s: float = 20.0) -> tuple[str, ...]:
+    assert host.address is not None
+    async with await connect(host.address, "alice", ALICE_KEY, node=host.node) as client:
+        reply = await client.request(command, timeout_s)
+    assert isinstance(reply, Answer)
+    return reply.items
+
+
+def test_client_request_gets_its_reply_on_its_connection() -> None:
+    async def scenario() -> None:
+        async with running_host() as host:
+            assert host.address is not None
+            client = await connect(host.address, "alice", ALICE_KEY, node="n1")
+            other = await connect(host.address, "alice", ALICE_KEY, node="n1")
+            replies = await asyncio.gather(
+                *(client.request(Command(op="echo", arg=f"a{i}"), 20) for i in range(50)),
+                *(other.request(Command(op="echo", arg=f"b{i}"), 20) for i in range(50)),
+            )
+            assert [r.items for r in replies if isinstance(r, Answer)] == [
+                *((f"a{i}",) for i in range(50)),
+                *((f"b{i}",) for i in range(50)),
+            ]
+            await client.close()
+            await other.close()
+            assert host.statistics().client_results == 100
+
+    run(scenario())
+
+
+def test_client_source_is_a_client_id_carrying_the_authenticated_principal() -> None:
+    async def scenario() -> None:
+        async with running_host() as host:
+            source, principal = await ask(host, Command(op="whoami"))
+            assert principal == "alice"
+            assert source.startswith("alice#")
+
+    run(scenario())
+
+
+def test_send_goes_to_the_peer_with_our_node_id_as_source() -> None:
+    async def scenario() -> None:
+        async with running_host("n2") as n2:
+            assert n2.address is not None
+            config = make_config(peers={"n2": n2.address})
+            async with running_host("n1", config=config) as n1:
+                await ask(n1, Command(op="forward", arg="n2:hello"))
+                await ask(n1, Command(op="forward", arg="n2:world"))
+
+                async def notes() -> tuple[str, ...]:
+                    return await ask(n2, Command(op="notes"))
+
+                for _ in range(400):
+                    if len(await notes()) == 2:
+                        break
+                    await asyncio.sleep(0.02)
+                assert await notes() == ("n1:hello", "n1:world")
+                assert n1.statistics().messages_sent >= 2
+
+    run(scenario())
+
+
+def test_send_to_a_node_without_address_is_counted_not_raised() -> None:
+    async def scenario() -> None:
+        async with running_host() as host:
+            await ask(host, Command(op="forward", arg="nowhere:x"))
+            assert host.statistics().send_to_unknown_peer == 1
+
+    run(scenario())
+
+
+def test_peer_link_reconnects_after_the_peer_restarts() -> None:
+    async def scenario() -> None:
+        async with running_host("n2") as n2:
+            assert n2.address is not None
+            port = n2.address[1]
+            config = make_config(peers={"n2": n2.address})
+            async with running_host("n1", config=config) as n1:
+                await ask(n1, Command(op="forward", arg="n2:before"))
+                await wait_until(lambda: n2.core.notes == ["n1:before"], "first note")  # type: ignore[attr-defined]
+                await n2.stop()
+                # n1 keeps trying with back-off while n2 is down.
+                await ask(n1, Command(op="forward", arg="n2:during"))
+                await wait_until(lambda: n1.statistics().peer_connect_failures >= 1, "a failed attempt")
+                restarted = AsyncioHost(
+                    node=n2.node, core_factory=type(n2.core), config=make_config(),  # type: ignore[arg-type]
+                    keyring=n2.keyring, listen=("127.0.0.1", port), seed=1,
+                )
+                await restarted.start()
+                try:
+                    await ask(n1, Command(op="forward", arg="n2:after"))
+                    await wait_until(
+                        lambda: "n1:after" in restarted.core.notes,  # type: ignore[attr-defined]
+                        "note after restart",
+                    )
+                finally:
+                    await restarted.stop()
+
+    run(scenario())
+
+
+def test_timers_fire_rearm_replaces_and_cancel_prevents() -> None:
+    async def scenario() -> None:
+        async with running_host() as host:
+            await ask(host, Command(op="timer", arg="once", delay_ms=10))
+            # Re-armed far into the future: the first instance must never fire.
+            await ask(host, Command(op="timer", arg="rearmed", delay_ms=20))
+            await ask(host, Command(op="timer", arg="rearmed", delay_ms=60_000))
+            await ask(host, Command(op="timer", arg="cancelled", delay_ms=30))
+            await ask(host, Command(op="cancel", arg="cancelled"))
+            await ask(host, Command(op="timer", arg="last", delay_ms=200))
+            await wait_until(lambda: "last" in host.core.fired, "the last timer")  # type: ignore[attr-defined]
+            assert host.core.fired == ["once", "last"]  # type: ignore[attr-defined]
+            assert host.statistics().timers_fired == 2
+
+    run(scenario())
+
+
+def test_persist_answers_after_fsync_and_a_restart_recovers_the_records(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_host(data_dir=tmp_path) as host:
+            for i in range(5):
+                assert await ask(host, Command(op="durable", arg=f"r{i}")) == (f"r{i}",)
+            stats = host.statistics()
+            assert stats.records_persisted == 5
+            assert 1 <= stats.fsyncs <= 5
+        async with running_host(data_dir=tmp_path) as again:
+            assert await ask(again, Command(op="recovered")) == tuple(f"r{i}" for i in range(5))
+
+    run(scenario())
+
+
+def test_group_commit_many_concurrent_persists_share_fsyncs_and_answer_in_order(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with running_host(data_dir=tmp_path) as host:
+            assert host.address is not None
+            client = await connect(host.address, "alice", ALICE_KEY)
+            replies = await asyncio.gather(
+                *(client.request(Command(op="durable", arg=f"w{i:03d}"), 30) for i in range(200))
+            )
+            await client.close()
+            assert [r.items for r in replies if isinstance(r, Answer)] == [
+                (f"w{i:03d}",) for i in range(200)
+            ]
+            stats = host.statistics()
+            assert stats.records_persisted == 200
+            # Group commit: at most one fsync in flight, and the requests arrive
+            # faster than an fsync, so fewer fsyncs than records.
+            assert stats.fsyncs < 200
+        async with running_host(data_dir=tmp_path) as again:
+            recovered = await ask(again, Command(op="recovered"))
+            assert recovered == tuple(f"w{i:03d}" for i in range(200))
+
+    run(scenario())
+
+
+def test_persist_without_a_log_is_a_bug_that_stops_the_node() -> None:
+    async def scenario() -> None:
+        async with running_host() as host:
+            assert host.address is not None
+            client = await connect(host.address, "alice", ALICE_KEY)
+            with pytest.raises(Exception):  # noqa: B017 - the connection dies or times out
+                await client.request(Command(op="durable", arg="x"), 5)
+            await client.close()
+            with pytest.raises(Exception, match="no log"):
+                await host.wait_stopped()
+
+    run(scenario())
+
+
+def test_a_broken_invariant_stops_the_node_and_is_reraised() -> None:
+    async def scenario() -> None:
+        async with running_host() as host:
+            assert host.address is not None
+            client = await connect(host.address, "alice", ALICE_KEY)
+            with pytest.raises(Exception):  # noqa: B017
+                await client.request(Command(op="explode"), 5)
+            await client.close()
+            with pytest.raises(InvariantViolation, match="explode requested"):
+                await host.wait_stopped()
+
+    run(scenario())
+
+
+def test_group_commit_bound_pauses_reading_instead_of_growing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        config = dataclasses.replace(make_config(), group_commit_records_max=4)
+        async with running_host(data_dir=tmp_path, config=config) as host:
+            assert host.address is not None
+            client = await connect(host.address, "alice", ALICE_KEY)
+            replies = await asyncio.gather(
+                *(client.request(Command(op="durable", arg=str(i)), 30) for i in range(100))
+            )
+            await client.close()
+            assert len(replies) == 100
+            stats = host.statistics()
+            assert stats.records_persisted == 100
+            assert stats.reads_paused >= 1
+
+    run(scenario())
