@@ -1,7 +1,7 @@
 """Wire codec: typed messages with append-only tags, msgpack, length-prefixed frames."""
 
 from synod.codec.frames import FRAME_BYTES_MAX_DEFAULT, FrameDecoder, frame
-from synod.codec.kernel import ClientReply, ClientRequest, ErrorReply
+from synod.codec.kernel import ClientReply, ClientRequest, ErrorReply, Routed
 from synod.codec.registry import (
     PROTOCOL_VERSION,
     TAG_RANGES,
@@ -21,6 +21,7 @@ __all__ = [
     "ErrorReply",
     "FrameDecoder",
     "Message",
+    "Routed",
     "decode",
     "encode",
     "frame",

@@ -43,3 +43,14 @@ class ErrorReply(Message):
     code: str
     detail: str = ""
     hint: str = ""
+
+
+@message(103)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Routed(Message):
+    """A message for the core named ``group`` on the receiving node (see
+    ``synod.core.mux``): one node process hosts several cores (a gossip member,
+    replicas of several Paxos groups), and this envelope says which one."""
+
+    group: str
+    body: Message

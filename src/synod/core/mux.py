@@ -1,0 +1,123 @@
+"""Several cores on one node: the multiplexer.
+
+Theory of operation
+-------------------
+A node process hosts more than one protocol core: its gossip member, and one
+replica for each Paxos group placed on it (the lock cell, each KV shard). The
+drivers host exactly one ``Core`` per node; ``Mux`` is that core, and it hosts
+named child cores, keeping them apart on every channel:
+
+* messages: a child's ``Send(to, m)`` leaves as ``Send(to, Routed(group, m))``; an
+  arriving ``Routed(group, m)`` goes to child ``group`` as ``m``. A client request
+  for a group is ``ClientRequest(request_id, Routed(group, body))`` and reaches the
+  child as ``ClientRequest(request_id, body)``; its ``ClientResult`` passes through.
+* timers: a child's timer key ``k`` is armed as ``"<group>/<k>"``;
+* durability: a child's WAL record ``r`` is stored as ``<group>\\x00r`` in the
+  node's one write-ahead log (one fsync serves every group: group commit across
+  groups), and at ``start`` each child gets back exactly its own records.
+
+Messages for an unknown group are dropped and counted, never a crash. The mux is
+itself sans-IO and adds no state beyond the table of children.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+from synod.codec.kernel import ClientRequest, Routed
+from synod.codec.registry import Message
+from synod.core.effects import (
+    CancelTimer,
+    ClientResult,
+    Core,
+    Effect,
+    Effects,
+    Persist,
+    Recovered,
+    Send,
+    SetTimer,
+)
+from synod.core.errors import ConfigError
+from synod.core.ids import NodeId
+
+_SEPARATOR = b"\x00"
+
+
+class Mux:
+    """A ``Core`` hosting named child cores (see the module comment)."""
+
+    def __init__(self, children: Mapping[str, Core]) -> None:
+        for name in children:
+            if not name or "/" in name or "\x00" in name:
+                raise ConfigError(f"invalid group name {name!r}")
+        self.children: dict[str, Core] = dict(children)
+        self.dropped: Counter[str] = Counter()
+
+    # ------------------------------------------------------------ handlers
+
+    def start(self, now_ms: float, recovered: Recovered) -> Effects:
+        per_group: dict[str, list[bytes]] = {name: [] for name in self.children}
+        for record in recovered.records:
+            group, sep, body = record.partition(_SEPARATOR)
+            name = group.decode("utf-8", "replace")
+            if sep and name in per_group:
+                per_group[name].append(body)
+            else:
+                self.dropped["record for unknown group"] += 1
+        effects: Effects = []
+        for name, child in self.children.items():
+            child_effects = child.start(now_ms, Recovered(records=tuple(per_group[name])))
+            effects.extend(self._wrap(name, child_effects))
+        return effects
+
+    def on_message(self, now_ms: float, source: NodeId, message: Message) -> Effects:
+        match message:
+            case Routed(group=group, body=body):
+                child = self.children.get(group)
+                if child is None:
+                    self.dropped["message for unknown group"] += 1
+                    return []
+                return self._wrap(group, child.on_message(now_ms, source, body))
+            case ClientRequest(request_id=request_id, body=Routed(group=group, body=body)):
+                child = self.children.get(group)
+                if child is None:
+                    self.dropped["request for unknown group"] += 1
+                    return []
+                request = ClientRequest(request_id=request_id, body=body)
+                return self._wrap(group, child.on_message(now_ms, source, request))
+            case _:
+                self.dropped["unrouted message"] += 1
+                return []
+
+    def on_timer(self, now_ms: float, key: str) -> Effects:
+        group, sep, child_key = key.partition("/")
+        child = self.children.get(group)
+        if not sep or child is None:
+            self.dropped["timer for unknown group"] += 1
+            return []
+        return self._wrap(group, child.on_timer(now_ms, child_key))
+
+    def check_invariants(self) -> None:
+        for child in self.children.values():
+            child.check_invariants()
+
+    # ------------------------------------------------------------ wrapping
+
+    def _wrap(self, group: str, effects: Effects) -> Effects:
+        return [self._wrap_one(group, effect) for effect in effects]
+
+    def _wrap_one(self, group: str, effect: Effect) -> Effect:
+        prefix = group.encode() + _SEPARATOR
+        match effect:
+            case Send(to=to, message=message):
+                return Send(to=to, message=Routed(group=group, body=message))
+            case SetTimer(key=key, delay_ms=delay_ms):
+                return SetTimer(key=f"{group}/{key}", delay_ms=delay_ms)
+            case CancelTimer(key=key):
+                return CancelTimer(key=f"{group}/{key}")
+            case Persist(records=records, then=then):
+                return Persist(records=tuple(prefix + r for r in records),
+                               then=tuple(self._wrap_one(group, e) for e in then))
+            case ClientResult():
+                return effect
