@@ -1,0 +1,139 @@
+"""The job API: what a user writes, in one file.
+
+A job is a subclass of ``Job`` (mrjob's model). A one-step job overrides some of
+``mapper``, ``combiner``, ``reducer``, ``mapper_init``/``mapper_final`` (in-mapper
+combining), ``reducer_init``/``reducer_final`` and ``partitioner``; a multi-step job
+returns a list of ``Step`` from ``steps()``. Mappers, combiners and reducers are
+generators of ``(key, value)`` pairs (or return None when they emit nothing).
+Keys and values must be msgpack values (str, bytes, int, float, bool, None, tuples,
+lists and dicts of those); keys of one job must be mutually comparable, because
+each output part is sorted by key.
+
+Class attributes choose the plumbing: ``INPUT`` (a reader from
+``synod.mapreduce.formats``: ``TextLines``, ``WholeFiles``, or your own), ``OUTPUT``
+(``TextOutput`` or ``MsgpackOutput``), ``REDUCERS`` (the job's preferred R),
+``SKIP_BAD_RECORDS`` (skip a record that crashes the mapper twice) and
+``SAMPLE_RECORDS`` (input records handed to ``sample_partitions`` before the first
+step, to build a range partitioner as TeraSort does).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgpack
+
+from synod.mapreduce.formats import InputFormat, OutputFormat, TextLines, TextOutput
+
+Pairs = Iterable[tuple[Any, Any]] | None
+Mapper = Callable[[Any, Any], Pairs]
+Reducer = Callable[[Any, Iterator[Any]], Pairs]
+Hook = Callable[[], Pairs]
+Partitioner = Callable[[Any, int], int]
+Sampler = Callable[[list[tuple[Any, Any]], int], Any]
+
+
+def stable_partition(key: Any, reducers: int) -> int:
+    """The default partitioner: CRC-32 of the key's msgpack encoding, mod R.
+
+    Never Python's ``hash()``, which differs between processes for str and bytes
+    (PYTHONHASHSEED): every map attempt on every machine must agree."""
+    return zlib.crc32(msgpack.packb(key, use_bin_type=True)) % reducers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One map-shuffle-reduce round of a job. Unset parts are the identity."""
+
+    mapper: Mapper | None = None
+    combiner: Reducer | None = None
+    reducer: Reducer | None = None
+    mapper_init: Hook | None = None
+    mapper_final: Hook | None = None
+    reducer_init: Hook | None = None
+    reducer_final: Hook | None = None
+    partitioner: Partitioner | None = None
+    sampler: Sampler | None = None
+
+
+class Job:
+    """Base class of a MapReduce job. See the module comment."""
+
+    INPUT: ClassVar[InputFormat] = TextLines()
+    OUTPUT: ClassVar[OutputFormat] = TextOutput()
+    REDUCERS: ClassVar[int | None] = None
+    SKIP_BAD_RECORDS: ClassVar[bool] = False
+    SAMPLE_RECORDS: ClassVar[int] = 0
+
+    #: The step's partition plan (what ``sample_partitions`` returned), set by the
+    #: framework before any map task runs. None when the job samples nothing.
+    partition_plan: Any = None
+
+    def mapper(self, key: Any, value: Any) -> Pairs:
+        return ((key, value),)
+
+    def combiner(self, key: Any, values: Iterator[Any]) -> Pairs:
+        raise NotImplementedError  # never called unless overridden
+
+    def reducer(self, key: Any, values: Iterator[Any]) -> Pairs:
+        return ((key, value) for value in values)
+
+    def mapper_init(self) -> Pairs:
+        return None
+
+    def mapper_final(self) -> Pairs:
+        return None
+
+    def reducer_init(self) -> Pairs:
+        return None
+
+    def reducer_final(self) -> Pairs:
+        return None
+
+    def partitioner(self, key: Any, reducers: int) -> int:
+        return stable_partition(key, reducers)
+
+    def sample_partitions(self, records: list[tuple[Any, Any]], reducers: int) -> Any:
+        """Build the partition plan from sampled input records (TeraSort)."""
+        return None
+
+    def steps(self) -> list[Step]:
+        """The job's steps; by default one step made of the overridden methods."""
+        cls = type(self)
+
+        def overridden(name: str) -> Any:
+            return getattr(self, name) if getattr(cls, name) is not getattr(Job, name) else None
+
+        return [
+            Step(
+                mapper=self.mapper,
+                combiner=overridden("combiner"),
+                reducer=self.reducer,
+                mapper_init=overridden("mapper_init"),
+                mapper_final=overridden("mapper_final"),
+                reducer_init=overridden("reducer_init"),
+                reducer_final=overridden("reducer_final"),
+                partitioner=overridden("partitioner"),
+                sampler=overridden("sample_partitions"),
+            )
+        ]
+
+    # ------------------------------------------------------------------ counters
+
+    def increment_counter(self, group: str, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to counter ``group``/``name``. Totals count each task
+        once, from its committed attempt: re-executions do not double-count."""
+        counters: Counter[tuple[str, str]] | None = self.__dict__.get("_synod_counters")
+        if counters is None:
+            counters = Counter()
+            self.__dict__["_synod_counters"] = counters
+        counters[(group, name)] += amount
+
+    def take_counters(self) -> dict[tuple[str, str], int]:
+        """The counters incremented since the last call (the framework's hook)."""
+        counters: Counter[tuple[str, str]] | None = self.__dict__.pop("_synod_counters", None)
+        return dict(counters) if counters else {}

@@ -1,0 +1,595 @@
+"""Running map and reduce task attempts: the data path of a worker.
+
+A map attempt reads its split in blocks, calls the mapper per record, and puts each
+pair into one of R in-memory buckets (the job's partitioner, by default a stable
+CRC-32 of the key). When the buffer's estimated size passes
+``map_buffer_bytes_max``, every bucket is sorted by key, combined and written as a
+*run* to a spill file; at the end the runs are merged (in passes of at most
+``merge_fan_in_max``) into one output file holding the R sorted buckets back to
+back. The master learns each bucket's offset and length.
+
+A reduce attempt reads its bucket from every map task's committed attempt. If the
+bucket fits ``reduce_memory_bytes_max`` it is loaded and sorted in memory (the runs
+are already sorted, so Timsort merges them in linear time); otherwise the runs are
+streamed through a k-way merge. Pairs are grouped by key and handed to the reducer,
+whose output goes to a temporary file that is renamed to ``part-NNNNN`` only when
+complete: a reader never sees a partial part file under its final name.
+
+Everything that crosses a process boundary -- the messages and the files -- is
+msgpack; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import signal
+import sys
+import traceback
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection
+from operator import itemgetter
+from typing import Any
+
+import msgpack
+
+from synod.codec.registry import decode, encode
+from synod.core.faults import declare_mutant, mutant
+from synod.core.ids import NodeId
+from synod.mapreduce.config import MapReduceConfig
+from synod.mapreduce.formats import InputDecodeError, InputFormat, MsgpackRecords, RecordBlock
+from synod.mapreduce.job import Job, Step
+from synod.mapreduce.messages import (
+    AssignMap,
+    AssignReduce,
+    CancelAttempt,
+    CounterValue,
+    MapOutputRef,
+    Shutdown,
+    SkipRecord,
+    TaskCompleted,
+    TaskFailed,
+    TaskKind,
+    WorkerReady,
+)
+
+COMMIT_WITHOUT_RENAME = declare_mutant(
+    "mapreduce.commit_without_rename",
+    "a reduce attempt writes straight into part-NNNNN instead of a temp file renamed on completion",
+)
+
+JobFactory = Callable[[], Job]
+
+_SCALARS = frozenset({str, int, bytes, float, bool, type(None)})
+_KEY0 = itemgetter(0)
+_READ_BYTES = 1 << 20
+_UNPACK_BUFFER_MAX = (1 << 31) - 1
+#: Estimated bytes of Python objects per buffered pair besides key and value:
+#: the tuple (56) and its slot in the bucket list (8).
+_PAIR_OVERHEAD_BYTES = 64
+_ESTIMATE_EVERY = 4096
+
+
+class UserCodeError(Exception):
+    """The job's code (or its data) failed on a record: reported to the master."""
+
+    def __init__(self, error: str, *, path: str = "", offset: int = -1, detail: str = "") -> None:
+        super().__init__(error)
+        self.error = error
+        self.path = path
+        self.offset = offset
+        self.detail = detail
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def check_pair(key: Any, value: Any) -> None:
+    """Raise TypeError unless ``key`` and ``value`` are msgpack values."""
+    for role, item in (("key", key), ("value", value)):
+        if type(item) in _SCALARS and not (type(item) is int and not -(2**63) <= item < 2**64):
+            continue
+        try:
+            msgpack.packb(item, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise TypeError(f"{role} {item!r} cannot be serialized with msgpack ({error})") from None
+
+
+def _default_partitioner(key: Any, reducers: int) -> int:
+    return zlib.crc32(msgpack.packb(key, use_bin_type=True)) % reducers
+
+
+# ------------------------------------------------------------------- run files
+
+
+def iter_chunks(path: str, offset: int, length: int) -> Iterator[tuple[tuple[Any, Any], ...]]:
+    """The msgpack chunks in ``length`` bytes at ``offset`` of ``path``."""
+    if length <= 0:
+        return
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        unpacker = msgpack.Unpacker(raw=False, use_list=False, strict_map_key=False,
+                                    max_buffer_size=_UNPACK_BUFFER_MAX)
+        remaining = length
+        while remaining > 0:
+            data = handle.read(min(remaining, _READ_BYTES))
+            if not data:
+                raise OSError(f"{path}: run truncated ({remaining} bytes missing at end)")
+            remaining -= len(data)
+            unpacker.feed(data)
+            yield from unpacker
+
+
+def iter_pairs(path: str, offset: int, length: int) -> Iterator[tuple[Any, Any]]:
+    return itertools.chain.from_iterable(iter_chunks(path, offset, length))
+
+
+Segment = tuple[str, int, int]
+
+
+def write_pairs(handle: Any, pairs: Iterable[tuple[Any, Any]], chunk_records: int) -> int:
+    """Write pairs as msgpack chunks; return the bytes written."""
+    written = 0
+    if isinstance(pairs, list):
+        for start in range(0, len(pairs), chunk_records):
+            data = msgpack.packb(pairs[start : start + chunk_records], use_bin_type=True)
+            handle.write(data)
+            written += len(data)
+        return written
+    chunk: list[tuple[Any, Any]] = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) >= chunk_records:
+            data = msgpack.packb(chunk, use_bin_type=True)
+            handle.write(data)
+            written += len(data)
+            chunk = []
+    if chunk:
+        data = msgpack.packb(chunk, use_bin_type=True)
+        handle.write(data)
+        written += len(data)
+    return written
+
+
+def merge_segments(
+    segments: list[Segment], *, fan_in: int, chunk_records: int, scratch_prefix: str
+) -> Iterator[tuple[Any, Any]]:
+    """k-way merge of sorted runs, at most ``fan_in`` open at once: extra runs are
+    merged in passes into temporary runs first (each removed once read)."""
+    segments = [s for s in segments if s[2] > 0]
+    temporaries: list[str] = []
+    generation = 0
+    while len(segments) > fan_in:
+        merged: list[Segment] = []
+        for start in range(0, len(segments), fan_in):
+            group = segments[start : start + fan_in]
+            if len(group) == 1:
+                merged.append(group[0])
+                continue
+            path = f"{scratch_prefix}.merge{generation}-{start}"
+            with open(path, "wb") as handle:
+                stream = heapq.merge(*(iter_pairs(*s) for s in group), key=_KEY0)
+                length = write_pairs(handle, stream, chunk_records)
+            temporaries.append(path)
+            merged.append((path, 0, length))
+        segments = merged
+        generation += 1
+    try:
+        if len(segments) == 1:
+            yield from iter_pairs(*segments[0])
+        else:
+            yield from heapq.merge(*(iter_pairs(*s) for s in segments), key=_KEY0)
+    finally:
+        for path in temporaries:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _sort(pairs: list[tuple[Any, Any]], where: str) -> None:
+    try:
+        pairs.sort(key=_KEY0)
+    except TypeError as error:
+        raise UserCodeError(f"keys emitted by {where} are not mutually comparable: {error}") from None
+
+
+def _combine(
+    combiner: Callable[[Any, Iterator[Any]], Any], pairs: Iterable[tuple[Any, Any]]
+) -> list[tuple[Any, Any]]:
+    combined: list[tuple[Any, Any]] = []
+    for key, group in itertools.groupby(pairs, key=_KEY0):
+        try:
+            out = combiner(key, (value for _, value in group))
+            if out is not None:
+                for pair in out:
+                    new_key, new_value = pair
+                    combined.append((new_key, new_value))
+        except Exception as error:
+            raise UserCodeError(f"combiner raised on key {key!r}: {_describe(error)}",
+                                detail=traceback.format_exc()) from error
+    return combined
+
+
+# ------------------------------------------------------------------- map side
+
+
+class _MapBuffer:
+    """R buckets of pairs with an estimated size; spills sorted runs over budget."""
+
+    def __init__(self, *, step: Step, reducers: int, config: MapReduceConfig, prefix: str) -> None:
+        self.reducers = reducers
+        self.buckets: list[list[tuple[Any, Any]]] = [[] for _ in range(reducers)]
+        self.partitioner = step.partitioner or _default_partitioner
+        self.combiner = step.combiner
+        self.config = config
+        self.prefix = prefix
+        self.count = 0
+        self.check_at = _ESTIMATE_EVERY
+        self.pair_bytes = float(_PAIR_OVERHEAD_BYTES + 64)
+        self.spills: list[tuple[str, list[int], list[int]]] = []
+
+    def add(self, pairs: Iterable[tuple[Any, Any]]) -> None:
+        buckets = self.buckets
+        reducers = self.reducers
+        partitioner = self.partitioner
+        scalars = _SCALARS
+        added = 0
+        key: Any = None
+        value: Any = None
+        for key, value in pairs:
+            if type(key) not in scalars or type(value) not in scalars:
+                check_pair(key, value)
+            if reducers == 1:
+                buckets[0].append((key, value))
+            else:
+                bucket = partitioner(key, reducers)
+                if not 0 <= bucket < reducers:
+                    raise ValueError(f"partitioner put key {key!r} in bucket {bucket}, not in [0, {reducers})")
+                buckets[bucket].append((key, value))
+            added += 1
+        self.count += added
+        if self.count >= self.check_at:
+            self._estimate(key, value)
+
+    def _estimate(self, key: Any, value: Any) -> None:
+        sample = _PAIR_OVERHEAD_BYTES + sys.getsizeof(key) + sys.getsizeof(value)
+        self.pair_bytes = 0.9 * self.pair_bytes + 0.1 * sample
+        self.check_at = self.count + _ESTIMATE_EVERY
+        if self.count * self.pair_bytes > self.config.map_buffer_bytes_max:
+            self.spill(f"{self.prefix}.spill{len(self.spills)}")
+
+    def _sorted_buckets(self) -> list[list[tuple[Any, Any]]]:
+        result = []
+        for bucket in self.buckets:
+            _sort(bucket, "the mapper")
+            if self.combiner is not None and bucket:
+                bucket = _combine(self.combiner, bucket)
+                _sort(bucket, "the combiner")
+            result.append(bucket)
+        return result
+
+    def spill(self, path: str) -> None:
+        offsets, lengths = self._write(path, self._sorted_buckets())
+        self.spills.append((path, offsets, lengths))
+        self.buckets = [[] for _ in range(self.reducers)]
+        self.count = 0
+        self.check_at = _ESTIMATE_EVERY
+
+    def _write(self, path: str, buckets: Iterable[Iterable[tuple[Any, Any]]]) -> tuple[list[int], list[int]]:
+        offsets: list[int] = []
+        lengths: list[int] = []
+        position = 0
+        with open(path, "wb") as handle:
+            for bucket in buckets:
+                try:
+                    length = write_pairs(handle, bucket, self.config.chunk_records_max)
+                except (TypeError, ValueError, OverflowError) as error:
+                    raise UserCodeError(f"map output cannot be serialized: {_describe(error)}") from None
+                offsets.append(position)
+                lengths.append(length)
+                position += length
+        return offsets, lengths
+
+    def finish(self, path: str) -> tuple[list[int], list[int]]:
+        """Write the task's output file (merging spills if any); return the buckets'
+        offsets and lengths."""
+        if not self.spills:
+            return self._write(path, self._sorted_buckets())
+        if self.count:
+            self.spill(f"{self.prefix}.spill{len(self.spills)}")
+
+        def merged(bucket: int) -> Iterable[tuple[Any, Any]]:
+            segments = [(p, offs[bucket], lens[bucket]) for p, offs, lens in self.spills]
+            stream: Iterable[tuple[Any, Any]] = merge_segments(
+                segments, fan_in=self.config.merge_fan_in_max,
+                chunk_records=self.config.chunk_records_max, scratch_prefix=f"{self.prefix}.b{bucket}",
+            )
+            if self.combiner is not None:
+                stream = _combine(self.combiner, stream)
+            return stream
+
+        try:
+            return self._write(path, (merged(b) for b in range(self.reducers)))
+        finally:
+            self.discard_spills()
+
+    def discard_spills(self) -> None:
+        for spill_path, _, _ in self.spills:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spill_path)
+        self.spills.clear()
+
+
+def _counter_values(job: Job) -> tuple[CounterValue, ...]:
+    return tuple(
+        CounterValue(group=group, name=name, value=value)
+        for (group, name), value in sorted(job.take_counters().items())
+    )
+
+
+def _step_of(job: Job, step_index: int) -> Step:
+    steps = job.steps()
+    if not 0 <= step_index < len(steps):
+        raise UserCodeError(f"the job has {len(steps)} steps, not step {step_index}")
+    return steps[step_index]
+
+
+def run_map(job_factory: JobFactory, assign: AssignMap, *, scratch_dir: str,
+            config: MapReduceConfig) -> TaskCompleted:
+    """Run one map attempt; raises ``UserCodeError`` when the job's code fails."""
+    job = job_factory()
+    job.partition_plan = msgpack.unpackb(assign.plan, raw=False, use_list=False) if assign.plan else None
+    step = _step_of(job, assign.step)
+    reader: InputFormat = job.INPUT if assign.step == 0 else MsgpackRecords()
+    prefix = os.path.join(scratch_dir, f"s{assign.step}-m{assign.task}-a{assign.attempt}")
+    buffer = _MapBuffer(step=step, reducers=assign.reducers, config=config, prefix=prefix)
+    mapper = step.mapper or (lambda key, value: ((key, value),))
+    skip = {(s.path, s.offset) for s in assign.skip}
+    skipped: list[SkipRecord] = []
+    records_in = 0
+    bytes_in = 0
+    try:
+        _run_hook(step.mapper_init, buffer, "mapper_init")
+        for split in assign.splits:
+            blocks = reader.read(split.path, split.start, split.end)
+            while True:
+                try:
+                    block = next(blocks, None)
+                except InputDecodeError as error:
+                    raise UserCodeError(f"input cannot be decoded: {error}", path=error.path,
+                                        offset=error.offset) from None
+                except OSError as error:
+                    raise UserCodeError(f"input cannot be read: {_describe(error)}", path=split.path) from None
+                if block is None:
+                    break
+                records_in += len(block.values)
+                bytes_in += block.nbytes
+                if any(path == split.path for path, _ in skip):
+                    block = _drop_skipped(reader, block, skip, skipped)
+                _map_block(mapper, reader, block, buffer)
+        _run_hook(step.mapper_final, buffer, "mapper_final")
+        path = prefix + ".out"
+        offsets, lengths = buffer.finish(path)
+    except BaseException:
+        buffer.discard_spills()
+        raise
+    return TaskCompleted(
+        attempt=assign.attempt, kind=TaskKind.MAP, task=assign.task, path=path,
+        offsets=tuple(offsets), lengths=tuple(lengths), counters=_counter_values(job),
+        records_in=records_in, bytes_in=bytes_in, skipped=tuple(skipped),
+    )
+
+
+def _run_hook(hook: Callable[[], Any] | None, buffer: _MapBuffer, name: str) -> None:
+    if hook is None:
+        return
+    try:
+        out = hook()
+        if out is not None:
+            buffer.add(out)
+    except Exception as error:
+        raise UserCodeError(f"{name} raised: {_describe(error)}", detail=traceback.format_exc()) from error
+
+
+def _drop_skipped(reader: InputFormat, block: RecordBlock, skip: set[tuple[str, int]],
+                  skipped: list[SkipRecord]) -> RecordBlock:
+    offsets = reader.record_offsets(block)
+    keep = [i for i, offset in enumerate(offsets) if (block.path, offset) not in skip]
+    if len(keep) == len(offsets):
+        return block
+    skipped.extend(SkipRecord(path=block.path, offset=offsets[i]) for i in range(len(offsets))
+                   if (block.path, offsets[i]) in skip)
+    keys = None if block.keys is None else [block.keys[i] for i in keep]
+    values = [block.values[i] for i in keep]
+    # Record offsets must stay computable after dropping: fall back to explicit ones.
+    return _ExplicitBlock(path=block.path, offset=block.offset, keys=keys, values=values,
+                          nbytes=block.nbytes, offsets=[offsets[i] for i in keep])
+
+
+class _ExplicitBlock(RecordBlock):
+    __slots__ = ("offsets",)
+
+    def __init__(self, *, path: str, offset: int, keys: list[Any] | None, values: list[Any],
+                 nbytes: int, offsets: list[int]) -> None:
+        super().__init__(path=path, offset=offset, keys=keys, values=values, nbytes=nbytes)
+        self.offsets = offsets
+
+
+def _map_block(mapper: Callable[[Any, Any], Any], reader: InputFormat, block: RecordBlock,
+               buffer: _MapBuffer) -> None:
+    index = 0
+    add = buffer.add
+    try:
+        if block.keys is None:
+            for index, value in enumerate(block.values):  # noqa: B007 (index used on error)
+                out = mapper(None, value)
+                if out is not None:
+                    add(out)
+        else:
+            for index, (key, value) in enumerate(zip(block.keys, block.values)):  # noqa: B007
+                out = mapper(key, value)
+                if out is not None:
+                    add(out)
+    except UserCodeError:
+        raise
+    except Exception as error:
+        offsets = block.offsets if isinstance(block, _ExplicitBlock) else reader.record_offsets(block)
+        raise UserCodeError(
+            f"mapper raised: {_describe(error)}", path=block.path, offset=offsets[index],
+            detail=traceback.format_exc(),
+        ) from error
+
+
+# ------------------------------------------------------------------ reduce side
+
+
+def part_name(task: int) -> str:
+    return f"part-{task:05d}"
+
+
+def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: str,
+               config: MapReduceConfig) -> TaskCompleted:
+    """Run one reduce attempt and commit its part file by rename."""
+    job = job_factory()
+    steps = job.steps()
+    step = _step_of(job, assign.step)
+    final_step = assign.step == len(steps) - 1
+    output = job.OUTPUT if final_step else None
+    reducer = step.reducer or (lambda key, values: ((key, value) for value in values))
+    os.makedirs(assign.output_dir, exist_ok=True)
+    final_path = os.path.join(assign.output_dir, part_name(assign.task))
+    if mutant(COMMIT_WITHOUT_RENAME):
+        temp_path = final_path
+    else:
+        temp_dir = os.path.join(assign.output_dir, "_temporary")
+        os.makedirs(temp_dir, exist_ok=True)
+        temp_path = os.path.join(temp_dir, f"{part_name(assign.task)}.attempt-{assign.attempt}")
+    records_out = 0
+    stream = _reduce_input(assign.inputs, config,
+                           os.path.join(scratch_dir, f"s{assign.step}-r{assign.task}-a{assign.attempt}"))
+    try:
+        with open(temp_path, "wb") as handle:
+            pending: list[tuple[Any, Any]] = []
+
+            def flush() -> None:
+                if output is None:
+                    write_pairs(handle, pending, config.chunk_records_max)
+                else:
+                    output.write(handle, pending)
+                pending.clear()
+
+            def collect(out: Any, where: str) -> None:
+                nonlocal records_out
+                for key, value in out:
+                    if type(key) not in _SCALARS or type(value) not in _SCALARS:
+                        check_pair(key, value)
+                    pending.append((key, value))
+                    records_out += 1
+                    if len(pending) >= config.chunk_records_max:
+                        flush()
+
+            for hook, name in ((step.reducer_init, "reducer_init"),):
+                _reduce_hook(hook, name, collect)
+            for key, group in itertools.groupby(stream, key=_KEY0):
+                try:
+                    out = reducer(key, (value for _, value in group))
+                    if out is not None:
+                        collect(out, "reducer")
+                except UserCodeError:
+                    raise
+                except Exception as error:
+                    raise UserCodeError(f"reducer raised on key {key!r}: {_describe(error)}",
+                                        detail=traceback.format_exc()) from error
+            _reduce_hook(step.reducer_final, "reducer_final", collect)
+            flush()
+            if config.fsync_output:
+                handle.flush()
+                os.fsync(handle.fileno())
+        if temp_path != final_path:
+            os.replace(temp_path, final_path)
+    except BaseException:
+        if temp_path != final_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_path)
+        raise
+    return TaskCompleted(
+        attempt=assign.attempt, kind=TaskKind.REDUCE, task=assign.task, path=final_path,
+        counters=_counter_values(job), records_out=records_out,
+    )
+
+
+def _reduce_hook(hook: Callable[[], Any] | None, name: str, collect: Callable[[Any, str], None]) -> None:
+    if hook is None:
+        return
+    try:
+        out = hook()
+        if out is not None:
+            collect(out, name)
+    except Exception as error:
+        raise UserCodeError(f"{name} raised: {_describe(error)}", detail=traceback.format_exc()) from error
+
+
+def _reduce_input(refs: tuple[MapOutputRef, ...], config: MapReduceConfig,
+                  scratch_prefix: str) -> Iterator[tuple[Any, Any]]:
+    """The bucket's pairs from every map task, in key order."""
+    segments = [(ref.path, ref.offset, ref.length) for ref in refs if ref.length > 0]
+    total = sum(length for _, _, length in segments)
+    if total <= config.reduce_memory_bytes_max:
+        pairs: list[tuple[Any, Any]] = []
+        for segment in segments:
+            for chunk in iter_chunks(*segment):
+                pairs.extend(chunk)
+        _sort(pairs, "the mappers")
+        return iter(pairs)
+    return merge_segments(segments, fan_in=config.merge_fan_in_max,
+                          chunk_records=config.chunk_records_max, scratch_prefix=scratch_prefix)
+
+
+# -------------------------------------------------------------------- attempts
+
+
+def run_attempt(job_factory: JobFactory, assign: AssignMap | AssignReduce, *,
+                scratch_dir: str, config: MapReduceConfig) -> TaskCompleted | TaskFailed:
+    """Run one attempt and turn any failure into a ``TaskFailed`` report."""
+    kind = TaskKind.MAP if isinstance(assign, AssignMap) else TaskKind.REDUCE
+    try:
+        if isinstance(assign, AssignMap):
+            return run_map(job_factory, assign, scratch_dir=scratch_dir, config=config)
+        return run_reduce(job_factory, assign, scratch_dir=scratch_dir, config=config)
+    except UserCodeError as error:
+        return TaskFailed(attempt=assign.attempt, kind=kind, task=assign.task, error=error.error,
+                          detail=error.detail or traceback.format_exc(), path=error.path,
+                          offset=error.offset, user_error=True)
+    except Exception as error:
+        return TaskFailed(attempt=assign.attempt, kind=kind, task=assign.task,
+                          error=_describe(error), detail=traceback.format_exc(), user_error=False)
+
+
+def worker_main(conn: Connection, job_factory: JobFactory, worker: NodeId, scratch_dir: str,
+                config: MapReduceConfig) -> None:
+    """A worker process: announce itself, then run what the master assigns, one
+    attempt at a time, until ``Shutdown`` or the pipe closes."""
+    del worker  # the name is the master's; kept in the signature for logs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
+    os.makedirs(scratch_dir, exist_ok=True)
+    conn.send_bytes(encode(WorkerReady()))
+    while True:
+        try:
+            message = decode(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        match message:
+            case AssignMap() | AssignReduce():
+                result = run_attempt(job_factory, message, scratch_dir=scratch_dir, config=config)
+                conn.send_bytes(encode(result))
+            case CancelAttempt():
+                # Attempts run to the end one at a time, so a cancel always arrives
+                # after its attempt was reported; the master ignores that report.
+                continue
+            case Shutdown():
+                return
+            case _:
+                continue
