@@ -20,6 +20,7 @@ IO_ALLOWED_PREFIXES = (
     "cli/",
     "node/",
     "web/",
+    "demo/",
     "storage/files.py",
     "storage/realfs.py",
     "check/__main__.py",
