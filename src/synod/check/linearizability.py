@@ -1,0 +1,399 @@
+"""Linearizability checking: Wing & Gong's search with Lowe's improvements.
+
+Theory of operation
+-------------------
+A history is *linearizable* (Herlihy & Wing, 1990) if every operation can be
+given a point in time between its invocation and its completion such that, taken
+in the order of those points, the operations are a legal sequential execution of
+the model. This module decides that by search, following:
+
+* Wing & Gong (1993): walk a doubly-linked list of call and return events sorted
+  by time. The operations that may be linearized next are exactly those whose
+  call comes before the first return still in the list (a *minimal* operation:
+  nothing still pending finished before it started). Linearizing one ("lifting")
+  unlinks its call and return; reaching a return means nothing before it could be
+  linearized in the current state, so the search backtracks.
+* Lowe (2017), "Testing for linearizability": memoize every (set of linearized
+  operations, model state) pair reached; reaching one again cannot lead anywhere
+  new, so that branch is cut. The set is a Python int used as a bitset.
+  Indeterminate operations are linearized *just in time*: they are tried only
+  when the search is stuck at a return (never eagerly), which keeps a history
+  with many timed-out writes from branching on each of them at every step.
+* P-compositionality (Horn & Kroening, 2015; Lowe): linearizability is local, so
+  the history is split by ``Model.partition`` (the key, for a key-value store) and
+  each part checked alone; a 10,000-operation history over many keys becomes many
+  small searches.
+
+Outcomes as the search sees them:
+
+* ``ok``: must be linearized between invocation and completion, with its result;
+* ``fail``: did not happen: dropped;
+* ``info`` (indeterminate): may be linearized anywhere after its invocation, or
+  not at all; its completion is +infinity and its result unknown. A read-only
+  indeterminate operation constrains nothing and is dropped. The search succeeds
+  as soon as every ``ok`` operation is linearized.
+
+The search is bounded by ``steps_max`` model steps per partition; running out
+makes the result *inconclusive* (never a pass).
+
+When a partition is not linearizable, the report gives the deepest point the
+search reached: how many operations it could linearize, the model state there,
+the operation whose completion could not be passed, the operations that were
+candidates at that point, and the last operations linearized before it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from synod.check.history import History, Operation
+from synod.check.models import KeyValueModel, Model
+from synod.check.result import CheckResult, Violation
+
+CHECKER = "linearizability"
+
+#: Default bound on model steps per partition (about a few seconds of Python).
+STEPS_MAX_DEFAULT = 5_000_000
+
+#: Marks a configuration cut by the memo (a sentinel list, compared by identity).
+_DOMINATED: list[int] = []
+
+#: How many operations a report lists before the stuck point.
+EXPLANATION_TAIL = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartitionVerdict:
+    """The outcome of the search on one partition."""
+
+    partition: Hashable
+    linearizable: bool | None  # None: the step budget ran out
+    operations: int
+    steps: int
+    explanation: dict[str, Any] | None = None
+
+
+def check_linearizability(
+    history: History | Iterable[Operation],
+    model: Model | None = None,
+    *,
+    steps_max: int = STEPS_MAX_DEFAULT,
+) -> CheckResult:
+    """Check ``history`` against ``model`` (default: ``KeyValueModel``).
+
+    Returns a ``CheckResult`` with one ``Violation`` (kind ``"not-linearizable"``)
+    per partition that is not linearizable, and an inconclusive reason per
+    partition whose search ran out of ``steps_max``.
+    """
+    if steps_max <= 0:
+        raise ValueError("steps_max must be positive")
+    chosen: Model = model if model is not None else KeyValueModel()
+    partitions: dict[Hashable, list[Operation]] = defaultdict(list)
+    dropped = 0
+    for operation in history:
+        chosen.validate(operation.operation)
+        if operation.is_fail or (operation.is_info and chosen.is_read_only(operation.operation)):
+            dropped += 1
+            continue
+        partitions[chosen.partition(operation.operation)].append(operation)
+
+    violations: list[Violation] = []
+    inconclusive: list[str] = []
+    steps_total = 0
+    for key, operations in partitions.items():
+        verdict = check_partition(key, operations, chosen, steps_max=steps_max)
+        steps_total += verdict.steps
+        if verdict.linearizable is None:
+            inconclusive.append(
+                f"partition {key!r}: search gave up after {verdict.steps} steps "
+                f"({verdict.operations} operations); raise steps_max"
+            )
+        elif not verdict.linearizable:
+            violations.append(_violation(chosen, verdict))
+    return CheckResult(
+        checker=CHECKER,
+        violations=tuple(violations),
+        inconclusive=tuple(inconclusive),
+        statistics={
+            "partitions": len(partitions),
+            "operations_checked": sum(len(ops) for ops in partitions.values()),
+            "operations_dropped": dropped,
+            "steps": steps_total,
+        },
+    )
+
+
+def check_partition(
+    partition: Hashable,
+    operations: list[Operation],
+    model: Model,
+    *,
+    steps_max: int = STEPS_MAX_DEFAULT,
+) -> PartitionVerdict:
+    """Run the search on the operations of one partition (``ok`` and ``info``
+    only: the caller drops ``fail`` operations)."""
+    return _Search(partition, operations, model, steps_max).run()
+
+
+class _Search:
+    """One Wing & Gong / Lowe search. Events live in flat arrays for speed.
+
+    Definite (``ok``) operations have a call and a return event in the main list;
+    indeterminate ones only a call, in a second list sorted by invocation, tried
+    just in time (see the module comment). Operation ``i`` owns bit ``1 << i``.
+    """
+
+    def __init__(
+        self, partition: Hashable, operations: list[Operation], model: Model, steps_max: int
+    ) -> None:
+        self.partition = partition
+        self.model = model
+        self.steps_max = steps_max
+        self.definite = [op for op in operations if op.is_ok]
+        self.indefinite = sorted(
+            (op for op in operations if op.is_info), key=lambda op: op.invoke_time
+        )
+        self.operations = self.definite + self.indefinite
+        # Main list: entries 0..2n-1 are the events of the n definite operations;
+        # 2n is the head sentinel and 2n+1 the tail sentinel.
+        events: list[tuple[float, int, int]] = []
+        for index, op in enumerate(self.definite):
+            events.append((float(op.invoke_time), 0, index))
+            events.append((op.effective_complete_time(), 1, index))
+        events.sort()
+        size = len(events)
+        self.head = size
+        self.tail = size + 1
+        self.event_time = [time for time, _, _ in events] + [-math.inf, math.inf]
+        self.event_is_call = [kind == 0 for _, kind, _ in events] + [False, False]
+        self.event_op = [index for _, _, index in events] + [-1, -1]
+        self.match = [0] * size
+        call_of: dict[int, int] = {}
+        for position, (_, kind, index) in enumerate(events):
+            if kind == 0:
+                call_of[index] = position
+            else:
+                self.match[call_of[index]] = position
+                self.match[position] = call_of[index]
+        order = [self.head, *range(size), self.tail]
+        self.next = [0] * (size + 2)
+        self.prev = [0] * (size + 2)
+        for left, right in pairwise(order):
+            self.next[left] = right
+            self.prev[right] = left
+        # Indeterminate list: entries 0..k-1, head k, tail k+1.
+        k = len(self.indefinite)
+        self.info_head = k
+        self.info_tail = k + 1
+        self.info_time = [float(op.invoke_time) for op in self.indefinite]
+        info_order = [k, *range(k), k + 1]
+        self.info_next = [0] * (k + 2)
+        self.info_prev = [0] * (k + 2)
+        for left, right in pairwise(info_order):
+            self.info_next[left] = right
+            self.info_prev[right] = left
+        # Deepest point reached, for the explanation.
+        self.best_depth = -1
+        self.best: dict[str, Any] | None = None
+
+    def run(self) -> PartitionVerdict:
+        model = self.model
+        step = model.step
+        definite = self.definite
+        indefinite = self.indefinite
+        nxt, prv = self.next, self.prev
+        info_next, info_prev = self.info_next, self.info_prev
+        event_is_call, event_op, event_time, match = (
+            self.event_is_call,
+            self.event_op,
+            self.event_time,
+            self.match,
+        )
+        head, tail = self.head, self.tail
+        info_tail = self.info_tail
+
+        state: Any = model.init()
+        linearized = 0  # bitset of definite operations linearized
+        info_bits = 0  # bitset of indeterminate operations linearized
+        depth = 0  # definite operations linearized
+        # Lowe's memo, with dominance for indeterminate operations: a
+        # configuration (definite set, state) reached with indeterminate set I
+        # can do everything one reached with a superset of I can, since
+        # indeterminate operations are optional and never constrain what may go
+        # next. So each (definite set, state) keeps the indeterminate sets seen,
+        # and a configuration is cut if one of them is a subset of its own.
+        cache: dict[tuple[int, Any], list[int]] = {}
+        # Stack frames: (is_info, entry, state before, limit time for info frames).
+        stack: list[tuple[bool, int, Any, float]] = []
+        steps = 0
+        entry = nxt[head]
+        info_mode = False
+        info_entry = 0
+        limit = 0.0
+
+        while True:
+            if nxt[head] == tail:
+                return self._verdict(True, steps)
+            if steps >= self.steps_max:
+                return self._verdict(None, steps)
+            if not info_mode:
+                if event_is_call[entry]:
+                    index = event_op[entry]
+                    op = definite[index]
+                    steps += 1
+                    allowed, next_state = step(state, op.operation, op.result, True)
+                    if allowed:
+                        bits = linearized | (1 << index)
+                        key = (bits, next_state)
+                        seen = cache.get(key)
+                        if seen is None:
+                            cache[key] = [info_bits]
+                        elif any(old & ~info_bits == 0 for old in seen):
+                            seen = _DOMINATED
+                        else:
+                            seen.append(info_bits)
+                        if seen is not _DOMINATED:
+                            stack.append((False, entry, state, 0.0))
+                            state = next_state
+                            linearized = bits
+                            depth += 1
+                            # Lift: unlink the call and its return.
+                            back = match[entry]
+                            nxt[prv[entry]] = nxt[entry]
+                            prv[nxt[entry]] = prv[entry]
+                            nxt[prv[back]] = nxt[back]
+                            prv[nxt[back]] = prv[back]
+                            entry = nxt[head]
+                            continue
+                    entry = nxt[entry]
+                    continue
+                # A return: every definite candidate failed; try indeterminate ones.
+                if depth > self.best_depth:
+                    self._remember(depth, state, entry, stack)
+                info_mode = True
+                limit = event_time[entry]
+                info_entry = info_next[self.info_head]
+            if info_entry != info_tail and self.info_time[info_entry] <= limit:
+                op = indefinite[info_entry]
+                steps += 1
+                allowed, next_state = step(state, op.operation, None, False)
+                if allowed:
+                    bits = info_bits | (1 << info_entry)
+                    key = (linearized, next_state)
+                    seen = cache.get(key)
+                    if seen is None:
+                        cache[key] = [bits]
+                    elif any(old & ~bits == 0 for old in seen):
+                        seen = _DOMINATED
+                    else:
+                        seen.append(bits)
+                    if seen is not _DOMINATED:
+                        stack.append((True, info_entry, state, limit))
+                        state = next_state
+                        info_bits = bits
+                        info_next[info_prev[info_entry]] = info_next[info_entry]
+                        info_prev[info_next[info_entry]] = info_prev[info_entry]
+                        info_mode = False
+                        entry = nxt[head]
+                        continue
+                info_entry = info_next[info_entry]
+                continue
+            # Nothing left to try here: backtrack.
+            if not stack:
+                return self._verdict(False, steps)
+            is_info, popped, state, frame_limit = stack.pop()
+            if is_info:
+                info_bits &= ~(1 << popped)
+                info_next[info_prev[popped]] = popped
+                info_prev[info_next[popped]] = popped
+                info_mode = True
+                limit = frame_limit
+                info_entry = info_next[popped]
+            else:
+                linearized &= ~(1 << event_op[popped])
+                depth -= 1
+                back = match[popped]
+                # Unlift in reverse order of the lift.
+                nxt[prv[back]] = back
+                prv[nxt[back]] = back
+                nxt[prv[popped]] = popped
+                prv[nxt[popped]] = popped
+                info_mode = False
+                entry = nxt[popped]
+
+    def _remember(
+        self, depth: int, state: Any, stuck: int, stack: list[tuple[bool, int, Any, float]]
+    ) -> None:
+        self.best_depth = depth
+        self.best = {
+            "state": state,
+            "stuck": stuck,
+            "frames": [(is_info, entry) for is_info, entry, _, _ in stack[-EXPLANATION_TAIL:]],
+            "linearized_total": len(stack),
+        }
+
+    def _verdict(self, linearizable: bool | None, steps: int) -> PartitionVerdict:
+        explanation = None
+        if linearizable is False:
+            explanation = self._explain()
+        return PartitionVerdict(
+            partition=self.partition,
+            linearizable=linearizable,
+            operations=len(self.operations),
+            steps=steps,
+            explanation=explanation,
+        )
+
+    def _explain(self) -> dict[str, Any]:
+        best = self.best
+        if best is None:  # pragma: no cover - a failing search always hits a return
+            return {}
+        stuck_op = self.definite[self.event_op[best["stuck"]]]
+        stuck_time = stuck_op.effective_complete_time()
+        linearized = [
+            self.indefinite[entry] if is_info else self.definite[self.event_op[entry]]
+            for is_info, entry in best["frames"]
+        ]
+        linearized_ids = {op.op_id for op in linearized}
+        # Candidates at the stuck point: operations invoked before the stuck
+        # operation completed and not linearized on the best path. Concurrent
+        # with the stuck operation, they are the ones a reader must look at.
+        candidates = [
+            op
+            for op in self.operations
+            if op.invoke_time <= stuck_time
+            and op.effective_complete_time() >= stuck_op.invoke_time
+            and op.op_id not in linearized_ids
+            and op.op_id != stuck_op.op_id
+        ]
+        candidates.sort(key=lambda op: op.invoke_time)
+        return {
+            "partition": self.partition,
+            "operations": len(self.operations),
+            "linearized_before_stuck": best["linearized_total"],
+            "state_at_stuck": best["state"],
+            "stuck_operation": stuck_op.describe(),
+            "last_linearized": [op.describe() for op in linearized],
+            "concurrent_candidates": [op.describe() for op in candidates[:16]],
+        }
+
+
+def _violation(model: Model, verdict: PartitionVerdict) -> Violation:
+    explanation = verdict.explanation or {}
+    message = (
+        f"{model.name} partition {verdict.partition!r} is not linearizable: after "
+        f"linearizing {explanation.get('linearized_before_stuck', '?')} of "
+        f"{verdict.operations} operations (state {explanation.get('state_at_stuck')!r}), "
+        f"nothing could be linearized before {explanation.get('stuck_operation', '?')} completed"
+    )
+    return Violation(
+        checker=CHECKER,
+        kind="not-linearizable",
+        message=message,
+        details=explanation,
+    )
