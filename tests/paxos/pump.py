@@ -35,9 +35,11 @@ class Cluster:
     """Replicas n1..nN on a virtual network with per-link blocking."""
 
     def __init__(self, size: int = 3, *, seed: int = 1, config: PaxosConfig | None = None,
-                 latency_ms: float = 1.0, codec_roundtrip: bool = True) -> None:
+                 latency_ms: float = 1.0, codec_roundtrip: bool = True,
+                 initial_members: int | None = None) -> None:
         self.config = config or PaxosConfig.sim()
-        self.members = tuple(NodeId(f"n{i}") for i in range(1, size + 1))
+        self.nodes = tuple(NodeId(f"n{i}") for i in range(1, size + 1))
+        self.members = self.nodes[: initial_members or size]
         self.rng = random.Random(seed)
         self.now_ms = 0.0
         self.latency_ms = latency_ms
@@ -57,7 +59,7 @@ class Cluster:
         self.sent: list[tuple[NodeId, NodeId, Message]] = []
         self.drop: Callable[[NodeId, NodeId, Message], bool] = lambda s, d, m: False
         self._request_id = 0
-        for node in self.members:
+        for node in self.nodes:
             self.disks[node] = []
             self.start(node)
 
