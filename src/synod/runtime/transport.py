@@ -29,6 +29,7 @@ import collections
 import contextlib
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -544,14 +545,65 @@ class Listener:
         self.connections: set[Connection] = set()
         self._pending: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._listening_socket: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host:port`` (port 0 picks a free one); returns the address."""
-        self._server = await asyncio.start_server(
-            self._accepted, host, port, limit=self.config.read_chunk_bytes
-        )
+        if self.ssl_context is None:
+            self._server = await asyncio.start_server(
+                self._accepted, host, port, limit=self.config.read_chunk_bytes
+            )
+        else:
+            # With TLS we accept sockets ourselves and run the TLS handshake with
+            # ``connect_accepted_socket``, so that a failed handshake is ours to
+            # count and log (``start_server(ssl=...)`` would only log it).
+            listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind((host, port))
+            listening.listen(128)
+            listening.setblocking(False)
+            self._listening_socket = listening
+            self._accept_task = asyncio.create_task(self._accept_tls_loop(listening))
+            bound = listening.getsockname()
+            return str(bound[0]), int(bound[1])
         bound = self._server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
+
+    async def _accept_tls_loop(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            accepted, _address = await loop.sock_accept(listening)
+            loop.create_task(self._accepted_tls(accepted))
+
+    async def _accepted_tls(self, accepted: socket.socket) -> None:
+        assert self.ssl_context is not None
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._pending.add(task)
+        try:
+            where = accepted.getpeername()
+            reader = asyncio.StreamReader(limit=self.config.read_chunk_bytes)
+            # Keep our own protocol object: uvloop returns its TLS wrapper instead.
+            protocol = asyncio.StreamReaderProtocol(reader)
+            try:
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol,
+                    accepted,
+                    ssl=self.ssl_context,
+                    ssl_handshake_timeout=self.config.handshake_timeout_s,
+                )
+            except (ssl.SSLError, OSError, TimeoutError) as error:
+                self.counters.add("connections_accepted")
+                self.counters.add("auth_tls_failure")
+                log.warning("refusing connection from %s: TLS failed: %r", where, error)
+                accepted.close()
+                return
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            await self._serve(reader, writer, tls_done=True)
+        finally:
+            self._pending.discard(task)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -562,7 +614,9 @@ class Listener:
         finally:
             self._pending.discard(task)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls_done: bool = False
+    ) -> None:
         self.counters.add("connections_accepted")
         where = writer.get_extra_info("peername")
         if len(self._pending) > self.config.connections_max:
@@ -570,18 +624,7 @@ class Listener:
             log.warning("refusing connection from %s: %d connections open", where, len(self.connections))
             writer.close()
             return
-        tls_peer: str | None = None
-        if self.ssl_context is not None:
-            try:
-                await asyncio.wait_for(
-                    writer.start_tls(self.ssl_context), self.config.handshake_timeout_s
-                )
-            except (ssl.SSLError, OSError, TimeoutError) as error:
-                self.counters.add("auth_tls_failure")
-                log.warning("refusing connection from %s: TLS failed: %s", where, error)
-                writer.close()
-                return
-            tls_peer = tls_principal(writer.get_extra_info("ssl_object"))
+        tls_peer = tls_principal(writer.get_extra_info("ssl_object")) if tls_done else None
         try:
             peer, decoder, leftover = await run_acceptor_handshake(
                 reader, writer, self.make_handshake(tls_peer), self.config
@@ -618,13 +661,25 @@ class Listener:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._accept_task
+            self._accept_task = None
+        if self._listening_socket is not None:
+            self._listening_socket.close()
+            self._listening_socket = None
         for connection in list(self.connections):
             connection.close("node stopping")
-        for task in list(self._pending):
-            task.cancel()
-        for task in list(self._pending):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Closed connections end their tasks; cancel only what is still stuck
+        # (for example in a handshake) after a grace period.
+        if self._pending:
+            _done, stuck = await asyncio.wait(list(self._pending), timeout=1.0)
+            for task in stuck:
+                task.cancel()
+            for task in stuck:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5.0)
