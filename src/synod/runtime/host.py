@@ -175,6 +175,7 @@ class AsyncioHost:
         self._read_open.set()
         self._stopped = asyncio.Event()
         self._listener: Listener | None = None
+        self._stop_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ Host interface
@@ -287,7 +288,7 @@ class AsyncioHost:
             return
         self.failure = error
         log.critical("node %s: core failed, stopping: %r", self._node, error, exc_info=error)
-        asyncio.get_running_loop().create_task(self.stop())
+        self._stop_task = asyncio.get_running_loop().create_task(self.stop())
 
     # ------------------------------------------------------------ connections
 

@@ -574,14 +574,14 @@ class Listener:
         loop = asyncio.get_running_loop()
         while True:
             accepted, _address = await loop.sock_accept(listening)
-            loop.create_task(self._accepted_tls(accepted))
+            task = loop.create_task(self._accepted_tls(accepted))
+            self._pending.add(task)  # the task removes itself when done
 
     async def _accepted_tls(self, accepted: socket.socket) -> None:
         assert self.ssl_context is not None
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        self._pending.add(task)
         try:
             where = accepted.getpeername()
             reader = asyncio.StreamReader(limit=self.config.read_chunk_bytes)
