@@ -1,0 +1,273 @@
+"""A seeded, single-threaded simulation of the master core with fake workers.
+
+The simulator proper (``synod.sim``) is being written alongside; this harness is
+the MapReduce block's own: one event queue ordered by (virtual time, sequence), one
+``random.Random(seed)``, and workers that are plain functions of the assignment.
+It injects what the paper's master must survive: workers that die (with their
+results still in flight, or after their map output was consumed), duplicated and
+delayed messages, stragglers ten times slower than the rest, and a poison record
+that crashes its mapper every time. Map attempts are *non-deterministic*: each
+produces a fresh random token, and reduce attempts output the tokens of the map
+attempts they were bound to -- so a reducer bound to the wrong attempt is visible.
+
+``check_run`` is the checker; it looks only at what the workers saw and what the
+master reported, never at the master's private state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from synod.core.effects import CancelTimer, Recovered, Send, SetTimer
+from synod.core.ids import NodeId
+from synod.mapreduce.config import MapReduceConfig
+from synod.mapreduce.master import Master
+from synod.mapreduce.messages import (
+    AssignMap,
+    AssignReduce,
+    CancelAttempt,
+    CounterValue,
+    InputSplit,
+    SkipRecord,
+    TaskCompleted,
+    TaskFailed,
+    TaskKind,
+    WorkerLost,
+    WorkerReady,
+)
+
+DRIVER = NodeId("driver")
+POISON_OFFSET = 4242
+
+
+class CheckFailed(AssertionError):
+    """The checker found a run the paper's master would not produce."""
+
+
+@dataclass
+class Run:
+    seed: int
+    maps: int
+    reducers: int
+    master: Master
+    #: attempt id -> (kind, task, worker, assigned at, bindings for reduce)
+    assigned: dict[int, tuple[TaskKind, int, NodeId, float, tuple[int, ...]]] = field(default_factory=dict)
+    #: attempt id -> token of the map attempt's output (only attempts that completed)
+    map_tokens: dict[int, int] = field(default_factory=dict)
+    reduce_tokens: dict[int, int] = field(default_factory=dict)
+    #: worker -> virtual time of its death
+    deaths: dict[NodeId, float] = field(default_factory=dict)
+    poisoned: set[int] = field(default_factory=set)
+    #: worker -> virtual time the master was told of its death
+    lost_noticed: dict[NodeId, float] = field(default_factory=dict)
+    steps: int = 0
+    trace: list[str] = field(default_factory=list)
+
+
+def simulate(seed: int, *, check_invariants: bool = True, events_max: int = 20000) -> Run:
+    rng = random.Random(seed)
+    maps = rng.randint(1, 12)
+    reducers = rng.randint(1, 6)
+    workers_initial = rng.randint(1, 5)
+    deaths_max = rng.randint(0, 3)
+    duplicate_probability = rng.choice([0.0, 0.1, 0.3])
+    poison = rng.random() < 0.3
+    config = MapReduceConfig(task_attempts_max=12, backup_after_ms=rng.choice([0.0, 50.0, 200.0]),
+                             backup_remaining_fraction=rng.choice([0.1, 0.3, 1.0]),
+                             scheduler_tick_ms=25.0)
+    splits = tuple((InputSplit(path=f"in-{i}", start=0, end=100),) for i in range(maps))
+    master = Master(config=config, rng=random.Random(seed), step=0, splits=splits, reducers=reducers,
+                    skip_bad_records=True)
+    run = Run(seed=seed, maps=maps, reducers=reducers, master=master)
+    if poison:
+        run.poisoned = {rng.randrange(maps)}
+    queue: list[tuple[float, int, str, Any]] = []
+    sequence = 0
+    now = 0.0
+    alive: set[NodeId] = set()
+    speed: dict[NodeId, float] = {}
+    running: dict[NodeId, int] = {}
+    timers: dict[str, float] = {}
+    spawned = 0
+
+    def push(at: float, kind: str, payload: Any) -> None:
+        nonlocal sequence
+        sequence += 1
+        heapq.heappush(queue, (at, sequence, kind, payload))
+
+    def spawn() -> None:
+        nonlocal spawned
+        spawned += 1
+        worker = NodeId(f"w{spawned}")
+        alive.add(worker)
+        speed[worker] = 10.0 if rng.random() < 0.25 else 1.0
+        push(now + rng.uniform(0, 5), "deliver", (worker, WorkerReady()))
+
+    def execute(effects: list[Any]) -> None:
+        for effect in effects:
+            match effect:
+                case Send(to=to, message=AssignMap() | AssignReduce() as assign):
+                    bindings = tuple(r.attempt for r in assign.inputs) if isinstance(assign, AssignReduce) else ()
+                    kind = TaskKind.MAP if isinstance(assign, AssignMap) else TaskKind.REDUCE
+                    assert assign.attempt not in run.assigned, "attempt id reused"
+                    run.assigned[assign.attempt] = (kind, assign.task, to, now, bindings)
+                    if isinstance(assign, AssignReduce):
+                        for ref in assign.inputs:
+                            noticed = run.lost_noticed.get(ref.worker)
+                            if noticed is not None:
+                                raise CheckFailed(f"reduce a{assign.attempt} bound to output on {ref.worker}, known dead")
+                    run.trace.append(f"{now:9.1f} assign {kind.name} {assign.task} a{assign.attempt} -> {to}")
+                    if to in alive:
+                        if to in running:
+                            raise CheckFailed(f"{to} given two attempts at once")
+                        running[to] = assign.attempt
+                        push(now + rng.uniform(10, 100) * speed[to], "finish", (to, assign))
+                case Send(message=CancelAttempt()):
+                    continue
+                case SetTimer(key=key, delay_ms=delay):
+                    timers[key] = now + delay
+                    push(now + delay, "timer", (key, now + delay))
+                case CancelTimer(key=key):
+                    timers.pop(key, None)
+                case _:
+                    raise AssertionError(f"unexpected effect {effect}")
+
+    def step(effects: list[Any]) -> None:
+        execute(effects)
+        run.steps += 1
+        if check_invariants:
+            master.check_invariants()
+
+    def result_of(worker: NodeId, assign: AssignMap | AssignReduce) -> TaskCompleted | TaskFailed:
+        if isinstance(assign, AssignMap):
+            skipping = any(s.offset == POISON_OFFSET for s in assign.skip)
+            if assign.task in run.poisoned and not skipping:
+                return TaskFailed(attempt=assign.attempt, kind=TaskKind.MAP, task=assign.task,
+                                  error="ValueError: poison", path=f"in-{assign.task}",
+                                  offset=POISON_OFFSET, user_error=True)
+            token = rng.getrandbits(40)
+            run.map_tokens[assign.attempt] = token
+            skipped = (SkipRecord(path=f"in-{assign.task}", offset=POISON_OFFSET),) if skipping else ()
+            return TaskCompleted(
+                attempt=assign.attempt, kind=TaskKind.MAP, task=assign.task,
+                path=f"{worker}/m{assign.task}-a{assign.attempt}",
+                offsets=tuple(range(reducers)), lengths=tuple([1] * reducers),
+                counters=(CounterValue(group="map", name=f"t{assign.task}", value=token),),
+                records_in=1, bytes_in=100, skipped=skipped,
+            )
+        for ref in assign.inputs:
+            if ref.attempt not in run.map_tokens:
+                raise CheckFailed(f"reduce bound to map attempt {ref.attempt} that never completed")
+            if ref.path != f"{ref.worker}/m{ref.map_task}-a{ref.attempt}":
+                raise CheckFailed("ref names another attempt's output")
+            if ref.worker in run.deaths and run.deaths[ref.worker] < run.assigned[assign.attempt][3]:
+                # The fetch from a dead machine fails; the master learns of the
+                # death from WorkerLost and re-executes the map task.
+                return TaskFailed(attempt=assign.attempt, kind=TaskKind.REDUCE, task=assign.task,
+                                  error=f"OSError: cannot fetch from {ref.worker}")
+        token = rng.getrandbits(40)
+        run.reduce_tokens[assign.attempt] = token
+        return TaskCompleted(
+            attempt=assign.attempt, kind=TaskKind.REDUCE, task=assign.task,
+            path=f"part-{assign.task}-a{assign.attempt}",
+            counters=(CounterValue(group="reduce", name=f"t{assign.task}", value=token),),
+            records_out=1,
+        )
+
+    step(master.start(now, Recovered()))
+    for _ in range(workers_initial):
+        spawn()
+    deaths = 0
+    for _ in range(deaths_max):
+        push(rng.uniform(0, 600), "kill", None)
+    events = 0
+    while queue and not master.finished:
+        events += 1
+        assert events <= events_max, f"seed {seed}: no progress after {events_max} events"
+        now, _, kind, payload = heapq.heappop(queue)
+        if kind == "deliver":
+            source, message = payload
+            run.trace.append(f"{now:9.1f} deliver {type(message).__name__} from {source}")
+            if isinstance(message, WorkerLost):
+                run.lost_noticed[message.worker] = now
+            step(master.on_message(now, source, message))
+        elif kind == "finish":
+            worker, assign = payload
+            if worker not in alive or running.get(worker) != assign.attempt:
+                continue
+            del running[worker]
+            result = result_of(worker, assign)
+            push(now + rng.uniform(0, 10), "deliver", (worker, result))
+            if rng.random() < duplicate_probability:
+                push(now + rng.uniform(0, 300), "deliver", (worker, result))
+        elif kind == "kill":
+            if not alive or deaths >= deaths_max:
+                continue
+            victim = rng.choice(sorted(alive))
+            deaths += 1
+            alive.discard(victim)
+            running.pop(victim, None)
+            run.deaths[victim] = now
+            run.trace.append(f"{now:9.1f} kill {victim}")
+            # The death is noticed a little later; messages in flight still arrive.
+            push(now + rng.uniform(0, 20), "deliver", (DRIVER, WorkerLost(worker=victim)))
+            spawn()
+        elif kind == "timer":
+            key, due = payload
+            if timers.get(key) == due:
+                del timers[key]
+                step(master.on_timer(now, key))
+    return run
+
+
+def check_run(run: Run) -> None:
+    """The checker: what a correct master guarantees, judged from outside."""
+    master = run.master
+    if not master.succeeded:
+        raise CheckFailed(f"seed {run.seed}: job did not succeed: {master.failure}")
+    parts = master.output_parts()
+    if len(parts) != run.reducers:
+        raise CheckFailed(f"seed {run.seed}: {len(parts)} parts for {run.reducers} reducers")
+    committed_reduces: list[int] = []
+    for task, path in enumerate(parts):
+        attempt = int(path.rsplit("-a", 1)[1])
+        kind, index, _, _, _ = run.assigned[attempt]
+        if (kind, index) != (TaskKind.REDUCE, task) or attempt not in run.reduce_tokens:
+            raise CheckFailed(f"seed {run.seed}: part {task} comes from attempt {attempt} of {kind} {index}")
+        committed_reduces.append(attempt)
+    # One committed map attempt per task, as seen by every reducer, unless that
+    # attempt's output was lost with its worker before the later reducer was bound.
+    for map_task in range(run.maps):
+        seen: list[tuple[float, int]] = []
+        for attempt in committed_reduces:
+            _, _, _, assigned_at, bindings = run.assigned[attempt]
+            seen.append((assigned_at, bindings[map_task]))
+        seen.sort()
+        for (_t1, a1), (t2, a2) in itertools.pairwise(seen):
+            if a1 == a2:
+                continue
+            lost_worker = run.assigned[a1][2]
+            died = run.deaths.get(lost_worker)
+            if died is None or died > t2:
+                raise CheckFailed(
+                    f"seed {run.seed}: map task {map_task}: reducers read attempts {a1} and {a2} "
+                    f"although attempt {a1}'s output was never lost"
+                )
+    counters = master.counters()
+    for map_task in range(run.maps):
+        value = counters.get(("map", f"t{map_task}"))
+        tokens = {run.map_tokens[a] for a, (k, t, *_r) in run.assigned.items()
+                  if k is TaskKind.MAP and t == map_task and a in run.map_tokens}
+        if value not in tokens:
+            raise CheckFailed(f"seed {run.seed}: map task {map_task} counter {value} is not one attempt's")
+    for task, attempt in enumerate(committed_reduces):
+        if counters.get(("reduce", f"t{task}")) != run.reduce_tokens[attempt]:
+            raise CheckFailed(f"seed {run.seed}: reduce task {task} counter is not its committed attempt's")
+    skipped = {(s.path, s.offset) for s in master.skipped_records()}
+    expected = {(f"in-{t}", POISON_OFFSET) for t in run.poisoned}
+    if skipped != expected:
+        raise CheckFailed(f"seed {run.seed}: skipped {skipped}, expected {expected}")
