@@ -72,6 +72,8 @@ class Job:
     #: The step's partition plan (what ``sample_partitions`` returned), set by the
     #: framework before any map task runs. None when the job samples nothing.
     partition_plan: Any = None
+    #: The file the mapper's current record comes from (set by the framework).
+    input_path: str = ""
 
     def mapper(self, key: Any, value: Any) -> Pairs:
         return ((key, value),)

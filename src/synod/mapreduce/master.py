@@ -393,10 +393,15 @@ class Master:
             task.bad_records[record] += 1
             if (
                 self._skip_bad_records
+                and record not in task.skip
                 and task.bad_records[record] >= self._config.skip_after_failures
                 and len(task.skip) < self._config.skipped_records_max
             ):
+                # Skipping is progress: the failures this record caused (this one
+                # included) do not use up the task's attempts; skipped_records_max
+                # bounds the retries instead.
                 task.skip.add(record)
+                task.failures -= task.bad_records[record]
         return self._attempt_failed(task, attempt, failed)
 
     def _attempt_failed(self, task: _Task, attempt: _Attempt, failed: TaskFailed | None) -> Effects:

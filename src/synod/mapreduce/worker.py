@@ -367,6 +367,7 @@ def run_map(job_factory: JobFactory, assign: AssignMap, *, scratch_dir: str,
                     break
                 records_in += len(block.values)
                 bytes_in += block.nbytes
+                job.input_path = block.path
                 if any(path == split.path for path, _ in skip):
                     block = _drop_skipped(reader, block, skip, skipped)
                 _map_block(mapper, reader, block, buffer)

@@ -1,0 +1,142 @@
+"""``synod mr``: run MapReduce jobs (see ``synod.mapreduce`` and docs/mapreduce.md).
+
+    synod mr run JOB.py INPUT... -o OUTDIR [--runner inline|local] [--workers N]
+                 [--reducers R] [--overwrite] [--job-class NAME] [--set key=value]
+
+A live progress bar shows map and reduce tasks done, records/s and MB/s; a summary
+with the job's counters follows. Errors (a job file that does not import, missing
+inputs, an existing output directory, a task that fails) print one clear message
+naming the task, file and record offset, and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from synod.core.config import config_from_mapping, parse_overrides
+from synod.core.errors import ConfigError
+from synod.mapreduce import (
+    JobError,
+    JobFailed,
+    JobProgress,
+    JobResult,
+    MapReduceConfig,
+    OutputExistsError,
+    load_job,
+    run_job,
+)
+
+
+@click.group("mr")
+def mr() -> None:
+    """MapReduce jobs: run them on this machine."""
+
+
+class _ProgressView:
+    """A rich progress display refreshed from the runner's callback (no refresh
+    thread: the local runner forks workers, and forking with threads is unsafe)."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<12}"),
+            BarColumn(),
+            TextColumn("{task.completed:>5.0f}/{task.total:<5.0f}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console, auto_refresh=False, disable=not console.is_terminal,
+        )
+        self.tasks: dict[tuple[int, str], TaskID] = {}
+        self.last_refresh = 0.0
+
+    def __call__(self, update: JobProgress) -> None:
+        prefix = f"step {update.step + 1} " if update.steps > 1 else ""
+        elapsed = max(update.elapsed_s, 1e-6)
+        rate = f"{update.records_in / elapsed:,.0f} rec/s  {update.bytes_in / elapsed / 1e6:,.1f} MB/s"
+        for phase, done, total in (("map", update.maps_completed, update.maps_total),
+                                   ("reduce", update.reduces_completed, update.reduces_total)):
+            key = (update.step, phase)
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(prefix + phase, total=total, rate="")
+            self.progress.update(self.tasks[key], completed=done, total=total,
+                                 rate=rate if phase == "map" else f"{update.workers_alive} workers")
+        now = time.monotonic()
+        if now - self.last_refresh >= 0.1 or update.reduces_completed == update.reduces_total:
+            self.progress.refresh()
+            self.last_refresh = now
+
+
+def _summary(console: Console, result: JobResult) -> None:
+    seconds = max(result.elapsed_s, 1e-6)
+    console.print(
+        f"[green]done[/green] in {result.elapsed_s:.2f} s: {result.records_in:,} records "
+        f"({result.bytes_in / 1e6:,.1f} MB, {result.bytes_in / seconds / 1e6:,.1f} MB/s) in, "
+        f"{result.records_out:,} records out, {len(result.parts)} parts in {result.output_dir}"
+    )
+    stats = result.steps
+    extra = sum(s.attempts_started - s.maps_total - s.reduces_total for s in stats)
+    if extra:
+        console.print(
+            f"re-executions and backups: {extra} extra attempts "
+            f"({sum(s.backups_started for s in stats)} backups, "
+            f"{sum(s.map_reexecutions for s in stats)} map tasks re-executed after worker loss)"
+        )
+    if result.counters:
+        table = Table(title="counters", show_header=True)
+        table.add_column("group")
+        table.add_column("name")
+        table.add_column("value", justify="right")
+        for (group, name), value in sorted(result.counters.items()):
+            table.add_row(group, name, f"{value:,}")
+        console.print(table)
+    if result.skipped:
+        console.print(f"[yellow]skipped {len(result.skipped)} bad records:[/yellow]")
+        for record in result.skipped[:20]:
+            console.print(f"  {record.path} at byte offset {record.offset}")
+
+
+@mr.command("run")
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="Output directory (must not exist unless --overwrite).")
+@click.option("--runner", type=click.Choice(["inline", "local"]), default="local", show_default=True,
+              help="inline: one process (for a debugger); local: a master and N worker processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: cores).")
+@click.option("--reducers", type=click.IntRange(min=1), default=None, help="Reduce tasks R (default: workers).")
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+@click.option("--job-class", default=None, help="The Job subclass to run, if the file defines several.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a MapReduceConfig field (e.g. map_buffer_bytes_max=67108864).")
+def run_command(job_file: Path, inputs: tuple[Path, ...], output: Path, runner: str,
+                workers: int | None, reducers: int | None, overwrite: bool, job_class: str | None,
+                overrides: tuple[str, ...]) -> None:
+    """Run the job in JOB_FILE over INPUT files or directories into OUTPUT."""
+    console = Console(stderr=True)
+    try:
+        config = config_from_mapping(MapReduceConfig, parse_overrides(overrides))
+        job = load_job(job_file, job_class)
+        view = _ProgressView(console)
+        with view.progress:
+            result = run_job(job, list(inputs), output, runner=runner, workers=workers,
+                             reducers=reducers, overwrite=overwrite, config=config, progress=view)
+    except (JobError, ConfigError) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        if isinstance(error, JobFailed) and error.failure is not None and error.failure.detail:
+            console.print(error.failure.detail.rstrip(), highlight=False, markup=False)
+        if not isinstance(error, OutputExistsError):
+            console.print(f"no output was left behind in {output}", highlight=False)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]; the output directory was removed")
+        raise SystemExit(130) from None
+    _summary(console, result)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(mr)

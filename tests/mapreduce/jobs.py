@@ -1,0 +1,97 @@
+"""Small jobs used by the runner, fault and bad-input tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from synod.mapreduce import Job
+
+
+class CountWords(Job):
+    """A plain word count that emits one pair per word (no in-mapper combining)."""
+
+    def mapper(self, key: None, line: str) -> Iterator[tuple[str, int]]:
+        for word in line.split():
+            yield word, 1
+
+    def combiner(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
+        yield word, sum(counts)
+
+    def reducer(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
+        self.increment_counter("test", "keys")
+        yield word, sum(counts)
+
+
+def _first_time(marker: str) -> bool:
+    """True exactly once per marker file, across processes (O_EXCL)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+class KillMidMap(CountWords):
+    """SIGKILLs its own worker process in the middle of a map task, once."""
+
+    MARKER: ClassVar[str] = ""
+    TRIGGER: ClassVar[str] = ""
+
+    def mapper(self, key: None, line: str) -> Iterator[tuple[str, int]]:
+        if self.TRIGGER in line.split() and _first_time(self.MARKER):
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield from super().mapper(key, line)
+
+
+class KillMidReduce(CountWords):
+    """SIGKILLs its own process in the middle of a reduce task (after some output
+    was written to the part file), once."""
+
+    MARKER: ClassVar[str] = ""
+    TRIGGER: ClassVar[str] = ""
+
+    def reducer(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
+        if word == self.TRIGGER and _first_time(self.MARKER):
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield from super().reducer(word, counts)
+
+
+class CountRecords(Job):
+    """Counts records; fails on lines starting with 'BAD' (skippable)."""
+
+    SKIP_BAD_RECORDS = True
+
+    def mapper(self, key: None, line: str) -> Iterator[tuple[str, int]]:
+        if line.startswith("BAD"):
+            raise ValueError(f"cannot parse {line!r}")
+        self.increment_counter("records", "good")
+        yield "records", 1
+
+    def reducer(self, key: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
+        yield key, sum(counts)
+
+
+class StrictCountRecords(CountRecords):
+    SKIP_BAD_RECORDS = False
+
+
+class SetKey(Job):
+    """Emits a key msgpack cannot carry on the line 'set'."""
+
+    def mapper(self, key: None, line: str) -> Iterator[tuple[Any, int]]:
+        yield ({line} if line == "set" else line), 1
+
+
+class RaisingReducer(CountWords):
+    def reducer(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
+        if word == "boom":
+            raise RuntimeError("reducer exploded")
+        yield word, sum(counts)
+
+
+def marker_in(tmp: Path) -> str:
+    return str(tmp / "killed.marker")
