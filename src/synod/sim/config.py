@@ -53,6 +53,11 @@ class SimConfig:
     disk_tear_probability: float = 0.5
     """Chance that a crash tears the last unsynced write it keeps."""
 
+    storage_check: bool = True
+    """At every restart, check that the recovered log is a prefix of what the node
+    appended and holds every fsynced record. Switched off only to prove that a
+    scenario's own checks catch a storage bug without this help."""
+
     # ---------------------------------------------------------------- clocks
     clock_skew_ms_max: float = 200.0
     """Largest offset of a node's clock from true virtual time at time zero."""

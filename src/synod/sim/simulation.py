@@ -171,12 +171,13 @@ class _Node:
         clock: NodeClock,
         disk_rng: random.Random,
         disk_config: SimDiskConfig,
+        storage_check: bool,
     ) -> None:
         self.name = name
         self.factory = factory
         self.fault_prone = fault_prone
         self.clock = clock
-        self.disk = NodeDisk(name, disk_config)
+        self.disk = NodeDisk(name, disk_config, check=storage_check)
         #: Draws fsync latencies and what a crash does to the disk.
         self.disk_rng = disk_rng
         self.core: Core | None = None
@@ -247,7 +248,8 @@ class Simulation:
             tear_probability=self.config.disk_tear_probability,
         )
         self._nodes[name] = _Node(
-            name, factory, fault_prone, clock, self.rng(f"{name}/disk"), disk_config
+            name, factory, fault_prone, clock, self.rng(f"{name}/disk"), disk_config,
+            self.config.storage_check,
         )
 
     def on_start(self, hook: Callable[[str, Core], None]) -> None:
