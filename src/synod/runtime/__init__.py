@@ -15,9 +15,10 @@ from synod.runtime.config import RuntimeConfig
 from synod.runtime.datagram import DatagramEndpoint
 from synod.runtime.host import (
     AsyncioHost,
-    install_event_loop_policy,
+    new_event_loop,
     open_durable_log,
     principal_of,
+    run,
 )
 from synod.runtime.stats import DatagramStatistics, RuntimeStatistics
 from synod.runtime.transport import ConnectionClosed
@@ -34,8 +35,9 @@ __all__ = [
     "RuntimeConfig",
     "RuntimeStatistics",
     "connect",
-    "install_event_loop_policy",
+    "new_event_loop",
     "new_secret",
     "open_durable_log",
     "principal_of",
+    "run",
 ]

@@ -47,10 +47,10 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, assert_never
+from typing import Any, Protocol, TypeVar, assert_never
 
 from synod.codec.kernel import ClientReply, ClientRequest
 from synod.codec.registry import Message
@@ -91,6 +91,8 @@ from synod.storage.wal import WriteAheadLog
 
 log = logging.getLogger("synod.runtime.host")
 
+T = TypeVar("T")
+
 CLIENT_ID_SEPARATOR = "#"
 _HANDSHAKE_MESSAGES = (AuthHello, AuthChallenge, AuthProof, AuthAccepted)
 
@@ -111,14 +113,19 @@ class DurableLog(Protocol):
     def close(self) -> None: ...
 
 
-def install_event_loop_policy() -> str:
-    """Use uvloop when it is installed; returns the name of the loop in use."""
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop event loop when uvloop is installed, else asyncio's."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency
-        return "asyncio"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return "uvloop"
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion on a new (uvloop) event loop."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def principal_of(source: NodeId) -> str:
