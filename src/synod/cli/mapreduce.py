@@ -117,7 +117,7 @@ def run_command(job_file: Path, inputs: tuple[Path, ...], output: Path, runner: 
                 workers: int | None, reducers: int | None, overwrite: bool, job_class: str | None,
                 overrides: tuple[str, ...]) -> None:
     """Run the job in JOB_FILE over INPUT files or directories into OUTPUT."""
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         config = config_from_mapping(MapReduceConfig, parse_overrides(overrides))
         job = load_job(job_file, job_class)
