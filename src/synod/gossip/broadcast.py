@@ -9,8 +9,9 @@ ceil(log10(n + 1))`` for ``n`` live members; after O(log n) rounds every member
 has it with high probability, at a constant cost per member per period.
 
 * **Least-sent first.** Each packet takes the updates sent the fewest times so
-  far (newest first among equals), so a fresh update goes out at once and no
-  update starves.
+  far, so a fresh update goes out at once and no update starves. Among equals,
+  the one that reached that count last goes first (a LIFO per count: cheap, and
+  it keeps the newest updates ahead).
 * **Bounded bytes per packet.** ``select`` fills at most ``bytes_max`` bytes of
   updates (each update's encoded size is measured once, when queued); an update
   that does not fit is skipped for a smaller one.

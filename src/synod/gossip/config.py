@@ -67,6 +67,11 @@ class GossipConfig:
     #: Base period of the full-state push-pull exchange with one random member
     #: (anti-entropy); scaled up for large clusters (module comment). 0 disables it.
     push_pull_interval_ms: float = 30_000.0
+    #: Period of the reconnect attempt (Serf's reconnect_interval): a push-pull with
+    #: one random member we hold dead. After a partition, each side holds the other
+    #: dead and neither probes nor push-pulls with it; this is what heals them. 0
+    #: disables it.
+    reconnect_interval_ms: float = 30_000.0
     #: Retry period of a join whose seeds have not answered yet.
     join_retry_ms: float = 1000.0
     #: Join attempts before giving up (each attempt contacts every seed).
@@ -109,7 +114,8 @@ class GossipConfig:
         if self.probe_timeout_ms >= self.probe_interval_ms:
             raise ConfigError("GossipConfig.probe_timeout_ms must be below probe_interval_ms "
                               "(indirect probes need the rest of the period)")
-        for name in ("gossip_to_the_dead_ms", "tombstone_ms", "push_pull_interval_ms"):
+        for name in ("gossip_to_the_dead_ms", "tombstone_ms", "push_pull_interval_ms",
+                     "reconnect_interval_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"GossipConfig.{name} must be >= 0")
         if self.tombstone_ms < self.gossip_to_the_dead_ms:
@@ -156,6 +162,7 @@ class GossipConfig:
             suspicion_max_timeout_mult=3,
             gossip_interval_ms=100.0,
             push_pull_interval_ms=15_000.0,
+            reconnect_interval_ms=10_000.0,
             gossip_to_the_dead_ms=15_000.0,
             tombstone_ms=30_000.0,
         )
@@ -163,5 +170,7 @@ class GossipConfig:
     @classmethod
     def sim(cls) -> GossipConfig:
         """The simulator's preset: LAN timings (so figures compare with the papers and
-        with Serf), shorter push-pull so anti-entropy shows up in short runs."""
-        return dataclasses.replace(cls(), push_pull_interval_ms=10_000.0)
+        with Serf), shorter push-pull and reconnect periods so anti-entropy and
+        partition healing show up in short runs."""
+        return dataclasses.replace(cls(), push_pull_interval_ms=10_000.0,
+                                   reconnect_interval_ms=10_000.0)

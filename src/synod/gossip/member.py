@@ -109,6 +109,7 @@ TIMER_PROBE_TIMEOUT = "gossip.probe_timeout"
 TIMER_GOSSIP = "gossip.gossip"
 TIMER_PUSH_PULL = "gossip.push_pull"
 TIMER_JOIN = "gossip.join"
+TIMER_RECONNECT = "gossip.reconnect"
 TIMER_SUSPECT_PREFIX = "gossip.suspect/"
 TIMER_INDIRECT_PREFIX = "gossip.indirect/"
 
@@ -220,7 +221,11 @@ class GossipMember:
         if cfg.push_pull_interval_ms > 0:
             then.append(SetTimer(key=TIMER_PUSH_PULL, delay_ms=self.rng.uniform(
                 0.5 * cfg.push_pull_interval_ms, cfg.push_pull_interval_ms)))
-        then += self._join_round(now_ms)
+        if cfg.reconnect_interval_ms > 0:
+            then.append(SetTimer(key=TIMER_RECONNECT, delay_ms=self.rng.uniform(
+                0.5 * cfg.reconnect_interval_ms, cfg.reconnect_interval_ms)))
+        self._join_round(now_ms)
+        then += self._take()
         if not cfg.persist_incarnation:
             return then
         record = encode(IncarnationRecord(incarnation=self.boot_incarnation))
@@ -253,7 +258,9 @@ class GossipMember:
             case Gossip():
                 self._apply_updates(now_ms, message.updates)
             case PushPull():
-                # Answer with our table as it was, then merge theirs (memberlist order).
+                # Refute what they believe of us first, so that our answer already
+                # carries the refutation; then answer with our table, then merge theirs.
+                self._merge_own_row(now_ms, source, message.members)
                 self._send(source, PushPullReply(members=self._state_rows()), piggyback=False)
                 self._merge(now_ms, source, message.members)
             case PushPullReply():
@@ -277,9 +284,11 @@ class GossipMember:
             self._on_gossip_tick(now_ms)
         elif key == TIMER_PUSH_PULL:
             self._on_push_pull_tick(now_ms)
+        elif key == TIMER_RECONNECT:
+            self._on_reconnect_tick(now_ms)
         elif key == TIMER_JOIN:
             if not self._joined and self.role is Role.ACTIVE:
-                self._out += self._join_round(now_ms)
+                self._join_round(now_ms)
         elif key.startswith(TIMER_SUSPECT_PREFIX):
             self._on_suspicion_timeout(now_ms, NodeId(key[len(TIMER_SUSPECT_PREFIX):]))
         elif key.startswith(TIMER_INDIRECT_PREFIX):
@@ -325,7 +334,7 @@ class GossipMember:
         self.seeds = tuple(seed for seed in seeds if seed != self.node)
         self._joined = False
         self._join_attempts = 0
-        self._out += self._join_round(now_ms)
+        self._join_round(now_ms)
         return self._take()
 
     def leave(self, now_ms: float) -> Effects:
@@ -336,7 +345,8 @@ class GossipMember:
         self.become_left(now_ms)
         self.queue.enqueue(self.node, Left(node=self.node, incarnation=self.local.incarnation))
         self._out += [CancelTimer(key=TIMER_PROBE), CancelTimer(key=TIMER_PROBE_TIMEOUT),
-                      CancelTimer(key=TIMER_PUSH_PULL), CancelTimer(key=TIMER_JOIN)]
+                      CancelTimer(key=TIMER_PUSH_PULL), CancelTimer(key=TIMER_JOIN),
+                      CancelTimer(key=TIMER_RECONNECT)]
         self._probe = None
         self._gossip_round(now_ms)
         return self._take()
@@ -773,6 +783,19 @@ class GossipMember:
         for peer in peers:
             self._start_push_pull(now_ms, peer.node, join=False)
 
+    def _on_reconnect_tick(self, now_ms: float) -> None:
+        """Serf's reconnect: push-pull with a member we hold dead; if it is alive
+        after all (a healed partition), the exchange makes both sides refute."""
+        if self.role is not Role.ACTIVE:
+            return
+        self._out.append(SetTimer(key=TIMER_RECONNECT, delay_ms=self.config.reconnect_interval_ms))
+        if self.table.count(DEAD):
+            for peer in self.table.random_members(self.rng, 1, lambda m: m.status is DEAD):
+                self._start_push_pull(now_ms, peer.node, join=False)
+        elif self.table.live_count() == 1 and self.seeds:
+            self._joined = False  # alone again: go back to the seeds
+            self._join_round(now_ms)
+
     def _start_push_pull(self, now_ms: float, peer: NodeId, *, join: bool) -> None:
         self._push_pull_pending[peer] = now_ms
         self._push_pull_pending.move_to_end(peer)
@@ -780,16 +803,14 @@ class GossipMember:
             self._push_pull_pending.popitem(last=False)
         self._send(peer, PushPull(join=join, members=self._state_rows()), piggyback=False)
 
-    def _join_round(self, now_ms: float) -> Effects:
+    def _join_round(self, now_ms: float) -> None:
         if not self.seeds or self._joined:
-            return []
+            return
         self._join_attempts += 1
         for seed in self.seeds:
             self._start_push_pull(now_ms, seed, join=True)
-        effects = self._take()
         if self._join_attempts < self.config.join_attempts_max:
-            effects.append(SetTimer(key=TIMER_JOIN, delay_ms=self.config.join_retry_ms))
-        return effects
+            self._out.append(SetTimer(key=TIMER_JOIN, delay_ms=self.config.join_retry_ms))
 
     def _note_joined(self) -> None:
         if not self._joined:
@@ -798,6 +819,12 @@ class GossipMember:
 
     def _state_rows(self) -> tuple[MemberState, ...]:
         return tuple(member.to_state() for member in self.table.members())
+
+    def _merge_own_row(self, now_ms: float, peer: NodeId, rows: tuple[MemberState, ...]) -> None:
+        for row in rows:
+            if row.node == self.node:
+                self._merge(now_ms, peer, (row,))
+                return
 
     def _merge(self, now_ms: float, peer: NodeId, rows: tuple[MemberState, ...]) -> None:
         """memberlist's mergeState: dead rows become suspicions, never instant deaths."""
