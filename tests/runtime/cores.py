@@ -57,6 +57,7 @@ class ProbeCore:
     * ``fired``: the timer keys fired so far, in order;
     * ``whoami``: the message source and its principal;
     * ``recovered``: the records the log held at start;
+    * ``ignore``: never answer;
     * ``explode``: break an invariant (a bug: the node must stop).
     """
 
@@ -105,6 +106,8 @@ class ProbeCore:
                 return [answer(client, principal_of(client))]
             case "recovered":
                 return [answer(*(r.decode() for r in self.recovered))]
+            case "ignore":
+                return []
             case "explode":
                 invariant(False, "explode requested")
                 return []
