@@ -179,3 +179,29 @@ def test_nodes_get_generators_derived_from_seed_and_name() -> None:
     assert draws[1][0] == draws[1][1]
     assert draws[1][0] != draws[2][0]
     assert draws[1][0][0] != draws[1][0][1]
+
+
+def test_node_names_are_validated_and_unique() -> None:
+    from synod.core import ConfigError
+
+    sim = calm()
+    sim.add_node("a", script())
+    with pytest.raises(ConfigError):
+        sim.add_node("a", script())
+    with pytest.raises(ConfigError):
+        sim.add_node("not a node id", script())
+
+
+def test_a_sim_host_gives_glue_code_the_node_clock_rng_and_effects() -> None:
+    sim = Simulation(2, SimConfig.calm().replace(clock_skew_ms_max=50.0))
+    sim.add_node("a", script())
+    sim.add_node("b", script())
+    sim.start()
+    sim.run_until(10.0)
+    host = sim.host("a")
+    assert host.node == "a"
+    assert host.now_ms() == sim.local_ms("a")
+    assert host.rng("x").random() == sim.host("a").rng("x").random() != host.rng("y").random()
+    host.execute([Send(to=NodeId("b"), message=Note(number=9))])
+    sim.run_until(100.0)
+    assert [m.number for _, m in core(sim, "b").messages()] == [9]  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ import synod.toy.scenario  # noqa: F401  (registers "toy")
 from synod.sim import assert_scenario_passes, run_scenario
 
 #: Chaos and healing shortened so that 50 seeds stay well under 20 s.
-FAST = {"chaos_ms": "2500", "heal_ms": "1500"}
+FAST = {"chaos_ms": "2000", "heal_ms": "1000"}
 
 
 def test_toy_passes_fifty_seeds() -> None:

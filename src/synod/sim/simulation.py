@@ -61,7 +61,7 @@ from synod.core import (
 )
 from synod.core.errors import ConfigError, RemoteProtocolError
 from synod.core.faults import disable_buggify, enable_buggify
-from synod.core.ids import NodeId
+from synod.core.ids import NodeId, node_id
 from synod.sim.clock import NodeClock
 from synod.sim.config import SimConfig
 from synod.sim.disk import NodeDisk
@@ -239,7 +239,7 @@ class Simulation:
         (keep client nodes, whose histories the checks read, not fault-prone)."""
         if name in self._nodes:
             raise ConfigError(f"node {name!r} added twice")
-        NodeId(name)
+        node_id(name)  # ConfigError unless a valid node id
         clock = NodeClock.draw(
             self.rng(f"{name}/clock"), self.config.clock_skew_ms_max, self.config.clock_drift_ppm_max
         )
