@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def test_partitioning_is_stable_across_processes_and_hash_seeds() -> None:
         out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                              env={"PYTHONHASHSEED": seed, "PATH": ""}, check=True).stdout
         assert out.strip() == str(here)
-    assert stable_partition("apple", 1 << 32) == __import__("zlib").crc32(msgpack.packb("apple"))
+    assert stable_partition("apple", 1 << 32) == zlib.crc32(b"apple")
+    assert stable_partition(7, 1 << 32) == zlib.crc32(msgpack.packb(7))
 
 
 def test_external_merge_with_small_fan_in(tmp_path: Path) -> None:

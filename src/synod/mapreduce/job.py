@@ -37,12 +37,27 @@ Partitioner = Callable[[Any, int], int]
 Sampler = Callable[[list[tuple[Any, Any]], int], Any]
 
 
-def stable_partition(key: Any, reducers: int) -> int:
-    """The default partitioner: CRC-32 of the key's msgpack encoding, mod R.
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def stable_hash(key: Any) -> int:
+    """A hash of a key that is the same in every process on every machine: CRC-32
+    of its UTF-8 bytes for a str, of the bytes themselves for bytes, of its msgpack
+    encoding for anything else.
 
     Never Python's ``hash()``, which differs between processes for str and bytes
     (PYTHONHASHSEED): every map attempt on every machine must agree."""
-    return zlib.crc32(msgpack.packb(key, use_bin_type=True)) % reducers
+    kind = type(key)
+    if kind is str:
+        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    if kind is bytes:
+        return zlib.crc32(key)
+    return zlib.crc32(_packer.pack(key))
+
+
+def stable_partition(key: Any, reducers: int) -> int:
+    """The default partitioner: ``stable_hash(key) mod R``."""
+    return stable_hash(key) % reducers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,7 +28,6 @@ import os
 import signal
 import sys
 import traceback
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from operator import itemgetter
@@ -41,7 +40,7 @@ from synod.core.faults import declare_mutant, mutant
 from synod.core.ids import NodeId
 from synod.mapreduce.config import MapReduceConfig
 from synod.mapreduce.formats import InputDecodeError, InputFormat, MsgpackRecords, RecordBlock
-from synod.mapreduce.job import Job, Step
+from synod.mapreduce.job import Job, Step, stable_hash
 from synod.mapreduce.messages import (
     AssignMap,
     AssignReduce,
@@ -88,19 +87,28 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+_CONTAINERS = frozenset({tuple, list, dict})
+_check_packer = msgpack.Packer(use_bin_type=True)
+
+
 def check_pair(key: Any, value: Any) -> None:
-    """Raise TypeError unless ``key`` and ``value`` are msgpack values."""
-    for role, item in (("key", key), ("value", value)):
-        if type(item) in _SCALARS and not (type(item) is int and not -(2**63) <= item < 2**64):
-            continue
+    """Raise TypeError unless ``key`` is a msgpack value and ``value`` is one at
+    its top level (scalars, tuples, lists, dicts). Keys are checked in full, here,
+    where the input record is known; a value's nested contents are checked when
+    the map output is written (cost: one check per pair in the hot loop)."""
+    kind = type(key)
+    if kind not in _SCALARS or (kind is int and not -(2**63) <= key < 2**64):
         try:
-            msgpack.packb(item, use_bin_type=True)
+            _check_packer.pack(key)
         except (TypeError, ValueError, OverflowError) as error:
-            raise TypeError(f"{role} {item!r} cannot be serialized with msgpack ({error})") from None
-
-
-def _default_partitioner(key: Any, reducers: int) -> int:
-    return zlib.crc32(msgpack.packb(key, use_bin_type=True)) % reducers
+            _check_packer.reset()
+            raise TypeError(f"key {key!r} cannot be serialized with msgpack ({error})") from None
+    kind = type(value)
+    if kind in _SCALARS:
+        if kind is int and not -(2**63) <= value < 2**64:
+            raise TypeError(f"value {value!r} cannot be serialized with msgpack (int out of range)")
+    elif kind not in _CONTAINERS:
+        raise TypeError(f"value {value!r} cannot be serialized with msgpack (type {kind.__name__})")
 
 
 # ------------------------------------------------------------------- run files
@@ -197,20 +205,47 @@ def _sort(pairs: list[tuple[Any, Any]], where: str) -> None:
 
 
 def _combine(
-    combiner: Callable[[Any, Iterator[Any]], Any], pairs: Iterable[tuple[Any, Any]]
+    combiner: Callable[[Any, Iterator[Any]], Any], pairs: list[tuple[Any, Any]]
 ) -> list[tuple[Any, Any]]:
+    """Run the combiner over each key of sorted ``pairs``. A key with one value is
+    passed through: a combiner may run zero or more times (as in Hadoop), and most
+    keys of an in-mapper-combined output have exactly one value."""
     combined: list[tuple[Any, Any]] = []
-    for key, group in itertools.groupby(pairs, key=_KEY0):
-        try:
-            out = combiner(key, (value for _, value in group))
-            if out is not None:
-                for pair in out:
-                    new_key, new_value = pair
-                    combined.append((new_key, new_value))
-        except Exception as error:
-            raise UserCodeError(f"combiner raised on key {key!r}: {_describe(error)}",
-                                detail=traceback.format_exc()) from error
+    append = combined.append
+    index = 0
+    size = len(pairs)
+    while index < size:
+        key = pairs[index][0]
+        end = index + 1
+        while end < size and pairs[end][0] == key:
+            end += 1
+        if end == index + 1:
+            append(pairs[index])
+        else:
+            try:
+                out = combiner(key, iter([value for _, value in pairs[index:end]]))
+                if out is not None:
+                    for new_key, new_value in out:
+                        append((new_key, new_value))
+            except Exception as error:
+                raise UserCodeError(f"combiner raised on key {key!r}: {_describe(error)}",
+                                    detail=traceback.format_exc()) from error
+        index = end
     return combined
+
+
+def _combine_stream(
+    combiner: Callable[[Any, Iterator[Any]], Any], pairs: Iterable[tuple[Any, Any]], batch: int
+) -> Iterator[tuple[Any, Any]]:
+    """``_combine`` over a sorted stream, a key-aligned batch at a time (bounded memory)."""
+    pending: list[tuple[Any, Any]] = []
+    for pair in pairs:
+        if len(pending) >= batch and pair[0] != pending[-1][0]:
+            yield from _combine(combiner, pending)
+            pending = []
+        pending.append(pair)
+    if pending:
+        yield from _combine(combiner, pending)
 
 
 # ------------------------------------------------------------------- map side
@@ -222,7 +257,7 @@ class _MapBuffer:
     def __init__(self, *, step: Step, reducers: int, config: MapReduceConfig, prefix: str) -> None:
         self.reducers = reducers
         self.buckets: list[list[tuple[Any, Any]]] = [[] for _ in range(reducers)]
-        self.partitioner = step.partitioner or _default_partitioner
+        self.partitioner = step.partitioner
         self.combiner = step.combiner
         self.config = config
         self.prefix = prefix
@@ -235,24 +270,31 @@ class _MapBuffer:
         buckets = self.buckets
         reducers = self.reducers
         partitioner = self.partitioner
+        default = partitioner is None
         scalars = _SCALARS
-        added = 0
-        key: Any = None
-        value: Any = None
+        count = self.count
+        check_at = self.check_at
         for key, value in pairs:
             if type(key) not in scalars or type(value) not in scalars:
                 check_pair(key, value)
             if reducers == 1:
                 buckets[0].append((key, value))
+            elif default:
+                buckets[stable_hash(key) % reducers].append((key, value))
             else:
+                assert partitioner is not None
                 bucket = partitioner(key, reducers)
-                if not 0 <= bucket < reducers:
-                    raise ValueError(f"partitioner put key {key!r} in bucket {bucket}, not in [0, {reducers})")
+                if type(bucket) is not int or not 0 <= bucket < reducers:
+                    raise ValueError(f"partitioner put key {key!r} in bucket {bucket!r}, not in [0, {reducers})")
                 buckets[bucket].append((key, value))
-            added += 1
-        self.count += added
-        if self.count >= self.check_at:
-            self._estimate(key, value)
+            count += 1
+            if count >= check_at:
+                self.count = count
+                self._estimate(key, value)
+                buckets = self.buckets
+                count = self.count
+                check_at = self.check_at
+        self.count = count
 
     def _estimate(self, key: Any, value: Any) -> None:
         sample = _PAIR_OVERHEAD_BYTES + sys.getsizeof(key) + sys.getsizeof(value)
@@ -308,7 +350,7 @@ class _MapBuffer:
                 chunk_records=self.config.chunk_records_max, scratch_prefix=f"{self.prefix}.b{bucket}",
             )
             if self.combiner is not None:
-                stream = _combine(self.combiner, stream)
+                stream = _combine_stream(self.combiner, stream, self.config.chunk_records_max)
             return stream
 
         try:
@@ -484,19 +526,20 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
 
             def collect(out: Any, where: str) -> None:
                 nonlocal records_out
+                chunk_records = config.chunk_records_max
+                append = pending.append
                 for key, value in out:
                     if type(key) not in _SCALARS or type(value) not in _SCALARS:
                         check_pair(key, value)
-                    pending.append((key, value))
-                    records_out += 1
-                    if len(pending) >= config.chunk_records_max:
+                    append((key, value))
+                    if len(pending) >= chunk_records:
+                        records_out += len(pending)
                         flush()
 
-            for hook, name in ((step.reducer_init, "reducer_init"),):
-                _reduce_hook(hook, name, collect)
-            for key, group in itertools.groupby(stream, key=_KEY0):
+            _reduce_hook(step.reducer_init, "reducer_init", collect)
+            for key, values in _groups(stream):
                 try:
-                    out = reducer(key, (value for _, value in group))
+                    out = reducer(key, values)
                     if out is not None:
                         collect(out, "reducer")
                 except UserCodeError:
@@ -505,6 +548,7 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
                     raise UserCodeError(f"reducer raised on key {key!r}: {_describe(error)}",
                                         detail=traceback.format_exc()) from error
             _reduce_hook(step.reducer_final, "reducer_final", collect)
+            records_out += len(pending)
             flush()
             if config.fsync_output:
                 handle.flush()
@@ -522,6 +566,26 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
     )
 
 
+def _groups(stream: Iterator[tuple[Any, Any]] | list[tuple[Any, Any]]) -> Iterator[tuple[Any, Iterator[Any]]]:
+    """(key, values) for each key of a sorted stream."""
+    if not isinstance(stream, list):
+        for key, group in itertools.groupby(stream, key=_KEY0):
+            yield key, (value for _, value in group)
+        return
+    index = 0
+    size = len(stream)
+    while index < size:
+        key, value = stream[index]
+        end = index + 1
+        while end < size and stream[end][0] == key:
+            end += 1
+        if end == index + 1:
+            yield key, iter((value,))
+        else:
+            yield key, iter([pair[1] for pair in stream[index:end]])
+        index = end
+
+
 def _reduce_hook(hook: Callable[[], Any] | None, name: str, collect: Callable[[Any, str], None]) -> None:
     if hook is None:
         return
@@ -534,7 +598,7 @@ def _reduce_hook(hook: Callable[[], Any] | None, name: str, collect: Callable[[A
 
 
 def _reduce_input(refs: tuple[MapOutputRef, ...], config: MapReduceConfig,
-                  scratch_prefix: str) -> Iterator[tuple[Any, Any]]:
+                  scratch_prefix: str) -> list[tuple[Any, Any]] | Iterator[tuple[Any, Any]]:
     """The bucket's pairs from every map task, in key order."""
     segments = [(ref.path, ref.offset, ref.length) for ref in refs if ref.length > 0]
     total = sum(length for _, _, length in segments)
@@ -544,7 +608,7 @@ def _reduce_input(refs: tuple[MapOutputRef, ...], config: MapReduceConfig,
             for chunk in iter_chunks(*segment):
                 pairs.extend(chunk)
         _sort(pairs, "the mappers")
-        return iter(pairs)
+        return pairs
     return merge_segments(segments, fan_in=config.merge_fan_in_max,
                           chunk_records=config.chunk_records_max, scratch_prefix=scratch_prefix)
 
