@@ -51,6 +51,7 @@ class ProbeCore:
 
     * ``echo``: answer ``(arg,)`` at once;
     * ``durable``: persist ``arg`` and answer only after the fsync;
+    * ``barrier``: a Persist with no records (answers after earlier Persists);
     * ``forward``: ``arg`` is ``"peer:text"``; send ``Note(text)`` to the peer;
     * ``notes``: the notes received so far, as ``"source:text"``;
     * ``timer`` / ``cancel``: arm timer ``arg`` after ``delay_ms`` / cancel it;
@@ -91,6 +92,8 @@ class ProbeCore:
                 return [answer(command.arg)]
             case "durable":
                 return [Persist(records=(command.arg.encode(),), then=(answer(command.arg),))]
+            case "barrier":
+                return [Persist(records=(), then=(answer(command.arg),))]
             case "forward":
                 peer, _sep, text = command.arg.partition(":")
                 return [Send(to=NodeId(peer), message=Note(text=text)), answer()]

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
 
 from synod.core.errors import InvariantViolation
+from synod.core.ids import NodeId
 from synod.runtime.client import connect
-from synod.runtime.host import AsyncioHost
-from tests.runtime.cores import Answer, Command
-from tests.runtime.helpers import ALICE_KEY, make_config, run, running_host, wait_until
+from synod.runtime.host import AsyncioHost, DurableLog, open_durable_log
+from tests.runtime.cores import Answer, Command, probe_factory
+from tests.runtime.helpers import (
+    ALICE_KEY,
+    KEYRING,
+    make_config,
+    run,
+    running_host,
+    wait_until,
+)
 
 
 async def ask(host: AsyncioHost, command: Command, timeout_s: float = 20.0) -> tuple[str, ...]:
@@ -214,5 +223,69 @@ def test_group_commit_bound_pauses_reading_instead_of_growing(tmp_path: Path) ->
             stats = host.statistics()
             assert stats.records_persisted == 100
             assert stats.reads_paused >= 1
+
+    run(scenario())
+
+
+class GatedLog:
+    """The real write-ahead log, with each ``sync`` held until the test opens a
+    gate: a fault-injecting layer that makes an fsync last as long as we like."""
+
+    def __init__(self, wal: DurableLog) -> None:
+        self.wal = wal
+        self.gate = threading.Event()
+        self.syncs_started = 0
+
+    def append(self, record: bytes) -> int:
+        return self.wal.append(record)
+
+    def sync(self) -> int:
+        self.syncs_started += 1
+        if not self.gate.wait(timeout=30):
+            raise OSError("test gate never opened")
+        return self.wal.sync()
+
+    def close(self) -> None:
+        self.wal.close()
+
+
+def test_persists_complete_in_order_even_an_empty_one_behind_an_fsync_in_flight(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        wal, recovered = open_durable_log(tmp_path)
+        gated = GatedLog(wal)
+        host = AsyncioHost(
+            node=NodeId("n1"), core_factory=probe_factory, config=make_config(), keyring=KEYRING,
+            durable_log=gated, recovered=recovered, seed=1,
+        )
+        await host.start()
+        try:
+            assert host.address is not None
+            client = await connect(host.address, "alice", ALICE_KEY)
+            order: list[str] = []
+
+            async def request(op: str, arg: str) -> None:
+                reply = await client.request(Command(op=op, arg=arg), 30)
+                assert isinstance(reply, Answer)
+                order.append(reply.items[0])
+
+            first = asyncio.create_task(request("durable", "first"))
+            await wait_until(lambda: gated.syncs_started == 1, "the first fsync to start")
+            # While that fsync is in flight, a Persist with no records (nothing
+            # else waiting), then a later durable write: neither may overtake.
+            barrier = asyncio.create_task(request("barrier", "barrier"))
+            await wait_until(lambda: host.statistics().persists == 2, "the barrier persist")
+            second = asyncio.create_task(request("durable", "second"))
+            await wait_until(lambda: host.statistics().persists == 3, "three persists")
+            await asyncio.sleep(0.05)
+            assert order == []  # nothing answered before its fsync
+            gated.gate.set()
+            await asyncio.gather(first, second, barrier)
+            assert order == ["first", "barrier", "second"]
+            await client.close()
+        finally:
+            gated.gate.set()
+            await host.stop()
 
     run(scenario())

@@ -428,8 +428,8 @@ class AsyncioHost:
         self.counters.add("persists")
         if self.durable_log is None:
             raise LocalProtocolError(f"node {self._node}: core persisted but the host has no log")
-        if not effect.records and not self._pending_persists:
-            self.execute(effect.then)  # nothing to wait for, nothing earlier in line
+        if not effect.records and not self._pending_persists and self._sync_task is None:
+            self.execute(effect.then)  # nothing to make durable, nothing earlier in line
             return
         self._pending_persists.append(
             _PendingPersist(
