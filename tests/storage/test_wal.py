@@ -269,3 +269,24 @@ def test_config_is_validated() -> None:
         WalConfig(segment_bytes_max=1000, record_bytes_max=100, buffer_bytes_max=140)
     with pytest.raises(ConfigError):
         WalConfig(record_bytes_max=0)
+
+
+def test_flush_writes_without_making_durable_and_sync_finishes(fs: FileSystem) -> None:
+    log, _ = WriteAheadLog.open(fs, "wal", SMALL)
+    before = fs.statistics().fsyncs
+    for i in range(3):
+        log.append(record(i))
+    assert log.flush() == 3 == log.written_index
+    assert log.durable_index == 0 and fs.statistics().fsyncs == before
+    assert log.statistics().buffered_bytes == 0
+    assert log.sync() == 3 and fs.statistics().fsyncs == before + 1
+    # Filling segments during a flush seals and fsyncs each full one at once.
+    for i in range(3, 40):
+        log.append(record(i))
+    log.flush()
+    sealed = len(segment_files(fs)) - 1  # every segment but the active one
+    assert sealed >= 2 and fs.statistics().fsyncs == before + 1 + sealed
+    assert log.durable_index == 3
+    log.sync()
+    assert log.durable_index == 40
+    log.check_invariants()

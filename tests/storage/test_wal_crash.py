@@ -1,5 +1,5 @@
 """The write-ahead log's crash property, on SimDisk: after a power loss at ANY
-point of ANY sequence of appends, syncs and prefix truncations -- including in
+point of ANY sequence of appends, flushes, syncs and prefix truncations -- including in
 the middle of a sync or of recovery itself -- the recovered log is a prefix of
 what was appended, and contains every record that a sync acknowledged.
 
@@ -29,23 +29,23 @@ DISK = SimDiskConfig(sector_bytes=16, tear_probability=0.8)
 Operation = tuple[str, int]
 
 
-def _flatten(batches: list[tuple[list[int], bool, int | None]]) -> list[Operation]:
+def _flatten(batches: list[tuple[list[int], str, int | None]]) -> list[Operation]:
     ops: list[Operation] = []
-    for sizes, sync, keep_from in batches:
+    for sizes, ending, keep_from in batches:
         ops.extend(("append", size) for size in sizes)
-        if sync:
-            ops.append(("sync", 0))
+        ops.extend((kind, 0) for kind in ending.split("+") if kind)
         if keep_from is not None:
             ops.append(("truncate_prefix", keep_from))
     return ops
 
 
-#: A round's operations, drawn as batches (some appends, then usually a sync,
-#: sometimes a prefix truncation) so that most syncs write several records.
+#: A round's operations, drawn as batches (some appends, then usually a flush
+#: and/or a sync, sometimes a prefix truncation) so that most syncs write
+#: several records.
 operations = st.lists(
     st.tuples(
         st.lists(st.integers(0, CONFIG.record_bytes_max), min_size=1, max_size=6),
-        st.booleans(),
+        st.sampled_from(["sync", "", "flush", "flush+sync"]),
         st.one_of(st.none(), st.integers(0, 80)),
     ),
     max_size=8,
@@ -127,6 +127,8 @@ def _play(fs: CrashingFileSystem, model: Model, number: int, ops: list[Operation
             model.records[index] = record
         elif kind == "sync":
             model.acknowledged = log.sync()
+        elif kind == "flush":
+            log.flush()
         else:
             model.keep_from = max(model.keep_from, argument)
             log.truncate_prefix(argument)
@@ -174,7 +176,7 @@ def crash_property(plan: list[tuple[list[Operation], int, int]]) -> None:
 
 
 FIXED_OPS: list[Operation] = (
-    [("append", 100)] * 3 + [("sync", 0)] + [("append", 60)] * 5 + [("sync", 0)]
+    [("append", 100)] * 3 + [("sync", 0)] + [("append", 60)] * 5 + [("flush", 0), ("sync", 0)]
     + [("truncate_prefix", 6)] + [("append", 120)] * 4 + [("sync", 0)] + [("append", 30)]
 )
 
@@ -190,6 +192,8 @@ def test_a_crash_at_every_point_of_a_sequence_keeps_the_property() -> None:
             log.append(payload(0, 0, argument))
         elif kind == "sync":
             log.sync()
+        elif kind == "flush":
+            log.flush()
         else:
             log.truncate_prefix(argument)
     assert total.operations_done > 20
@@ -207,10 +211,10 @@ def random_plan(rng: random.Random) -> list[tuple[list[Operation], int, int]]:
     for _round in range(rng.randint(1, 3)):
         ops: list[Operation] = []
         for _ in range(rng.randint(0, 30)):
-            kind = rng.choice(["append", "append", "sync", "truncate_prefix"])
+            kind = rng.choice(["append", "append", "sync", "flush", "truncate_prefix"])
             if kind == "append":
                 ops.append((kind, rng.randint(0, CONFIG.record_bytes_max)))
-            elif kind == "sync":
+            elif kind in ("sync", "flush"):
                 ops.append((kind, 0))
             else:
                 ops.append((kind, rng.randint(0, 80)))

@@ -41,7 +41,9 @@ Group commit: ``append`` only encodes into a memory buffer (bounded by
 ``buffer_bytes_max``) and returns the record's index. ``sync`` writes everything
 buffered and makes it durable with one fsync of the active segment (plus one per
 segment sealed in between, and one of the directory when a segment was created),
-then advances ``durable_index``. Many appends, one fsync. The log is not
+then advances ``durable_index``. Many appends, one fsync. ``sync`` is ``flush``
+(write to the file system; seal and fsync full segments) followed by the final
+fsync; a driver that models fsync latency may call the two apart. The log is not
 thread-safe: one caller at a time (``GroupCommit`` in this package is how a driver
 batches Persist effects onto it). If the file system raises during ``sync`` the
 log refuses further use: after a failed fsync the state of the page cache is
@@ -198,6 +200,8 @@ class WriteAheadLog:
         self._first_index = first
         self._last_index = first + sum(s.records for s in segments) - 1
         self._durable_index = self._last_index
+        self._written_index = self._last_index
+        self._directory_dirty = False
         self._failed = False
         self._appends = 0
         self._syncs = 0
@@ -350,22 +354,28 @@ class WriteAheadLog:
         self._segments.append(new)
         return new
 
-    def sync(self) -> int:
-        """Write everything appended and make it durable; return ``durable_index``.
+    @property
+    def written_index(self) -> int:
+        """Index of the newest record handed to the file system (``flush``), durable
+        or not."""
+        return self._written_index
 
-        One fsync of the active segment covers every append since the last sync
-        (group commit). A segment sealed in between is fsynced before its
-        successor is created, and a created segment is made durable by an fsync
-        of the directory.
+    def flush(self) -> int:
+        """Write everything appended to the file system, without the final fsync;
+        return ``written_index``. Not durable: ``sync`` finishes the job.
+
+        A segment that fills up is sealed, and fsynced here, before its successor
+        is created: on disk a segment is never followed by another until its seal
+        is durable, which is what lets recovery call damage in it corruption.
+        Drivers that model fsync latency call ``flush`` when a batch starts and
+        ``sync`` when its fsync completes; nothing else may defer these fsyncs.
         """
         self._usable()
-        if self._durable_index == self._last_index and not self.buffered_bytes():
-            return self._durable_index
-        skip_fsync = mutant(MUTANT_ACK_BEFORE_FSYNC)
+        if not self.buffered_bytes():
+            return self._written_index
         try:
-            created = False
-            for segment in self._segments:
-                if not segment.buffer and segment.on_disk:
+            for position, segment in enumerate(self._segments):
+                if not segment.buffer:
                     continue
                 handle = self._active
                 assert handle is not None
@@ -374,19 +384,42 @@ class WriteAheadLog:
                     handle = self._fs.create(segment.path)
                     self._active = handle
                     segment.on_disk = True
-                    created = True
+                    self._directory_dirty = True
                 handle.write(bytes(segment.buffer))
                 segment.disk_bytes += len(segment.buffer)
                 segment.buffer.clear()
-                if not skip_fsync:
+                sealed = position < len(self._segments) - 1
+                if sealed and not mutant(MUTANT_ACK_BEFORE_FSYNC):
                     handle.fsync()
                     self._fsyncs += 1
-            if created and not skip_fsync:
-                self._fs.fsync_dir(self._directory)
         except BaseException:
             self._failed = True
             raise
-        self._durable_index = self._last_index
+        self._written_index = self._last_index
+        return self._written_index
+
+    def sync(self) -> int:
+        """Write everything appended and make it durable; return ``durable_index``.
+
+        One fsync of the active segment covers every append since the last sync
+        (group commit); a segment created since is made durable by one fsync of
+        the directory. See ``flush`` for segments sealed in between.
+        """
+        self.flush()
+        if self._durable_index == self._written_index and not self._directory_dirty:
+            return self._durable_index
+        try:
+            if not mutant(MUTANT_ACK_BEFORE_FSYNC):
+                assert self._active is not None
+                self._active.fsync()
+                self._fsyncs += 1
+                if self._directory_dirty:
+                    self._fs.fsync_dir(self._directory)
+            self._directory_dirty = False
+        except BaseException:
+            self._failed = True
+            raise
+        self._durable_index = self._written_index
         self._syncs += 1
         return self._durable_index
 
@@ -433,7 +466,8 @@ class WriteAheadLog:
     def check_invariants(self) -> None:
         """Raise ``InvariantViolation`` if the log's bookkeeping is inconsistent."""
         invariant(bool(self._segments), "the log has at least one segment")
-        invariant(0 <= self._durable_index <= self._last_index, "durable <= last")
+        invariant(0 <= self._durable_index <= self._written_index <= self._last_index,
+                  "durable <= written <= last")
         invariant(self._first_index == self._segments[0].first_index, "first index is the oldest segment's")
         expected = self._first_index
         for segment in self._segments:
