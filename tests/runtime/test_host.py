@@ -211,12 +211,12 @@ def test_a_broken_invariant_stops_the_node_and_is_reraised() -> None:
 
 def test_group_commit_bound_pauses_reading_instead_of_growing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        config = dataclasses.replace(make_config(), group_commit_records_max=4)
+        config = dataclasses.replace(make_config(), group_commit_pending_bytes_max=8192)
         async with running_host(data_dir=tmp_path, config=config) as host:
             assert host.address is not None
             client = await connect(host.address, "alice", ALICE_KEY)
             replies = await asyncio.gather(
-                *(client.request(Command(op="durable", arg=str(i)), 30) for i in range(100))
+                *(client.request(Command(op="durable", arg=f"{i:03d}" * 30), 30) for i in range(100))
             )
             await client.close()
             assert len(replies) == 100

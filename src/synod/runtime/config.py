@@ -66,13 +66,14 @@ class RuntimeConfig:
     """Largest UDP datagram (bytes, header and MAC included) sent or accepted. Fits
     a 1500-byte Ethernet MTU with IP/UDP headers, so gossip never fragments."""
 
-    group_commit_records_max: int = 4096
-    """Persisted records whose fsync may be pending at once. Past it, the node stops
-    reading from sockets until the fsync in flight completes (back-pressure)."""
+    group_commit_pending_bytes_max: int = 64 * 1024 * 1024
+    """Record bytes of Persists waiting for an fsync, at most. Past half of it the
+    node stops reading from its connections until fsyncs catch up (back-pressure;
+    the other half is headroom for Persists already on their way)."""
 
-    group_commit_bytes_max: int = 32 * 1024 * 1024
-    """Record bytes one fsync covers at most (the log buffers them in memory
-    until it writes them); one larger Persist still goes alone."""
+    group_commit_batch_bytes_max: int = 16 * 1024 * 1024
+    """Record bytes one fsync covers at most; bounds the latency one fsync adds.
+    A larger single Persist still forms a batch of its own."""
 
     insecure: bool = False
     """Skip authentication (peers' claimed names are believed). Development only:
@@ -110,8 +111,8 @@ class RuntimeConfig:
             "connections_max",
             "replay_cache_max",
             "datagram_bytes_max",
-            "group_commit_records_max",
-            "group_commit_bytes_max",
+            "group_commit_pending_bytes_max",
+            "group_commit_batch_bytes_max",
         ):
             positive(name)
         if self.reconnect_delay_ms_max < self.reconnect_delay_ms_min:

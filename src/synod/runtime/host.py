@@ -16,14 +16,16 @@ handler returns, in list order, exactly as ``effects.py`` specifies:
     old handle, and a generation number per key makes sure a cancelled or
     replaced instance can never fire even if its callback was already queued.
 ``Persist``
-    GROUP COMMIT. The Persist (records and ``then`` effects) joins a FIFO. When
-    no fsync is in flight, every waiting Persist is appended to the log and one
-    ``sync`` (write + fsync) runs in a worker thread, so the loop keeps serving;
-    when it returns, those Persists are durable and their ``then`` effects run,
-    oldest first. Persists arriving during that fsync wait for the next one,
-    which starts at once: many Persists, one fsync, at most one in flight. If
-    more than ``group_commit_records_max`` records wait, inbound connections
-    stop being read until the fsyncs catch up.
+    GROUP COMMIT, with ``synod.storage.GroupCommit`` (the same sans-IO helper
+    the simulator uses). The Persist joins its FIFO with its ``then`` effects as
+    token. When no fsync is in flight, the waiting Persists form a batch: their
+    records are appended to the log on the loop thread and one ``sync`` (write +
+    fsync) runs in a worker thread, so the loop keeps serving; when it returns,
+    the batch's ``then`` effects run, oldest first. Persists arriving during that
+    fsync wait for the next one, which starts at once: many Persists, one fsync,
+    at most one in flight. A Persist with no records waits its turn too. Past
+    half of ``group_commit_pending_bytes_max`` waiting, inbound connections stop
+    being read until the fsyncs catch up.
 ``ClientResult``
     a ``ClientReply`` on the TCP connection the ``ClientRequest`` came from. Each
     client connection is given its own client id, ``"<principal>#<n>"``, which
@@ -40,7 +42,6 @@ is logged, the node stops, and ``wait_stopped`` re-raises it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import hashlib
 import logging
@@ -48,7 +49,6 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, assert_never
 
@@ -86,6 +86,7 @@ from synod.runtime.auth import (
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.stats import Counters, RuntimeStatistics
 from synod.runtime.transport import Connection, Listener, MessageHandler, PeerLink
+from synod.storage.group_commit import GroupCommit, GroupCommitConfig
 from synod.storage.realfs import RealFileSystem
 from synod.storage.wal import WriteAheadLog
 
@@ -134,13 +135,6 @@ def principal_of(source: NodeId) -> str:
     return source.partition(CLIENT_ID_SEPARATOR)[0]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _PendingPersist:
-    records: tuple[bytes, ...]
-    record_bytes: int
-    then: tuple[Effect, ...]
-
-
 class AsyncioHost:
     """Hosts one core on one node: listener, peer links, timers, group commit."""
 
@@ -174,8 +168,12 @@ class AsyncioHost:
         self._client_sequence = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._timer_generation: dict[str, int] = {}
-        self._pending_persists: collections.deque[_PendingPersist] = collections.deque()
-        self._unsynced_records = 0
+        self._commit: GroupCommit[tuple[Effect, ...]] = GroupCommit(
+            GroupCommitConfig(
+                pending_bytes_max=config.group_commit_pending_bytes_max,
+                batch_bytes_max=config.group_commit_batch_bytes_max,
+            )
+        )
         self._sync_task: asyncio.Task[None] | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_open = asyncio.Event()
@@ -233,7 +231,7 @@ class AsyncioHost:
             ssl_context=server_ssl,
             on_connection=self._on_connection,
             on_closed=self._on_closed,
-            read_gate=self._read_open.wait,
+            read_gate=self._read_open,
         )
         self.address = await self._listener.start(*self.listen_address)
         if self.durable_log is not None:
@@ -428,60 +426,39 @@ class AsyncioHost:
         self.counters.add("persists")
         if self.durable_log is None:
             raise LocalProtocolError(f"node {self._node}: core persisted but the host has no log")
-        if not effect.records and not self._pending_persists and self._sync_task is None:
-            self.execute(effect.then)  # nothing to make durable, nothing earlier in line
-            return
-        self._pending_persists.append(
-            _PendingPersist(
-                records=effect.records,
-                record_bytes=sum(len(r) for r in effect.records),
-                then=effect.then,
-            )
-        )
-        self._unsynced_records += len(effect.records)
-        if self._unsynced_records > self.config.group_commit_records_max and self._read_open.is_set():
+        # StorageFull here means the read gate below did not hold the load back:
+        # the Persist cannot be dropped (the core moved on), so the node stops.
+        self._commit.submit(effect.records, effect.then)
+        over_half = self._commit.pending_bytes > self.config.group_commit_pending_bytes_max // 2
+        if over_half and self._read_open.is_set():
             self.counters.add("reads_paused")
             self._read_open.clear()
         if self._sync_task is None:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
-
-    def _next_batch(self) -> list[_PendingPersist]:
-        """Take the Persists for the next fsync (oldest first, bounded in bytes)
-        and append their records to the log, on the loop thread."""
-        assert self.durable_log is not None
-        batch: list[_PendingPersist] = []
-        batch_bytes = 0
-        while self._pending_persists:
-            head = self._pending_persists[0]
-            if batch and batch_bytes + head.record_bytes > self.config.group_commit_bytes_max:
-                break
-            self._pending_persists.popleft()
-            for record in head.records:
-                self.durable_log.append(record)
-            batch.append(head)
-            batch_bytes += head.record_bytes
-        return batch
 
     async def _sync_loop(self) -> None:
         """Run fsyncs, one at a time, until every Persist is durable.
 
         The log is touched by one thread at a time: records are appended here on
         the loop thread while no fsync runs; ``sync`` (write + fsync) runs in the
-        worker thread while Persists arriving meanwhile wait in the host's FIFO.
+        worker thread while Persists arriving meanwhile wait in the queue.
         """
         assert self.durable_log is not None and self._fsync_executor is not None
         loop = asyncio.get_running_loop()
         try:
-            while self._pending_persists and self.failure is None:
-                batch = self._next_batch()
+            while self.failure is None:
+                batch = self._commit.next_batch()
+                if batch is None:
+                    break
+                for record in batch.records:
+                    self.durable_log.append(record)
                 await loop.run_in_executor(self._fsync_executor, self.durable_log.sync)
                 self.counters.add("fsyncs")
-                self.counters.add("records_persisted", sum(len(p.records) for p in batch))
-                for done in batch:
-                    self._unsynced_records -= len(done.records)
+                self.counters.add("records_persisted", len(batch.records))
+                for then in self._commit.batch_durable(batch):
                     if self.failure is None:
-                        self.execute(done.then)
-                if self._unsynced_records <= self.config.group_commit_records_max:
+                        self.execute(then)
+                if self._commit.pending_bytes <= self.config.group_commit_pending_bytes_max // 2:
                     self._read_open.set()
         except Exception as error:
             # A failed fsync leaves the log's state unknown (fsyncgate): stop

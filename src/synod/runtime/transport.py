@@ -31,7 +31,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from synod.codec.frames import FrameDecoder, frame
 from synod.codec.registry import Message, decode, encode
@@ -220,21 +220,22 @@ class Connection:
 
     # -- receiving
 
-    async def run(
-        self, handler: MessageHandler, read_gate: Callable[[], Awaitable[object]] | None = None
-    ) -> None:
+    async def run(self, handler: MessageHandler, read_gate: asyncio.Event | None = None) -> None:
         """Serve the connection until it closes: write queued frames, read frames
-        and hand each decoded message to ``handler``. Returns when closed."""
+        and hand each decoded message to ``handler``. Returns when closed.
+
+        While ``read_gate`` is clear, no further frame is delivered and nothing
+        more is read (the host's back-pressure when its fsyncs fall behind)."""
         self._writer_task = asyncio.create_task(self._write_loop())
         self._writer_task.add_done_callback(self._on_writer_done)
         try:
             # Frames that arrived together with the end of the handshake.
             initial, self._initial_frames = self._initial_frames, []
-            if not self._deliver(initial, handler):
+            if not await self._deliver(initial, handler, read_gate):
                 return
             while not self.closed:
-                if read_gate is not None:
-                    await read_gate()
+                if read_gate is not None and not read_gate.is_set():
+                    await read_gate.wait()
                 data = await self.reader.read(self.config.read_chunk_bytes)
                 if not data:
                     if self.decoder.buffered_bytes:
@@ -248,15 +249,19 @@ class Connection:
                 except RemoteProtocolError as error:
                     self._refuse("frames_too_large", str(error))
                     return
-                if not self._deliver(frames, handler):
+                if not await self._deliver(frames, handler, read_gate):
                     return
         except (ConnectionError, OSError, ssl.SSLError) as error:
             self.close(f"i/o error: {error}")
         finally:
             self.close(self.close_reason or "reader stopped")
 
-    def _deliver(self, frames: list[bytes], handler: MessageHandler) -> bool:
+    async def _deliver(
+        self, frames: list[bytes], handler: MessageHandler, read_gate: asyncio.Event | None
+    ) -> bool:
         for payload in frames:
+            if read_gate is not None and not read_gate.is_set():
+                await read_gate.wait()
             if self.closed:
                 return False
             try:
@@ -533,7 +538,7 @@ class Listener:
         ssl_context: ssl.SSLContext | None,
         on_connection: Callable[[Connection], MessageHandler],
         on_closed: Callable[[Connection], None],
-        read_gate: Callable[[], Awaitable[object]] | None = None,
+        read_gate: asyncio.Event | None = None,
     ) -> None:
         self.config = config
         self.counters = counters
