@@ -126,6 +126,7 @@ class WalStatistics:
 
     first_index: int
     last_index: int
+    written_index: int
     durable_index: int
     segments: int
     buffered_bytes: int
@@ -264,10 +265,11 @@ class WriteAheadLog:
                 torn_bytes += len(data)
                 active = _create_segment(fs, directory, first_index)
             else:
-                active = fs.open_append(path)
                 if scan.end < len(data):
                     torn_bytes += len(data) - scan.end
                     fs.truncate(path, scan.end)
+                active = fs.open_append(path)
+                invariant(active.size == scan.end, "the active segment ends at valid data")
                 # Durable now, even if a restart (no power loss) read unsynced data.
                 active.fsync()
             segments.append(_Segment(first_index, path, active.size, len(scan.records),
@@ -453,6 +455,7 @@ class WriteAheadLog:
         return WalStatistics(
             first_index=self._first_index,
             last_index=self._last_index,
+            written_index=self._written_index,
             durable_index=self._durable_index,
             segments=len(self._segments),
             buffered_bytes=self.buffered_bytes(),
