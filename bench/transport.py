@@ -12,8 +12,9 @@ the time measured covers delivery to the core, not just the sender's writes.
 Separate processes, so the two cores of the machine are both used.
 
 Measured for 100-byte and 64 KiB payloads, with HMAC authentication (the
-default) and ``insecure`` (no authentication), plus the cost of opening one
-authenticated connection (TCP connect + handshake) in each mode.
+default), ``insecure`` (no authentication) and mutual ``tls`` (when the
+``openssl`` command can make throw-away certificates), plus the cost of opening
+one connection (TCP connect + handshake) in each mode.
 
 The HMAC handshake authenticates the connection once; frames after it carry no
 MAC, so authentication adds no per-message cost on TCP (the throughput rows of
@@ -28,17 +29,20 @@ import dataclasses
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from synod.codec.kernel import ClientRequest
 from synod.codec.registry import Message, message
 from synod.core.effects import ClientResult, Effects, Recovered
 from synod.core.ids import NodeId
-from synod.runtime.auth import InitiatorHandshake, Key, Keyring
+from synod.runtime.auth import InitiatorHandshake, Key, Keyring, client_tls_context
 from synod.runtime.client import connect
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.host import AsyncioHost, run
@@ -111,16 +115,45 @@ class CountingCore:
         pass
 
 
-def bench_config(insecure: bool) -> RuntimeConfig:
-    return dataclasses.replace(RuntimeConfig.local(), insecure=insecure)
+def bench_config(mode: str, pki: Path | None = None, cn: str = "r") -> RuntimeConfig:
+    """``hmac`` (default auth), ``insecure`` (none) or ``tls`` (mutual TLS, certs in ``pki``)."""
+    config = RuntimeConfig.local()
+    if mode == "insecure":
+        return dataclasses.replace(config, insecure=True)
+    if mode == "tls":
+        assert pki is not None
+        return dataclasses.replace(
+            config, tls_cert_file=pki / f"{cn}.pem", tls_key_file=pki / f"{cn}.key",
+            tls_ca_file=pki / "ca.pem", peers={"s": ("127.0.0.1", 1)},
+        )
+    return config
+
+
+def make_pki() -> Path | None:
+    """A throw-away CA and certificates for r, s and bench (None without openssl)."""
+    if shutil.which("openssl") is None:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="synod-bench-pki-"))
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ca",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    for cn in ("r", "s", "bench"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+                "-keyout", f"{cn}.key", "-out", f"{cn}.csr")
+        openssl("x509", "-req", "-in", f"{cn}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "1", "-out", f"{cn}.pem")
+    return directory
 
 
 # ---------------------------------------------------------------- receiver process
 
 
-async def receiver(insecure: bool) -> None:
+async def receiver(mode: str, pki: Path | None) -> None:
     host = AsyncioHost(
-        node=NodeId("r"), core_factory=CountingCore, config=bench_config(insecure),
+        node=NodeId("r"), core_factory=CountingCore, config=bench_config(mode, pki, "r"),
         keyring=KEYRING, seed=1,
     )
     address = await host.start()
@@ -148,19 +181,30 @@ class Row:
         return self.messages * self.payload_bytes / self.seconds / 1e6
 
 
-async def throughput(port: int, insecure: bool, payload_bytes: int, count: int, total_before: int) -> float:
-    config = bench_config(insecure)
-    mode = "insecure" if insecure else "hmac"
+def client_key(mode: str) -> Key | None:
+    return Key(0, CLIENT_SECRET) if mode == "hmac" else None
+
+
+async def throughput(
+    port: int, mode: str, pki: Path | None, payload_bytes: int, count: int, total_before: int
+) -> float:
+    config = bench_config(mode, pki, "s")
     handshake = InitiatorHandshake(
-        mode=mode, kind="node", principal="s",
-        key=None if insecure else KEYRING.primary, expected_acceptor="r",
+        mode=mode,  # type: ignore[arg-type]
+        kind="node", principal="s",
+        key=KEYRING.primary if mode == "hmac" else None, expected_acceptor="r",
     )
+    context = None
+    if pki is not None and mode == "tls":
+        context = client_tls_context(str(pki / "s.pem"), str(pki / "s.key"), str(pki / "ca.pem"))
     counters: Counters[RuntimeStatistics] = Counters(RuntimeStatistics)
     connection = await open_connection(
-        ("127.0.0.1", port), handshake=handshake, config=config, counters=counters, ssl_context=None
+        ("127.0.0.1", port), handshake=handshake, config=config, counters=counters, ssl_context=context
     )
     serving = asyncio.create_task(connection.run(lambda _c, _m: None))
-    client = await connect(("127.0.0.1", port), "bench", None if insecure else Key(0, CLIENT_SECRET), config=config)
+    client = await connect(
+        ("127.0.0.1", port), "bench", client_key(mode), config=bench_config(mode, pki, "bench")
+    )
     done = asyncio.create_task(client.request(BenchWait(total=total_before + count), 600))
     payload = os.urandom(payload_bytes)
     started = time.perf_counter()
@@ -175,19 +219,18 @@ async def throughput(port: int, insecure: bool, payload_bytes: int, count: int, 
     return elapsed
 
 
-async def connection_cost(port: int, insecure: bool, connections: int) -> float:
+async def connection_cost(port: int, mode: str, pki: Path | None, connections: int) -> float:
     """Mean seconds to connect and authenticate one client connection."""
-    config = bench_config(insecure)
-    key = None if insecure else Key(0, CLIENT_SECRET)
+    config = bench_config(mode, pki, "bench")
     started = time.perf_counter()
     for _ in range(connections):
-        client = await connect(("127.0.0.1", port), "bench", key, config=config)
+        client = await connect(("127.0.0.1", port), "bench", client_key(mode), config=config)
         await client.close()
     return (time.perf_counter() - started) / connections
 
 
-def start_receiver(insecure: bool) -> tuple[subprocess.Popen[str], int]:
-    command = [sys.executable, __file__, "--receiver"] + (["--insecure"] if insecure else [])
+def start_receiver(mode: str, pki: Path | None) -> tuple[subprocess.Popen[str], int]:
+    command = [sys.executable, __file__, "--receiver", mode] + (["--pki", str(pki)] if pki else [])
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -199,32 +242,33 @@ def start_receiver(insecure: bool) -> tuple[subprocess.Popen[str], int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="synod transport benchmark")
-    parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--insecure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--receiver", help=argparse.SUPPRESS)
+    parser.add_argument("--pki", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="smaller message counts")
     args = parser.parse_args()
     if args.receiver:
-        run(receiver(args.insecure))
+        run(receiver(args.receiver, args.pki))
         return
 
     scale = 0.2 if args.quick else 1.0
     plan = [(100, int(200_000 * scale)), (64 * 1024, int(8_000 * scale))]
     rows: list[Row] = []
     handshake_ms: dict[str, float] = {}
-    for insecure in (False, True):
-        mode = "insecure" if insecure else "hmac"
-        process, port = start_receiver(insecure)
+    pki = make_pki()
+    modes = ["hmac", "insecure"] + (["tls"] if pki is not None else [])
+    for mode in modes:
+        process, port = start_receiver(mode, pki)
         try:
             total = 0
             for payload_bytes, count in plan:
                 # A short warm-up run, then the measured one.
                 warm = max(1, count // 10)
-                run(throughput(port, insecure, payload_bytes, warm, total))
+                run(throughput(port, mode, pki, payload_bytes, warm, total))
                 total += warm
-                seconds = run(throughput(port, insecure, payload_bytes, count, total))
+                seconds = run(throughput(port, mode, pki, payload_bytes, count, total))
                 total += count
                 rows.append(Row(mode, payload_bytes, count, seconds))
-            handshake_ms[mode] = 1000 * run(connection_cost(port, insecure, int(300 * scale) or 1))
+            handshake_ms[mode] = 1000 * run(connection_cost(port, mode, pki, int(300 * scale) or 1))
         finally:
             assert process.stdin is not None
             process.stdin.close()
@@ -244,7 +288,10 @@ def main() -> None:
     for mode, ms in handshake_ms.items():
         print(f"connect + handshake ({mode}): {ms:.2f} ms per connection")
     print("HMAC authentication is per connection: frames after the handshake carry no MAC,")
-    print("so it adds no per-message cost on TCP (compare the hmac and insecure rows).")
+    print("so it adds no per-message cost on TCP (compare the hmac and insecure rows);")
+    print("TLS (when openssl made certificates) encrypts every byte, so it does.")
+    if pki is not None:
+        shutil.rmtree(pki, ignore_errors=True)
 
 
 if __name__ == "__main__":

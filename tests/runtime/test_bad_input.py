@@ -247,3 +247,34 @@ def test_a_node_with_the_wrong_cluster_secret_is_refused_and_its_messages_never_
                 assert n2.core.notes == []  # type: ignore[attr-defined]
 
     run(scenario())
+
+
+def test_random_frames_and_byte_streams_never_hurt_the_node() -> None:
+    """Seeded fuzzing: arbitrary bytes before and after the handshake. Each
+    attacker's connection is closed; the node keeps answering a good client."""
+    import random
+
+    rng = random.Random(2)
+
+    async def scenario() -> None:
+        async with running_host(config=make_config(handshake_timeout_s=0.5)) as host:
+            assert host.address is not None
+            good = await connect(host.address, "alice", ALICE_KEY, node="n1")
+            for round_number in range(40):
+                blob = rng.randbytes(rng.randrange(1, 300))
+                if round_number % 2:
+                    reader, writer = await authenticated_raw(host.address)
+                    writer.write(frame(blob) if rng.random() < 0.7 else blob)
+                else:
+                    reader, writer = await asyncio.open_connection(*host.address)
+                    writer.write(blob)
+                await writer.drain()
+                writer.write_eof()
+                await asyncio.wait_for(read_until_closed(reader), 20)
+                writer.close()
+                reply = await good.request(Command(op="echo", arg=str(round_number)), 20)
+                assert reply == Answer(items=(str(round_number),))
+            assert host.core.notes == []  # type: ignore[attr-defined]
+            await good.close()
+
+    run(scenario())
