@@ -4,8 +4,11 @@
 
 Each map task counts the words of its split in a ``Counter`` (``mapper_init`` /
 ``mapper_final``: one pair per distinct word leaves the task instead of one per
-word), the combiner would merge counts across spills, and the reducer sums.
-Output lines: ``word<TAB>count``, sorted by word within each part.
+word). ``mapper_block`` receives about 1 MB of lines per call, so the counting is
+done by ``Counter``'s C code rather than one Python call per line; the per-line
+form, ``def mapper(self, key, line): self.counts.update(line.split())``, gives
+the same output a little more slowly. The combiner merges counts across spills,
+and the reducer sums. Output lines: ``word<TAB>count``, sorted by word in each part.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from synod.mapreduce import Job
+from synod.mapreduce import Job, RecordBlock
 
 
 class WordCount(Job):
     def mapper_init(self) -> None:
         self.counts: Counter[str] = Counter()
 
-    def mapper(self, key: None, line: str) -> None:
-        self.counts.update(line.split())
+    def mapper_block(self, block: RecordBlock) -> None:
+        self.counts.update("\n".join(block.values).split())
 
     def mapper_final(self) -> Iterator[tuple[str, int]]:
         self.increment_counter("words", "distinct_in_maps", len(self.counts))

@@ -78,6 +78,7 @@ def simulate(seed: int, *, check_invariants: bool = True, events_max: int = 2000
     poison = rng.random() < 0.3
     config = MapReduceConfig(task_attempts_max=12, backup_after_ms=rng.choice([0.0, 50.0, 200.0]),
                              backup_remaining_fraction=rng.choice([0.1, 0.3, 1.0]),
+                             backup_slowdown=rng.choice([0.0, 1.0, 1.5]),
                              scheduler_tick_ms=25.0)
     splits = tuple((InputSplit(path=f"in-{i}", start=0, end=100),) for i in range(maps))
     master = Master(config=config, rng=random.Random(seed), step=0, splits=splits, reducers=reducers,

@@ -58,6 +58,11 @@ class MapReduceConfig:
     #: A task gets a backup only after running this long, in milliseconds, so quick
     #: tasks are never duplicated.
     backup_after_ms: float = 1000.0
+    #: A running task is a straggler only when it has run this many times the
+    #: median duration of the phase's completed tasks: a task that is merely
+    #: long is not duplicated (a backup costs a core that, on one machine, other
+    #: work may need). The paper's backups are for slow *machines*.
+    backup_slowdown: float = 1.5
     #: How often the master re-examines running tasks for stragglers, in ms.
     scheduler_tick_ms: float = 200.0
     #: Largest number of workers one master accepts (a bound on its tables).
@@ -88,6 +93,8 @@ class MapReduceConfig:
             raise ConfigError("MapReduceConfig: *_max counts must be >= 0")
         if not 0.0 <= self.backup_remaining_fraction <= 1.0:
             raise ConfigError("MapReduceConfig.backup_remaining_fraction must be in [0, 1]")
+        if self.backup_slowdown < 0:
+            raise ConfigError("MapReduceConfig.backup_slowdown must be >= 0")
         if self.backup_after_ms < 0 or self.scheduler_tick_ms <= 0:
             raise ConfigError("MapReduceConfig: backup_after_ms >= 0, scheduler_tick_ms > 0")
 
@@ -101,5 +108,6 @@ class MapReduceConfig:
         """Tiny budgets, so spills, multi-pass merges and backups happen in tests."""
         return dataclasses.replace(
             cls(), split_bytes_min=1, map_buffer_bytes_max=4096, reduce_memory_bytes_max=2048,
-            merge_fan_in_max=2, chunk_records_max=16, backup_after_ms=0.0, fsync_output=False,
+            merge_fan_in_max=2, chunk_records_max=16, backup_after_ms=0.0, backup_slowdown=0.0,
+            fsync_output=False,
         )

@@ -203,15 +203,22 @@ class TextOutput:
     name = "text"
 
     def write(self, handle: BinaryIO, pairs: Sequence[tuple[Any, Any]]) -> None:
-        lines = []
+        text: list[str] = []
         for key, value in pairs:
-            if value is None:
-                lines.append(_render(key))
+            # The common shapes (str keys, str/int/None values) are formatted as
+            # text and encoded once per batch; anything else goes through _render.
+            if type(key) is str and (type(value) is int or type(value) is str):
+                text.append(f"{key}\t{value}\n")
+            elif type(key) is str and value is None:
+                text.append(key + "\n")
             else:
-                lines.append(_render(key) + b"\t" + _render(value))
-        if lines:
-            lines.append(b"")
-            handle.write(b"\n".join(lines))
+                if text:
+                    handle.write("".join(text).encode("utf-8"))
+                    text.clear()
+                line = _render(key) if value is None else _render(key) + b"\t" + _render(value)
+                handle.write(line + b"\n")
+        if text:
+            handle.write("".join(text).encode("utf-8"))
 
 
 class MsgpackOutput:

@@ -27,8 +27,9 @@ and a move not in the table is a bug (``IllegalTransition``).
   their output is on shared storage.
 * **Backup tasks** (3.6). When the phase is close to completion (at most
   ``backup_remaining_fraction`` of its tasks running and none idle), a free worker
-  gets a second attempt of the longest-running task older than
-  ``backup_after_ms``; whichever finishes first commits.
+  gets a second attempt of the longest-running task that has run longer than
+  ``backup_after_ms`` and ``backup_slowdown`` times the median duration of the
+  phase's completed tasks; whichever attempt finishes first commits.
 * **Bad records** (3.7). A ``TaskFailed`` from user code names the record it was
   processing. After ``skip_after_failures`` failures on the same record, and if the
   job allows skipping, later attempts skip it; the skipped records are reported.
@@ -172,6 +173,8 @@ class _Task:
     bad_records: Counter[tuple[str, int]] = field(default_factory=Counter)
     skip: set[tuple[str, int]] = field(default_factory=set)
     last_failure: TaskFailed | None = None
+    #: How long the committed attempt ran, for the straggler threshold.
+    duration_ms: float = 0.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -364,6 +367,7 @@ class Master:
         task.live.clear()
         task.committed = attempt
         task.completion = done
+        task.duration_ms = now_ms - attempt.started_ms
         self._move(task, TaskEvent.COMPLETE)
         return effects
 
@@ -507,6 +511,9 @@ class Master:
             return None
         if len(running) > max(1, int(self._config.backup_remaining_fraction * len(phase))):
             return None
+        durations = sorted(t.duration_ms for t in phase if t.state is TaskState.COMPLETED)
+        median_ms = durations[len(durations) // 2] if durations else 0.0
+        threshold_ms = max(self._config.backup_after_ms, self._config.backup_slowdown * median_ms)
         best: tuple[float, int] | None = None
         chosen: _Task | None = None
         for task in running:
@@ -514,7 +521,7 @@ class Master:
                 continue  # already backed up
             (only,) = task.live
             attempt = self._attempts[only]
-            if attempt.worker == worker.id or now_ms - attempt.started_ms < self._config.backup_after_ms:
+            if attempt.worker == worker.id or now_ms - attempt.started_ms < threshold_ms:
                 continue
             key = (attempt.started_ms, task.index)
             if best is None or key < best:

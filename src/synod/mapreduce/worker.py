@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import operator
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from operator import itemgetter
 from typing import Any
+from zlib import crc32
 
 import msgpack
 
@@ -210,6 +212,9 @@ def _combine(
     """Run the combiner over each key of sorted ``pairs``. A key with one value is
     passed through: a combiner may run zero or more times (as in Hadoop), and most
     keys of an in-mapper-combined output have exactly one value."""
+    keys = list(map(_KEY0, pairs))
+    if not any(map(operator.eq, keys, keys[1:])):
+        return pairs  # every key once (checked at C speed): nothing to combine
     combined: list[tuple[Any, Any]] = []
     append = combined.append
     index = 0
@@ -280,7 +285,11 @@ class _MapBuffer:
             if reducers == 1:
                 buckets[0].append((key, value))
             elif default:
-                buckets[stable_hash(key) % reducers].append((key, value))
+                if type(key) is str:
+                    # stable_hash, inlined for the common case.
+                    buckets[crc32(key.encode("utf-8", "surrogatepass")) % reducers].append((key, value))
+                else:
+                    buckets[stable_hash(key) % reducers].append((key, value))
             else:
                 assert partitioner is not None
                 bucket = partitioner(key, reducers)
@@ -308,8 +317,10 @@ class _MapBuffer:
         for bucket in self.buckets:
             _sort(bucket, "the mapper")
             if self.combiner is not None and bucket:
-                bucket = _combine(self.combiner, bucket)
-                _sort(bucket, "the combiner")
+                combined = _combine(self.combiner, bucket)
+                if combined is not bucket:
+                    _sort(combined, "the combiner")
+                bucket = combined
             result.append(bucket)
         return result
 
@@ -412,7 +423,10 @@ def run_map(job_factory: JobFactory, assign: AssignMap, *, scratch_dir: str,
                 job.input_path = block.path
                 if any(path == split.path for path, _ in skip):
                     block = _drop_skipped(reader, block, skip, skipped)
-                _map_block(mapper, reader, block, buffer)
+                if step.mapper_block is not None:
+                    _map_whole_block(step.mapper_block, block, buffer)
+                else:
+                    _map_block(mapper, reader, block, buffer)
         _run_hook(step.mapper_final, buffer, "mapper_final")
         path = prefix + ".out"
         offsets, lengths = buffer.finish(path)
@@ -459,6 +473,21 @@ class _ExplicitBlock(RecordBlock):
                  nbytes: int, offsets: list[int]) -> None:
         super().__init__(path=path, offset=offset, keys=keys, values=values, nbytes=nbytes)
         self.offsets = offsets
+
+
+def _map_whole_block(mapper_block: Callable[[RecordBlock], Any], block: RecordBlock,
+                     buffer: _MapBuffer) -> None:
+    try:
+        out = mapper_block(block)
+        if out is not None:
+            buffer.add(out)
+    except UserCodeError:
+        raise
+    except Exception as error:
+        raise UserCodeError(
+            f"mapper_block raised on the block of {len(block.values)} records starting here: "
+            f"{_describe(error)}", path=block.path, offset=block.offset, detail=traceback.format_exc(),
+        ) from error
 
 
 def _map_block(mapper: Callable[[Any, Any], Any], reader: InputFormat, block: RecordBlock,
