@@ -39,7 +39,7 @@ from synod.sim import (
 #: Modules that register scenarios when imported. ONLY the list lives here.
 SCENARIO_MODULES = (
     "synod.toy.scenario",
-    "synod.paxos.scenarios",
+    "synod.paxos.scenario",
     "synod.gossip.scenarios",
     "synod.lock.scenarios",
     "synod.txn.scenarios",
