@@ -49,7 +49,7 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeAlias
 
 from synod.check.history import History, Operation
 from synod.check.models import KeyValueModel, Model
@@ -59,6 +59,10 @@ CHECKER = "linearizability"
 
 #: Default bound on model steps per partition (about a few seconds of Python).
 STEPS_MAX_DEFAULT = 5_000_000
+
+#: One step of the search path: (is it indeterminate, its event or operation
+#: index, the state before it, the schedule it came from, its position there).
+_Frame: TypeAlias = tuple[bool, int, Any, "list[tuple[int, Any, int]] | None", int]
 
 #: Marks a configuration cut by the memo (a sentinel list, compared by identity).
 _DOMINATED: list[int] = []
@@ -154,11 +158,18 @@ class _Search:
         self.partition = partition
         self.model = model
         self.steps_max = steps_max
+        self.steps = 0
         self.definite = [op for op in operations if op.is_ok]
         self.indefinite = sorted(
             (op for op in operations if op.is_info), key=lambda op: op.invoke_time
         )
         self.operations = self.definite + self.indefinite
+        canonical = model.canonical(
+            [op.operation for op in self.operations],
+            [op.result if op.is_ok else None for op in self.operations],
+        )
+        self.definite_calls = canonical[: len(self.definite)]
+        self.indefinite_calls = canonical[len(self.definite) :]
         # Main list: entries 0..2n-1 are the events of the n definite operations;
         # 2n is the head sentinel and 2n+1 the tail sentinel.
         events: list[tuple[float, int, int]] = []
@@ -186,17 +197,21 @@ class _Search:
         for left, right in pairwise(order):
             self.next[left] = right
             self.prev[right] = left
-        # Indeterminate list: entries 0..k-1, head k, tail k+1.
+        # Indeterminate operations, by invocation time, with a flag for those
+        # linearized on the current path.
         k = len(self.indefinite)
-        self.info_head = k
-        self.info_tail = k + 1
         self.info_time = [float(op.invoke_time) for op in self.indefinite]
-        info_order = [k, *range(k), k + 1]
-        self.info_next = [0] * (k + 2)
-        self.info_prev = [0] * (k + 2)
-        for left, right in pairwise(info_order):
-            self.info_next[left] = right
-            self.info_prev[right] = left
+        self.info_used = [False] * k
+        # Equal indeterminate operations are interchangeable: of those available
+        # at a stuck point only the one invoked last is tried (any solution
+        # using an earlier one can swap it for the later one). ``next_same[i]``
+        # chains each to the next equal one in invocation order.
+        self.next_same = [-1] * k
+        last_of: dict[Any, int] = {}
+        for index in range(k - 1, -1, -1):
+            marker = _marker(self.indefinite_calls[index])
+            self.next_same[index] = last_of.get(marker, -1)
+            last_of[marker] = index
         # Deepest point reached, for the explanation.
         self.best_depth = -1
         self.best: dict[str, Any] | None = None
@@ -205,9 +220,8 @@ class _Search:
         model = self.model
         step = model.step
         definite = self.definite
-        indefinite = self.indefinite
+        definite_calls = self.definite_calls
         nxt, prv = self.next, self.prev
-        info_next, info_prev = self.info_next, self.info_prev
         event_is_call, event_op, event_time, match = (
             self.event_is_call,
             self.event_op,
@@ -215,7 +229,7 @@ class _Search:
             self.match,
         )
         head, tail = self.head, self.tail
-        info_tail = self.info_tail
+        info_used = self.info_used
 
         state: Any = model.init()
         linearized = 0  # bitset of definite operations linearized
@@ -227,26 +241,26 @@ class _Search:
         # indeterminate operations are optional and never constrain what may go
         # next. So each (definite set, state) keeps the indeterminate sets seen,
         # and a configuration is cut if one of them is a subset of its own.
-        cache: dict[tuple[int, Any], list[int]] = {}
-        # Stack frames: (is_info, entry, state before, limit time for info frames).
-        stack: list[tuple[bool, int, Any, float]] = []
-        steps = 0
+        cache: dict[tuple[int, Any], list[int]] = {(0, state): [0]}
+        # Frames: (is_info, entry, state before, schedule, position in it).
+        stack: list[_Frame] = []
+        self.steps = 0
         entry = nxt[head]
-        info_mode = False
-        info_entry = 0
-        limit = 0.0
+        schedule: list[tuple[int, Any, int]] | None = None
+        position = 0
 
         while True:
             if nxt[head] == tail:
-                return self._verdict(True, steps)
-            if steps >= self.steps_max:
-                return self._verdict(None, steps)
-            if not info_mode:
+                return self._verdict(True)
+            if self.steps >= self.steps_max:
+                return self._verdict(None)
+            if schedule is None:
                 if event_is_call[entry]:
                     index = event_op[entry]
-                    op = definite[index]
-                    steps += 1
-                    allowed, next_state = step(state, op.operation, op.result, True)
+                    self.steps += 1
+                    allowed, next_state = step(
+                        state, definite_calls[index], definite[index].result, True
+                    )
                     if allowed:
                         bits = linearized | (1 << index)
                         key = (bits, next_state)
@@ -258,7 +272,7 @@ class _Search:
                         else:
                             seen.append(info_bits)
                         if seen is not _DOMINATED:
-                            stack.append((False, entry, state, 0.0))
+                            stack.append((False, entry, state, None, 0))
                             state = next_state
                             linearized = bits
                             depth += 1
@@ -272,48 +286,32 @@ class _Search:
                             continue
                     entry = nxt[entry]
                     continue
-                # A return: every definite candidate failed; try indeterminate ones.
+                # A return: no definite candidate fits; indeterminate ones, just
+                # in time.
                 if depth > self.best_depth:
                     self._remember(depth, state, entry, stack)
-                info_mode = True
-                limit = event_time[entry]
-                info_entry = info_next[self.info_head]
-            if info_entry != info_tail and self.info_time[info_entry] <= limit:
-                op = indefinite[info_entry]
-                steps += 1
-                allowed, next_state = step(state, op.operation, None, False)
-                if allowed:
-                    bits = info_bits | (1 << info_entry)
-                    key = (linearized, next_state)
-                    seen = cache.get(key)
-                    if seen is None:
-                        cache[key] = [bits]
-                    elif any(old & ~bits == 0 for old in seen):
-                        seen = _DOMINATED
-                    else:
-                        seen.append(bits)
-                    if seen is not _DOMINATED:
-                        stack.append((True, info_entry, state, limit))
-                        state = next_state
-                        info_bits = bits
-                        info_next[info_prev[info_entry]] = info_next[info_entry]
-                        info_prev[info_next[info_entry]] = info_prev[info_entry]
-                        info_mode = False
-                        entry = nxt[head]
-                        continue
-                info_entry = info_next[info_entry]
+                schedule = self._schedule(
+                    state, linearized, info_bits, event_time[entry], entry, cache
+                )
+                position = 0
+            if position < len(schedule):
+                info_entry, next_state, bits = schedule[position]
+                stack.append((True, info_entry, state, schedule, position))
+                state = next_state
+                info_bits = bits
+                info_used[info_entry] = True
+                schedule = None
+                entry = nxt[head]
                 continue
             # Nothing left to try here: backtrack.
             if not stack:
-                return self._verdict(False, steps)
-            is_info, popped, state, frame_limit = stack.pop()
+                return self._verdict(False)
+            is_info, popped, state, previous, previous_position = stack.pop()
             if is_info:
                 info_bits &= ~(1 << popped)
-                info_next[info_prev[popped]] = popped
-                info_prev[info_next[popped]] = popped
-                info_mode = True
-                limit = frame_limit
-                info_entry = info_next[popped]
+                info_used[popped] = False
+                schedule = previous
+                position = previous_position + 1
             else:
                 linearized &= ~(1 << event_op[popped])
                 depth -= 1
@@ -323,21 +321,87 @@ class _Search:
                 prv[nxt[back]] = back
                 nxt[prv[popped]] = popped
                 prv[nxt[popped]] = popped
-                info_mode = False
+                schedule = None
                 entry = nxt[popped]
 
-    def _remember(
-        self, depth: int, state: Any, stuck: int, stack: list[tuple[bool, int, Any, float]]
-    ) -> None:
+    def _schedule(
+        self,
+        state: Any,
+        linearized: int,
+        info_bits: int,
+        limit: float,
+        stuck: int,
+        cache: dict[tuple[int, Any], list[int]],
+    ) -> list[tuple[int, Any, int]]:
+        """The indeterminate operations worth trying at a stuck point, as
+        (operation, state after it, indeterminate set after it).
+
+        Each is applied to the current state once, here, and its configuration
+        entered in the memo at once, before any is explored: so a longer chain
+        of indeterminate operations that ends where a shorter one does is cut as
+        dominated, whichever the search reaches first. Left out: operations
+        invoked after ``limit`` (the pending return), those with an equal,
+        later-invoked operation available (interchangeable; see
+        ``next_same``), those that change nothing, and dominated ones. Those
+        after which some definite candidate fits come first.
+        """
+        step = self.model.step
+        calls = self.indefinite_calls
+        info_time = self.info_time
+        info_used = self.info_used
+        next_same = self.next_same
+        enabling: list[tuple[int, Any, int]] = []
+        others: list[tuple[int, Any, int]] = []
+        for index in range(len(calls)):
+            if info_time[index] > limit:
+                break
+            if info_used[index]:
+                continue
+            later = next_same[index]
+            while later >= 0 and info_time[later] <= limit and info_used[later]:
+                later = next_same[later]
+            if later >= 0 and info_time[later] <= limit:
+                continue
+            self.steps += 1
+            allowed, next_state = step(state, calls[index], None, False)
+            if not allowed or next_state == state:
+                continue
+            bits = info_bits | (1 << index)
+            key = (linearized, next_state)
+            seen = cache.get(key)
+            if seen is None:
+                cache[key] = [bits]
+            elif any(old & ~bits == 0 for old in seen):
+                continue
+            else:
+                seen.append(bits)
+            item = (index, next_state, bits)
+            (enabling if self._enables(next_state, stuck) else others).append(item)
+        return enabling + others
+
+    def _enables(self, state: Any, stuck: int) -> bool:
+        """Whether some definite candidate (a call before ``stuck``) fits ``state``."""
+        step = self.model.step
+        entry = self.next[self.head]
+        while entry != stuck:
+            if self.event_is_call[entry]:
+                index = self.event_op[entry]
+                self.steps += 1
+                if step(state, self.definite_calls[index], self.definite[index].result, True)[0]:
+                    return True
+            entry = self.next[entry]
+        return False
+
+    def _remember(self, depth: int, state: Any, stuck: int, stack: list[_Frame]) -> None:
         self.best_depth = depth
         self.best = {
             "state": state,
             "stuck": stuck,
-            "frames": [(is_info, entry) for is_info, entry, _, _ in stack[-EXPLANATION_TAIL:]],
+            "frames": [(frame[0], frame[1]) for frame in stack[-EXPLANATION_TAIL:]],
             "linearized_total": len(stack),
         }
 
-    def _verdict(self, linearizable: bool | None, steps: int) -> PartitionVerdict:
+    def _verdict(self, linearizable: bool | None) -> PartitionVerdict:
         explanation = None
         if linearizable is False:
             explanation = self._explain()
@@ -345,7 +409,7 @@ class _Search:
             partition=self.partition,
             linearizable=linearizable,
             operations=len(self.operations),
-            steps=steps,
+            steps=self.steps,
             explanation=explanation,
         )
 
@@ -376,7 +440,7 @@ class _Search:
             "partition": self.partition,
             "operations": len(self.operations),
             "linearized_before_stuck": best["linearized_total"],
-            "state_at_stuck": best["state"],
+            "state_at_stuck": _plain(best["state"]),
             "stuck_operation": stuck_op.describe(),
             "last_linearized": [op.describe() for op in linearized],
             "concurrent_candidates": [op.describe() for op in candidates[:16]],
@@ -397,3 +461,20 @@ def _violation(model: Model, verdict: PartitionVerdict) -> Violation:
         message=message,
         details=explanation,
     )
+
+
+def _marker(operation: tuple[Any, ...]) -> Any:
+    try:
+        hash(operation)
+    except TypeError:
+        return repr(operation)
+    return operation
+
+
+def _plain(value: Any) -> Any:
+    """A value as a report can carry it (JSON scalars and lists, else its repr)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return repr(value)

@@ -24,11 +24,24 @@ The interface (``Model``) is small so that every block can plug in its own objec
     constrain nothing and are dropped before the search.
 ``validate(operation)``
     raise ``HistoryError`` for an operation this model does not know.
+``canonical(operations, results)``
+    the operations of one partition (with the results of the definite ones, None
+    for the others) rewritten so that operations no history could tell apart are
+    equal. The search feeds these to ``step`` and tries only one of several equal
+    indeterminate operations at a time, which keeps timed-out writes from
+    multiplying the search. Returning the operations unchanged is always correct.
+
+The key-value model's canonical form replaces every value that no read returned
+and no compare-and-set expected by one token, ``UNOBSERVED``: a register holding
+such a value answers every operation exactly as it would holding any other such
+value (a get cannot return it, a cas cannot expect it, a delete sees "present"),
+so the replacement changes no verdict, and all timed-out writes of never-seen
+values become interchangeable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +66,21 @@ class Model(Protocol):
 
     def validate(self, operation: tuple[Any, ...]) -> None: ...
 
+    def canonical(
+        self, operations: Sequence[tuple[Any, ...]], results: Sequence[Any]
+    ) -> list[tuple[Any, ...]]: ...
+
+
+class _Unobserved:
+    """The token standing for any value no operation of the history observed."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unobserved value>"
+
+
+UNOBSERVED = _Unobserved()
 
 _KV_ARITY = {"get": 2, "put": 3, "delete": 2, "cas": 4}
 
@@ -89,6 +117,24 @@ class KeyValueModel:
 
     def is_read_only(self, operation: tuple[Any, ...]) -> bool:
         return bool(operation[0] == "get")
+
+    def canonical(
+        self, operations: Sequence[tuple[Any, ...]], results: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        observed: set[Any] = set()
+        for operation, result in zip(operations, results, strict=True):
+            if operation[0] == "get":
+                observed.add(_hashable(result))
+            elif operation[0] == "cas":
+                observed.add(_hashable(operation[2]))
+        rewritten = []
+        for operation in operations:
+            if operation[0] == "put" and _hashable(operation[2]) not in observed:
+                operation = (*operation[:2], UNOBSERVED)
+            elif operation[0] == "cas" and _hashable(operation[3]) not in observed:
+                operation = (*operation[:3], UNOBSERVED)
+            rewritten.append(operation)
+        return rewritten
 
     def step(
         self, state: Any, operation: tuple[Any, ...], result: Any, known: bool
@@ -140,6 +186,11 @@ class DeterministicModel:
     def is_read_only(self, operation: tuple[Any, ...]) -> bool:
         return self.read_only(operation)
 
+    def canonical(
+        self, operations: Sequence[tuple[Any, ...]], results: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        return list(operations)
+
     def step(
         self, state: Any, operation: tuple[Any, ...], result: Any, known: bool
     ) -> tuple[bool, Any]:
@@ -147,3 +198,13 @@ class DeterministicModel:
         if known and not self.matches(expected, result):
             return False, state
         return True, next_state
+
+
+def _hashable(value: Any) -> Any:
+    """Values are hashable once frozen; an unhashable one (never produced by the
+    recorder) is compared by its repr, which only makes it count as observed."""
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value

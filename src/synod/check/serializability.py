@@ -358,6 +358,41 @@ class _Checker:
                     overwriter = self.writer.get((key, order[len(foreign)]))
                     if overwriter is not None and overwriter in committed:
                         graph.add(reader, overwriter, RW, key)
+        self._unobserved_append_edges(reads, committed, ordered_keys)
+
+    def _unobserved_append_edges(
+        self,
+        reads: dict[Any, list[tuple[int, tuple[Any, ...], int]]],
+        committed: set[int],
+        ordered_keys: set[Any],
+    ) -> None:
+        """A committed append nobody read still sits in the key's final list,
+        after every version anyone read (all of which are prefixes of it). So
+        its writer follows the last observed writer (ww, or a ww path) and every
+        reader of the key that is not itself (rw, or an rw-then-ww path): in any
+        serial order these must hold, and the path they stand for has the same
+        kinds of edges, so a cycle through them is classified soundly."""
+        graph = self.graph
+        appenders: dict[Any, list[_Txn]] = defaultdict(list)
+        for index in committed:
+            txn = self.txns[index]
+            for key in txn.appends:
+                if key in ordered_keys:
+                    appenders[key].append(txn)
+        for key, txns in appenders.items():
+            seen = set(self.version_order[key])
+            unobserved = sorted(
+                txn.index for txn in txns if any(value not in seen for value in txn.appends[key])
+            )
+            if not unobserved:
+                continue
+            order = self.version_order[key]
+            last_writer = self.writer.get((key, order[-1])) if order else None
+            for writer in unobserved:
+                if last_writer is not None and last_writer in committed:
+                    graph.add(last_writer, writer, WW, key)
+                for reader, _, _ in reads[key]:
+                    graph.add(reader, writer, RW, key)
 
     def _add_realtime_edges(self, committed: set[int]) -> None:
         """T1 -> T2 when T1 completed before T2 was invoked.
