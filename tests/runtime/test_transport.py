@@ -152,9 +152,33 @@ def test_a_secure_client_refuses_an_insecure_node() -> None:
         {"send_queue_bytes_max": 1024},
         {"datagram_bytes_max": 70_000},
         {"tls_cert_file": "cert.pem"},
+        {"insecure": True, "tls_cert_file": "c", "tls_key_file": "k", "tls_ca_file": "a"},
+        {"peers": {"n2": ("127.0.0.1", 70000)}},
+        {"peers": {"n2": "127.0.0.1:7002"}},
     ],
 )
 def test_config_refuses_bad_values(changes: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         RuntimeConfig(**changes)  # type: ignore[arg-type]
 
+
+
+def test_config_loads_from_toml_values() -> None:
+    import tomllib
+
+    from synod.core.config import config_from_mapping
+
+    table = tomllib.loads(
+        """
+        frame_bytes_max = 1048576
+        handshake_timeout_s = 2
+        tls_cert_file = "n1.pem"
+        tls_key_file = "n1.key"
+        tls_ca_file = "ca.pem"
+        peers = { n2 = ["127.0.0.1", 7002] }
+        """
+    )
+    config = config_from_mapping(RuntimeConfig, table)
+    assert config.frame_bytes_max == 1048576 and config.handshake_timeout_s == 2.0
+    assert config.tls_enabled and config.tls_ca_file is not None and config.tls_ca_file.name == "ca.pem"
+    assert config.peers == {"n2": ("127.0.0.1", 7002)}

@@ -122,6 +122,20 @@ class RuntimeConfig:
             raise ConfigError("RuntimeConfig.send_queue_bytes_max must be >= frame_bytes_max")
         if self.datagram_bytes_max > 65507:
             raise ConfigError("RuntimeConfig.datagram_bytes_max must be <= 65507 (UDP limit)")
+        # Values loaded from TOML arrive as strings and lists: normalise them.
+        for name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+        peers: dict[str, tuple[str, int]] = {}
+        for peer, address in dict(self.peers).items():
+            if not (isinstance(address, list | tuple) and len(address) == 2):
+                raise ConfigError(f"RuntimeConfig.peers[{peer!r}] must be [host, port]")
+            host, port = address
+            if not isinstance(host, str) or type(port) is not int or not 0 < port < 65536:
+                raise ConfigError(f"RuntimeConfig.peers[{peer!r}] = {address!r} is not a host and a port")
+            peers[peer] = (host, port)
+        object.__setattr__(self, "peers", peers)
         tls = (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
         if any(f is not None for f in tls) and not all(f is not None for f in tls):
             raise ConfigError(
