@@ -62,6 +62,21 @@ def test_a_failure_inside_a_scenario_becomes_a_failed_result() -> None:
     assert result.trace_digest
 
 
+def test_a_failed_run_is_not_masked_by_options_it_never_read() -> None:
+    def early_failure(seed: int, options: ScenarioOptions) -> ScenarioResult:
+        sim = Simulation(seed, SimConfig.calm())
+        sim.schedule(1.0, "boom", lambda: (_ for _ in ()).throw(Violation("early")))
+        sim.run_until(2.0)
+        options.get_int("late", 0)
+        raise AssertionError("not reached")
+
+    register_scenario("test-early-failure", early_failure)
+    result = run_scenario("test-early-failure", 1, {"late": "1"})
+    assert not result.ok
+    assert "early" in result.violations[0]
+    assert "late" in result.violations[-1]
+
+
 def test_replay_command_is_exact() -> None:
     assert replay_command("toy", 17, {"nodes": "5", "a": "1"}, "storage.skip_crc") == (
         "uv run synod sim toy --seed 17 --mutant storage.skip_crc -o a=1 -o nodes=5"

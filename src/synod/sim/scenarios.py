@@ -187,7 +187,11 @@ def run_scenario(
         disable_buggify()
     unused = opts.unused()
     if unused:
-        raise ConfigError(f"scenario {name!r} does not know option(s): {', '.join(unused)}")
+        complaint = f"scenario {name!r} does not know option(s): {', '.join(unused)}"
+        if result.ok:
+            raise ConfigError(complaint)
+        # The run may have failed before reading them: keep the failure visible.
+        return dataclasses.replace(result, violations=(*result.violations, f"note: {complaint}"))
     return result
 
 
