@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synod.codec.registry import Message, decode, encode
-from synod.core.errors import ConfigError
+from synod.core.errors import ConfigError, RemoteProtocolError
 from synod.runtime.auth import (
     AcceptorHandshake,
     AuthChallenge,
@@ -189,3 +191,31 @@ def test_replay_cache_is_bounded() -> None:
         assert not cache.seen_before(nonce)
     assert cache.seen_before(b"4")
     assert not cache.seen_before(b"1")  # forgotten: the oldest went first
+
+
+@settings(max_examples=300, deadline=None)
+@given(message_index=st.integers(min_value=0, max_value=3), bit=st.integers(min_value=0, max_value=10_000))
+def test_any_bit_flipped_in_transit_fails_the_handshake(message_index: int, bit: int) -> None:
+    """Property: tamper with one bit of one handshake message on the wire and the
+    handshake never completes (the frame is refused or a proof fails)."""
+    init = InitiatorHandshake(mode="hmac", kind="client", principal="alice", key=ALICE, expected_acceptor="n1")
+    acc = acceptor()
+    messages = [init.start()]
+    position = 0
+
+    def transmit(msg: Message) -> Message:
+        nonlocal position
+        data = bytearray(encode(msg))
+        if position == message_index:
+            data[(bit // 8) % len(data)] ^= 1 << (bit % 8)
+        position += 1
+        return decode(bytes(data))
+
+    try:
+        replies = acc.receive(transmit(messages[0]))
+        proofs = init.receive(transmit(replies[0]))
+        accepted = acc.receive(transmit(proofs[0]))
+        init.receive(transmit(accepted[0]))
+    except RemoteProtocolError:
+        return  # refused: undecodable, or authentication failed
+    raise AssertionError(f"tampered handshake completed: acceptor {acc.result}, initiator {init.result}")
