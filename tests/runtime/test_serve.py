@@ -120,6 +120,7 @@ def test_bad_command_lines_are_refused_with_exit_code_2(
     assert main(["--node", "n1", "--secret-file", str(tmp_path / "short.key")]) == 2
     assert main(["--node", "bad id!", "--insecure"]) == 2
     assert main(["--node", "n1", "--insecure", "--core", "nonexistent"]) == 2
+    assert main(["--node", "n1", "--insecure", "--core", "no.such.module:factory"]) == 2
     assert main(["--node", "n1", "--insecure", "--peer", "n2=nowhere"]) == 2
 
 
@@ -129,3 +130,20 @@ def test_new_secret_writes_a_private_random_secret(tmp_path: Path) -> None:
     assert len(path.read_bytes()) == 64 and path.stat().st_mode & 0o077 == 0
     main(["--new-secret", str(tmp_path / "other.key")])
     assert path.read_bytes() != (tmp_path / "other.key").read_bytes()
+
+
+def test_the_runtime_imports_no_block() -> None:
+    """A driver sits below the blocks (DESIGN.md, layers): cores are named, not imported."""
+    import ast
+
+    import synod.runtime
+
+    blocks = ("synod.paxos", "synod.gossip", "synod.lock", "synod.txn", "synod.mapreduce",
+              "synod.toy", "synod.node", "synod.cli", "synod.sim")
+    for path in Path(synod.runtime.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                assert not name.startswith(blocks), f"{path.name} imports {name}"

@@ -42,24 +42,22 @@ log = logging.getLogger("synod.runtime.serve")
 CoreBuilder = Callable[[tuple[NodeId, ...]], CoreFactory]
 
 
-def _toy(nodes: tuple[NodeId, ...]) -> CoreFactory:
-    from synod.toy.register import register_factory
-
-    return register_factory(nodes)
-
-
-BUILT_IN_CORES: dict[str, CoreBuilder] = {"toy": _toy}
+#: Short names for cores. The runtime is a driver and imports no block: a core is
+#: named by ``module:function``, the function building a factory from the
+#: cluster's node ids, and imported only when asked for.
+CORE_ALIASES: dict[str, str] = {"toy": "synod.toy.register:register_factory"}
 
 
 def core_builder(name: str) -> CoreBuilder:
-    """A built-in core name, or ``package.module:function`` taking the node ids."""
-    if name in BUILT_IN_CORES:
-        return BUILT_IN_CORES[name]
-    module_name, sep, attribute = name.partition(":")
+    """A core alias (``toy``), or ``package.module:function`` taking the node ids."""
+    module_name, sep, attribute = CORE_ALIASES.get(name, name).partition(":")
     if not sep:
-        known = ", ".join(sorted(BUILT_IN_CORES))
+        known = ", ".join(sorted(CORE_ALIASES))
         raise ConfigError(f"unknown core {name!r}: use one of {known} or module:function")
-    builder: CoreBuilder = getattr(importlib.import_module(module_name), attribute)
+    try:
+        builder: CoreBuilder = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"cannot load core {name!r}: {error}") from None
     return builder
 
 
