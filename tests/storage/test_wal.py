@@ -9,6 +9,7 @@ import pytest
 from synod.core.errors import ConfigError
 from synod.storage import (
     RecordTooLarge,
+    SimDisk,
     StorageCorruption,
     StorageError,
     StorageFull,
@@ -23,6 +24,7 @@ from synod.storage.wal import (
     encode_record,
     segment_name,
 )
+from tests.storage.crashfs import CrashingFileSystem, PowerLoss
 from tests.storage.helpers import append_raw, overwrite
 
 SMALL = WalConfig(segment_bytes_max=512, record_bytes_max=200, buffer_bytes_max=64 * 1024)
@@ -290,3 +292,20 @@ def test_flush_writes_without_making_durable_and_sync_finishes(fs: FileSystem) -
     log.sync()
     assert log.durable_index == 40
     log.check_invariants()
+
+
+def test_a_failed_fsync_makes_the_log_refuse_further_use() -> None:
+    """After an fsync error the page cache state is unknown (fsyncgate): the log
+    must not retry and pretend; the node restarts and recovers."""
+    disk = SimDisk()
+    fs = CrashingFileSystem(disk, None)
+    log, _ = WriteAheadLog.open(fs, "wal")
+    log.append(b"a")
+    fs.operations_left = 1  # the write succeeds, the fsync fails
+    with pytest.raises(PowerLoss):
+        log.sync()
+    assert log.durable_index == 0
+    with pytest.raises(StorageError, match="failed"):
+        log.append(b"b")
+    with pytest.raises(StorageError, match="failed"):
+        log.sync()
