@@ -118,3 +118,36 @@ def test_open_datagram_never_raises_on_arbitrary_bytes() -> None:
     for _ in range(2000):
         data = rng.randbytes(rng.randrange(0, 200))
         assert isinstance(open_datagram(KEYRING, data, 1400), str)
+
+
+def test_message_datagrams_carry_codec_messages_and_drop_undecodable_ones() -> None:
+    from synod.runtime.datagram import MessageDatagrams
+    from tests.runtime.cores import Note
+
+    async def scenario() -> None:
+        got: list[tuple[str, object]] = []
+        a = await MessageDatagrams.open(node="a", keyring=KEYRING, on_message=lambda *_: None)
+        b = await MessageDatagrams.open(
+            node="b", keyring=KEYRING, on_message=lambda sender, msg, _addr: got.append((sender, msg)),
+        )
+        assert b.endpoint.address is not None
+        a.send(b.endpoint.address, Note(text="hello"))
+        # Authentic (right key) but not a message: verified, then refused.
+        raw_send(b.endpoint.address, seal_datagram(KEYRING, "a", b"\xc1 not msgpack"))
+        a.send(b.endpoint.address, Note(text="again"))
+        await wait_until(lambda: len(got) == 2, "two messages")
+        await wait_until(lambda: b.statistics().datagrams_undecodable == 1, "counted drop")
+        assert got == [("a", Note(text="hello")), ("a", Note(text="again"))]
+        a.close()
+        b.close()
+
+    run(scenario())
+
+
+def test_a_1400_byte_gossip_payload_fits_a_datagram() -> None:
+    async def scenario() -> None:
+        a = await endpoint("n" * 34, [])  # the longest node id that still fits
+        assert a.payload_bytes_max >= 1400
+        a.close()
+
+    run(scenario())

@@ -62,9 +62,12 @@ class RuntimeConfig:
     Replays are refused regardless (the acceptor's fresh nonce makes an old proof
     wrong); the cache only names the reason."""
 
-    datagram_bytes_max: int = 1400
-    """Largest UDP datagram (bytes, header and MAC included) sent or accepted. Fits
-    a 1500-byte Ethernet MTU with IP/UDP headers, so gossip never fragments."""
+    datagram_bytes_max: int = 1472
+    """Largest UDP datagram (bytes, our header and MAC included) sent or accepted:
+    a 1500-byte Ethernet MTU minus the IPv4 (20) and UDP (8) headers, so gossip
+    never fragments. The header and MAC take 38 bytes plus the sender's node id,
+    which leaves the 1400-byte payloads of ``synod.gossip`` room for node ids of
+    up to 34 bytes."""
 
     group_commit_pending_bytes_max: int = 64 * 1024 * 1024
     """Record bytes of Persists waiting for an fsync, at most. Past half of it the

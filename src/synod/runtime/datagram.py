@@ -21,6 +21,10 @@ or tag (``truncated``), a key id we do not hold (``unknown_key``), a tag that do
 not verify (``bad_mac``; compared with ``hmac.compare_digest``). Only a verified
 datagram reaches ``on_datagram(sender, payload, address)``.
 
+``MessageDatagrams`` carries codec messages (``synod.codec.encode``) on top:
+a verified datagram that does not decode is dropped and counted
+(``undecodable``) like the rest.
+
 Replay of a whole datagram is not prevented here: SWIM messages carry sequence
 numbers and incarnations, which make a replayed ping or ack harmless.
 """
@@ -35,7 +39,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from synod.core.errors import LocalProtocolError
+from synod.codec.registry import Message, decode, encode
+from synod.core.errors import LocalProtocolError, RemoteProtocolError
 from synod.runtime.auth import Keyring
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.stats import Counters, DatagramStatistics
@@ -171,3 +176,49 @@ class DatagramEndpoint:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+
+MessageHandler = Callable[[str, Message, tuple[str, int]], None]
+
+
+class MessageDatagrams:
+    """Codec messages over a ``DatagramEndpoint`` (what the gossip glue uses)."""
+
+    def __init__(self, endpoint: DatagramEndpoint, on_message: MessageHandler) -> None:
+        self.endpoint = endpoint
+        self.on_message = on_message
+        endpoint.on_datagram = self._on_datagram
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        node: str,
+        keyring: Keyring,
+        on_message: MessageHandler,
+        local: tuple[str, int] = ("127.0.0.1", 0),
+        config: RuntimeConfig | None = None,
+    ) -> MessageDatagrams:
+        endpoint = await DatagramEndpoint.open(
+            node=node, keyring=keyring, on_datagram=lambda *_: None, local=local, config=config
+        )
+        return cls(endpoint, on_message)
+
+    def send(self, address: tuple[str, int], msg: Message) -> bool:
+        """Encode and send ``msg``; False (counted) if it does not fit a datagram."""
+        return self.endpoint.send(address, encode(msg))
+
+    def _on_datagram(self, sender: str, payload: bytes, address: tuple[str, int]) -> None:
+        try:
+            msg = decode(payload, max_bytes=self.endpoint.config.datagram_bytes_max)
+        except RemoteProtocolError as error:
+            self.endpoint.counters.add("datagrams_undecodable")
+            log.debug("dropped datagram from %s (%s): %s", sender, address, error)
+            return
+        self.on_message(sender, msg, address)
+
+    def statistics(self) -> DatagramStatistics:
+        return self.endpoint.statistics()
+
+    def close(self) -> None:
+        self.endpoint.close()

@@ -64,6 +64,7 @@ class DatagramStatistics:
     datagrams_unknown_key: int = 0
     datagrams_truncated: int = 0
     datagrams_oversized: int = 0
+    datagrams_undecodable: int = 0
     datagrams_send_refused: int = 0
 
 
