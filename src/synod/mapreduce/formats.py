@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, BinaryIO, Protocol
 
 import msgpack
@@ -177,6 +178,10 @@ class OutputFormat(Protocol):
         ...
 
 
+_KEY = itemgetter(0)
+_VALUE = itemgetter(1)
+
+
 def _render(value: Any) -> bytes:
     kind = type(value)
     if kind is str:
@@ -203,22 +208,40 @@ class TextOutput:
     name = "text"
 
     def write(self, handle: BinaryIO, pairs: Sequence[tuple[Any, Any]]) -> None:
+        if not pairs:
+            return
+        key_kinds = set(map(type, map(_KEY, pairs)))
+        value_kinds = set(map(type, map(_VALUE, pairs)))
+        if value_kinds == {type(None)} and key_kinds == {bytes}:
+            handle.write(b"\n".join(map(_KEY, pairs)) + b"\n")
+            return
+        if key_kinds == {str} and value_kinds <= {int, str}:
+            handle.write("".join([f"{key}\t{value}\n" for key, value in pairs]).encode("utf-8"))
+            return
+        # The common shapes are formatted in bulk: str keys with str/int/None
+        # values as text encoded once per batch, bytes keys with None values as
+        # they are; anything else goes through _render.
+        out: list[bytes] = []
         text: list[str] = []
         for key, value in pairs:
-            # The common shapes (str keys, str/int/None values) are formatted as
-            # text and encoded once per batch; anything else goes through _render.
-            if type(key) is str and (type(value) is int or type(value) is str):
+            kind = type(key)
+            if kind is str and (type(value) is int or type(value) is str):
                 text.append(f"{key}\t{value}\n")
-            elif type(key) is str and value is None:
+                continue
+            if kind is str and value is None:
                 text.append(key + "\n")
+                continue
+            if text:
+                out.append("".join(text).encode("utf-8"))
+                text = []
+            if kind is bytes and value is None:
+                out.append(key + b"\n")
             else:
-                if text:
-                    handle.write("".join(text).encode("utf-8"))
-                    text.clear()
                 line = _render(key) if value is None else _render(key) + b"\t" + _render(value)
-                handle.write(line + b"\n")
+                out.append(line + b"\n")
         if text:
-            handle.write("".join(text).encode("utf-8"))
+            out.append("".join(text).encode("utf-8"))
+        handle.write(b"".join(out))
 
 
 class MsgpackOutput:

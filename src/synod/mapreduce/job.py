@@ -99,6 +99,8 @@ class Job:
         raise NotImplementedError  # never called unless overridden
 
     def reducer(self, key: Any, values: Iterator[Any]) -> Pairs:
+        """The identity when not overridden (and then run in bulk, without a
+        call per key: a sort's reduce is a merge and a write)."""
         return ((key, value) for value in values)
 
     def mapper_init(self) -> Pairs:
@@ -138,7 +140,7 @@ class Job:
             Step(
                 mapper=self.mapper,
                 combiner=overridden("combiner"),
-                reducer=self.reducer,
+                reducer=overridden("reducer"),
                 mapper_init=overridden("mapper_init"),
                 mapper_final=overridden("mapper_final"),
                 mapper_block=overridden("mapper_block"),

@@ -466,8 +466,12 @@ def run_job(
     if reducers is not None and reducers < 1:
         raise JobError("reducers must be at least 1")
     worker_count = 1 if runner == "inline" else (workers or os.cpu_count() or 1)
-    reducer_count = reducers or job.REDUCERS or config.reducers or worker_count
     files = input_files(inputs)
+    # By default one reducer per worker, and enough that each reducer's share of an
+    # input-sized map output fits its memory budget (a sort's output is its input).
+    input_bytes = sum(size for _, size in files)
+    default_reducers = max(worker_count, math.ceil(input_bytes / config.reduce_memory_bytes_max))
+    reducer_count = reducers or job.REDUCERS or config.reducers or default_reducers
     output = Path(output_dir)
     if output.exists() or output.is_symlink():
         if not overwrite:

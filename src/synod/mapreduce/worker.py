@@ -66,6 +66,15 @@ JobFactory = Callable[[], Job]
 
 _SCALARS = frozenset({str, int, bytes, float, bool, type(None)})
 _KEY0 = itemgetter(0)
+_VALUE1 = itemgetter(1)
+#: Mapper output is buffered in batches of this many pairs.
+_BATCH_RECORDS = 4096
+#: Up to this many buckets, a batch is distributed with one C-level pass per bucket.
+_COMPRESS_REDUCERS_MAX = 16
+
+
+def _encode_utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 _READ_BYTES = 1 << 20
 _UNPACK_BUFFER_MAX = (1 << 31) - 1
 #: Estimated bytes of Python objects per buffered pair besides key and value:
@@ -91,6 +100,22 @@ def _describe(error: BaseException) -> str:
 
 _CONTAINERS = frozenset({tuple, list, dict})
 _check_packer = msgpack.Packer(use_bin_type=True)
+
+
+def _check_column(items: list[Any], kinds: set[type], role: str) -> None:
+    """``check_pair`` for a batch of keys or values, at C speed when they are
+    scalars (the common case); item by item otherwise, for the message."""
+    if kinds <= _SCALARS:
+        if int not in kinds:
+            return
+        ints = items if len(kinds) == 1 else [item for item in items if type(item) is int]
+        if min(ints) >= -(2**63) and max(ints) < 2**64:
+            return
+    for item in items:
+        if role == "key":
+            check_pair(item, None)
+        else:
+            check_pair(None, item)
 
 
 def check_pair(key: Any, value: Any) -> None:
@@ -272,38 +297,65 @@ class _MapBuffer:
         self.spills: list[tuple[str, list[int], list[int]]] = []
 
     def add(self, pairs: Iterable[tuple[Any, Any]]) -> None:
-        buckets = self.buckets
+        """Buffer mapper output, a batch at a time: type checks, partitioning and
+        distribution to buckets run as C-level ``map``/``compress`` passes over
+        the batch, so the per-pair cost in Python is small."""
+        if isinstance(pairs, list) and len(pairs) <= _BATCH_RECORDS:
+            self._add_batch(pairs)
+            return
+        iterator = iter(pairs)
+        while True:
+            batch = list(itertools.islice(iterator, _BATCH_RECORDS))
+            if not batch:
+                return
+            self._add_batch(batch)
+
+    def _add_batch(self, batch: list[tuple[Any, Any]]) -> None:
+        if not batch:
+            return
+        try:
+            keys = list(map(_KEY0, batch))
+            values = list(map(_VALUE1, batch))
+        except (TypeError, IndexError):
+            for pair in batch:  # find the culprit for the message
+                if not isinstance(pair, tuple | list) or len(pair) != 2:
+                    raise TypeError(f"mapper output {pair!r} is not a (key, value) pair") from None
+            raise
+        key_kinds = set(map(type, keys))
+        _check_column(keys, key_kinds, "key")
+        _check_column(values, set(map(type, values)), "value")
         reducers = self.reducers
-        partitioner = self.partitioner
-        default = partitioner is None
-        scalars = _SCALARS
-        count = self.count
-        check_at = self.check_at
-        for key, value in pairs:
-            if type(key) not in scalars or type(value) not in scalars:
-                check_pair(key, value)
-            if reducers == 1:
-                buckets[0].append((key, value))
-            elif default:
-                if type(key) is str:
-                    # stable_hash, inlined for the common case.
-                    buckets[crc32(key.encode("utf-8", "surrogatepass")) % reducers].append((key, value))
+        if set(map(type, batch)) != {tuple} or set(map(len, batch)) != {2}:
+            if set(map(len, batch)) != {2}:
+                bad = next(pair for pair in batch if len(pair) != 2)
+                raise TypeError(f"mapper output {bad!r} is not a (key, value) pair")
+            batch = list(zip(keys, values))
+        if reducers == 1:
+            self.buckets[0].extend(batch)
+        else:
+            if self.partitioner is None:
+                if key_kinds == {str}:
+                    hashes = map(crc32, map(_encode_utf8, keys))
                 else:
-                    buckets[stable_hash(key) % reducers].append((key, value))
+                    hashes = map(stable_hash, keys)
+                assignments = [h % reducers for h in hashes]
             else:
-                assert partitioner is not None
-                bucket = partitioner(key, reducers)
-                if type(bucket) is not int or not 0 <= bucket < reducers:
-                    raise ValueError(f"partitioner put key {key!r} in bucket {bucket!r}, not in [0, {reducers})")
-                buckets[bucket].append((key, value))
-            count += 1
-            if count >= check_at:
-                self.count = count
-                self._estimate(key, value)
+                assignments = list(map(self.partitioner, keys, itertools.repeat(reducers)))
+                if set(map(type, assignments)) != {int} or min(assignments) < 0 or max(assignments) >= reducers:
+                    wrong = next(a for a in assignments if type(a) is not int or not 0 <= a < reducers)
+                    key = keys[assignments.index(wrong)]
+                    raise ValueError(f"partitioner put key {key!r} in bucket {wrong!r}, not in [0, {reducers})")
+            if reducers <= _COMPRESS_REDUCERS_MAX:
+                for bucket_index, bucket in enumerate(self.buckets):
+                    bucket.extend(itertools.compress(
+                        batch, map(operator.eq, assignments, itertools.repeat(bucket_index))))
+            else:
                 buckets = self.buckets
-                count = self.count
-                check_at = self.check_at
-        self.count = count
+                for pair, bucket_index in zip(batch, assignments):
+                    buckets[bucket_index].append(pair)
+        self.count += len(batch)
+        if self.count >= self.check_at:
+            self._estimate(batch[-1][0], batch[-1][1])
 
     def _estimate(self, key: Any, value: Any) -> None:
         sample = _PAIR_OVERHEAD_BYTES + sys.getsizeof(key) + sys.getsizeof(value)
@@ -530,7 +582,7 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
     step = _step_of(job, assign.step)
     final_step = assign.step == len(steps) - 1
     output = job.OUTPUT if final_step else None
-    reducer = step.reducer or (lambda key, values: ((key, value) for value in values))
+    reducer = step.reducer
     os.makedirs(assign.output_dir, exist_ok=True)
     final_path = os.path.join(assign.output_dir, part_name(assign.task))
     if mutant(COMMIT_WITHOUT_RENAME):
@@ -566,16 +618,26 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
                         flush()
 
             _reduce_hook(step.reducer_init, "reducer_init", collect)
-            for key, values in _groups(stream):
-                try:
-                    out = reducer(key, values)
-                    if out is not None:
-                        collect(out, "reducer")
-                except UserCodeError:
-                    raise
-                except Exception as error:
-                    raise UserCodeError(f"reducer raised on key {key!r}: {_describe(error)}",
-                                        detail=traceback.format_exc()) from error
+            if reducer is None:
+                # The identity reducer: the sorted pairs are the output.
+                if isinstance(stream, list):
+                    for start in range(0, len(stream), config.chunk_records_max):
+                        pending.extend(stream[start : start + config.chunk_records_max])
+                        records_out += len(pending)
+                        flush()
+                else:
+                    collect(stream, "reducer")
+            else:
+                for key, values in _groups(stream):
+                    try:
+                        out = reducer(key, values)
+                        if out is not None:
+                            collect(out, "reducer")
+                    except UserCodeError:
+                        raise
+                    except Exception as error:
+                        raise UserCodeError(f"reducer raised on key {key!r}: {_describe(error)}",
+                                            detail=traceback.format_exc()) from error
             _reduce_hook(step.reducer_final, "reducer_final", collect)
             records_out += len(pending)
             flush()
