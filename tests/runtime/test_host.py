@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from synod.core.effects import Host
 from synod.core.errors import InvariantViolation
 from synod.core.ids import NodeId
 from synod.runtime.client import connect
@@ -49,6 +50,20 @@ def test_client_request_gets_its_reply_on_its_connection() -> None:
             await client.close()
             await other.close()
             assert host.statistics().client_results == 100
+
+    run(scenario())
+
+
+def test_the_asyncio_host_implements_the_kernel_host_interface() -> None:
+    async def scenario() -> None:
+        async with running_host() as host:
+            kernel_host: Host = host  # checked by mypy --strict
+            assert kernel_host.node == "n1"
+            first = kernel_host.now_ms()
+            await asyncio.sleep(0.01)
+            assert kernel_host.now_ms() > first
+            # Named generators are stable for a seed and differ between names.
+            assert host.rng("a").random() == host.rng("a").random() != host.rng("b").random()
 
     run(scenario())
 

@@ -435,7 +435,8 @@ def backoff_delay_ms(failures: int, config: RuntimeConfig, rng: random.Random) -
 
 
 class PeerLink:
-    """Our outbound connection to one node, kept up while there is work for it.
+    """Our outbound connection to one node, opened on the first message and kept
+    up from then on (reconnecting after any loss).
 
     Messages are offered to a queue owned by the link (bounded, survives
     reconnection); a task connects (with back-off between failures), authenticates
