@@ -29,10 +29,12 @@ def test_real_files_round_trip(tmp_path: Path) -> None:
     assert fs.read("a/b/f") == b"hello world!"
     fs.truncate("a/b/f", 5)
     assert fs.size("a/b/f") == 5
-    fs.rename("a/b/f", "a/g")
-    assert fs.listdir("a") == ["b", "g"] and fs.exists("a/g") and not fs.exists("a/b/f")
-    fs.remove("a/g")
-    assert fs.listdir("a") == ["b"]
+    with pytest.raises(InvalidPath, match="crosses directories"):
+        fs.rename("a/b/f", "a/g")
+    fs.rename("a/b/f", "a/b/g")
+    assert fs.listdir("a/b") == ["g"] and fs.exists("a/b/g") and not fs.exists("a/b/f")
+    fs.remove("a/b/g")
+    assert fs.listdir("a/b") == []
     stats = fs.statistics()
     assert (stats.bytes_written, stats.fsyncs, stats.dir_fsyncs) == (12, 1, 1)
 

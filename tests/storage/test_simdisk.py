@@ -166,6 +166,14 @@ def test_rename_is_atomic_and_durable_after_fsync_dir() -> None:
         assert disk.read("f") == b"new" and not disk.exists("f.tmp")
 
 
+def test_a_rename_across_directories_is_refused() -> None:
+    disk = SimDisk()
+    disk.mkdir("d")
+    disk.create("f").close()
+    with pytest.raises(InvalidPath, match="crosses directories"):
+        disk.rename("f", "d/f")
+
+
 def test_a_remove_may_be_undone_by_a_crash_before_fsync_dir() -> None:
     back = 0
     for seed in SEEDS:

@@ -25,7 +25,9 @@ The promises a caller may rely on, and nothing more:
    only after ``fsync_dir`` of the directory holding the name (a crash before it
    may undo them, in order).
 3. ``rename`` replaces ``dst`` atomically: after a crash the name refers to the
-   old file or the new one, never to a mix.
+   old file or the new one, never to a mix. Both names must be in the same
+   directory (``InvalidPath`` otherwise): that is all synod needs, and it keeps
+   the promise a single directory fsync can make.
 
 Paths are relative to the file system's root, use ``/`` and never contain ``..``
 or empty parts; the root itself is ``""``. ``clean_path`` checks this.
@@ -111,7 +113,8 @@ class FileSystem(Protocol):
         ...
 
     def rename(self, src: str, dst: str) -> None:
-        """Atomically rename ``src`` to ``dst``, replacing ``dst`` if it exists."""
+        """Atomically rename ``src`` to ``dst`` in the same directory, replacing
+        ``dst`` if it exists."""
         ...
 
     def remove(self, path: str) -> None:
@@ -149,6 +152,12 @@ def parent_of(path: str) -> str:
     """The directory holding ``path`` (``""`` for a name in the root)."""
     head, _sep, _tail = clean_path(path).rpartition("/")
     return head
+
+
+def same_directory(src: str, dst: str) -> None:
+    """Raise ``InvalidPath`` unless ``src`` and ``dst`` are in one directory."""
+    if parent_of(src) != parent_of(dst):
+        raise InvalidPath(f"rename {src!r} -> {dst!r} crosses directories")
 
 
 def join(directory: str, name: str) -> str:

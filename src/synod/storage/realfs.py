@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from synod.storage.errors import FileClosed, InvalidPath
-from synod.storage.files import AppendFile, FileSystemStatistics, clean_path
+from synod.storage.files import AppendFile, FileSystemStatistics, clean_path, same_directory
 
 
 class _Counters:
@@ -117,6 +117,7 @@ class RealFileSystem:
         self._real(directory).mkdir(parents=True, exist_ok=True)
 
     def rename(self, src: str, dst: str) -> None:
+        same_directory(src, dst)
         os.replace(self._file(src), self._file(dst))
 
     def remove(self, path: str) -> None:

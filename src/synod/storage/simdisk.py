@@ -41,7 +41,13 @@ from dataclasses import dataclass
 
 from synod.core.errors import ConfigError, invariant
 from synod.storage.errors import FileClosed
-from synod.storage.files import AppendFile, FileSystemStatistics, clean_path, parent_of
+from synod.storage.files import (
+    AppendFile,
+    FileSystemStatistics,
+    clean_path,
+    parent_of,
+    same_directory,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +267,7 @@ class SimDisk:
         self._record(_Link(directory, _DIRECTORY))
 
     def rename(self, src: str, dst: str) -> None:
+        same_directory(src, dst)
         inode = self._file(src)
         if isinstance(self._names.get(clean_path(dst)), _Directory):
             raise IsADirectoryError(dst)
@@ -269,8 +276,11 @@ class SimDisk:
             return
         del self._names[src]
         self._names[dst] = inode
-        self._record(_Unlink(src))
+        # Link first: a crash keeps a prefix of the directory's operations, so dst
+        # names the old file or the new one, and src may survive as a second
+        # name of the new file (rename(2) allows that window; never a lost file).
         self._record(_Link(dst, inode))
+        self._record(_Unlink(src))
 
     def remove(self, path: str) -> None:
         self._file(path)
