@@ -13,7 +13,7 @@ from synod.core.effects import Host
 from synod.core.errors import InvariantViolation
 from synod.core.ids import NodeId
 from synod.runtime.client import connect
-from synod.runtime.host import AsyncioHost, DurableLog, open_durable_log
+from synod.runtime.host import AsyncioHost, DurableLog, open_durable_log, start_local_cluster
 from tests.runtime.cores import Answer, Command, probe_factory
 from tests.runtime.helpers import (
     ALICE_KEY,
@@ -302,5 +302,54 @@ def test_persists_complete_in_order_even_an_empty_one_behind_an_fsync_in_flight(
         finally:
             gated.gate.set()
             await host.stop()
+
+    run(scenario())
+
+
+def test_a_local_cluster_of_toy_registers_replicates_durable_writes(tmp_path: Path) -> None:
+    from synod.toy.messages import Read, ReadOk, Write, WriteOk
+    from synod.toy.register import register_factory
+
+    async def scenario() -> None:
+        names = ("n1", "n2", "n3")
+        hosts = await start_local_cluster(
+            names, register_factory(tuple(NodeId(n) for n in names)), keyring=KEYRING, data_root=tmp_path
+        )
+        try:
+            first, _, last = hosts
+            assert first.address is not None and last.address is not None
+            assert set(first.peers()) == {"n2", "n3"}
+            async with await connect(first.address, "alice", ALICE_KEY, node="n1") as client:
+                assert isinstance(await client.request(Write(key="k", value="v"), 20), WriteOk)
+            async with await connect(last.address, "alice", ALICE_KEY, node="n3") as client:
+                value = None
+                for _ in range(500):
+                    reply = await client.request(Read(key="k"), 20)
+                    assert isinstance(reply, ReadOk)
+                    if reply.entry is not None:
+                        value = reply.entry.value
+                        break
+                    await asyncio.sleep(0.02)
+                assert value == "v"
+        finally:
+            for host in hosts:
+                await host.stop()
+
+    run(scenario())
+
+
+def test_set_peer_moves_the_link_to_a_new_address() -> None:
+    async def scenario() -> None:
+        async with running_host("n2") as old, running_host("n2") as new:
+            assert old.address is not None and new.address is not None
+            async with running_host("n1", config=make_config(peers={"n2": old.address})) as n1:
+                await ask(n1, Command(op="forward", arg="n2:to-old"))
+                await wait_until(lambda: old.core.notes == ["n1:to-old"], "note at the old address")  # type: ignore[attr-defined]
+                await n1.set_peer("n2", new.address)
+                await ask(n1, Command(op="forward", arg="n2:to-new"))
+                await wait_until(lambda: new.core.notes == ["n1:to-new"], "note at the new address")  # type: ignore[attr-defined]
+                await n1.set_peer("n2", None)
+                await ask(n1, Command(op="forward", arg="n2:nowhere"))
+                assert n1.statistics().send_to_unknown_peer == 1
 
     run(scenario())

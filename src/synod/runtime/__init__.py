@@ -19,6 +19,7 @@ from synod.runtime.host import (
     open_durable_log,
     principal_of,
     run,
+    start_local_cluster,
 )
 from synod.runtime.stats import DatagramStatistics, RuntimeStatistics
 from synod.runtime.transport import ConnectionClosed
@@ -40,4 +41,5 @@ __all__ = [
     "open_durable_log",
     "principal_of",
     "run",
+    "start_local_cluster",
 ]

@@ -66,7 +66,7 @@ from synod.core.effects import (
     SetTimer,
 )
 from synod.core.errors import LocalProtocolError, invariant
-from synod.core.ids import NodeId
+from synod.core.ids import NodeId, node_id
 from synod.runtime.auth import (
     MODE_HMAC,
     MODE_INSECURE,
@@ -163,6 +163,7 @@ class AsyncioHost:
         self.failure: BaseException | None = None
         self._mode: Mode = MODE_INSECURE if config.insecure else MODE_TLS if config.tls_enabled else MODE_HMAC
         self._replay_cache = ReplayCache(config.replay_cache_max)
+        self._peers: dict[str, tuple[str, int]] = dict(config.peers)
         self._links: dict[NodeId, PeerLink] = {}
         self._clients: dict[NodeId, Connection] = {}
         self._client_sequence = 0
@@ -273,6 +274,23 @@ class AsyncioHost:
     def statistics(self) -> RuntimeStatistics:
         return self.counters.snapshot()
 
+    def peers(self) -> dict[str, tuple[str, int]]:
+        """The TCP address of every other node this host knows."""
+        return dict(self._peers)
+
+    async def set_peer(self, peer: str, address: tuple[str, int] | None) -> None:
+        """Learn (or, with None, forget) the address of node ``peer``, for example
+        from gossip membership or when a local cluster has bound its ports. A
+        changed address drops the old link; the next ``Send`` dials the new one."""
+        if address is None:
+            self._peers.pop(peer, None)
+        else:
+            self._peers[peer] = (address[0], address[1])
+        link = self._links.get(NodeId(peer))
+        if link is not None and link.address != address:
+            del self._links[NodeId(peer)]
+            await link.stop()
+
     def client_ids(self) -> list[NodeId]:
         """Client ids of the client connections open now."""
         return list(self._clients)
@@ -304,7 +322,7 @@ class AsyncioHost:
             keyring=self.keyring,
             replay_cache=self._replay_cache,
             tls_peer_principal=tls_peer,
-            tls_node_names=frozenset(self.config.peers),
+            tls_node_names=frozenset(self._peers),
         )
 
     def _initiator_handshake(self, peer: NodeId) -> InitiatorHandshake:
@@ -349,7 +367,7 @@ class AsyncioHost:
     def _link(self, peer: NodeId) -> PeerLink | None:
         link = self._links.get(peer)
         if link is None:
-            address = self.config.peers.get(peer)
+            address = self._peers.get(peer)
             if address is None:
                 return None
             client_ssl = None
@@ -415,7 +433,7 @@ class AsyncioHost:
         if connection is not None:
             connection.offer(reply)
             return
-        if CLIENT_ID_SEPARATOR not in effect.client and effect.client in self.config.peers:
+        if CLIENT_ID_SEPARATOR not in effect.client and effect.client in self._peers:
             self._send(Send(to=effect.client, message=reply))
             return
         self.counters.add("reply_to_gone_client")
@@ -474,3 +492,45 @@ def open_durable_log(data_dir: Path, directory: str = "wal") -> tuple[WriteAhead
     data_dir.mkdir(parents=True, exist_ok=True)
     wal, records = WriteAheadLog.open(RealFileSystem(data_dir), directory)
     return wal, Recovered(records=tuple(records))
+
+
+async def start_local_cluster(
+    nodes: Sequence[str],
+    core_factory: CoreFactory,
+    *,
+    keyring: Keyring,
+    config: RuntimeConfig | None = None,
+    data_root: Path | None = None,
+    host: str = "127.0.0.1",
+) -> list[AsyncioHost]:
+    """Start one ``AsyncioHost`` per node in this process, each on a free port of
+    ``host``, and tell each the others' addresses (for demos and tests; a real
+    deployment runs one ``serve`` process per node). With ``data_root`` each node
+    keeps its write-ahead log in ``data_root/<node>``. Stop them with ``stop()``."""
+    hosts: list[AsyncioHost] = []
+    try:
+        for name in nodes:
+            durable_log, recovered = (None, None)
+            if data_root is not None:
+                durable_log, recovered = open_durable_log(data_root / name)
+            node_host = AsyncioHost(
+                node=node_id(name),
+                core_factory=core_factory,
+                config=config or RuntimeConfig.local(),
+                keyring=keyring,
+                listen=(host, 0),
+                durable_log=durable_log,
+                recovered=recovered,
+            )
+            hosts.append(node_host)
+            await node_host.start()
+        for node_host in hosts:
+            for other in hosts:
+                if other is not node_host:
+                    assert other.address is not None
+                    await node_host.set_peer(other.node, other.address)
+    except BaseException:
+        for node_host in hosts:
+            await node_host.stop()
+        raise
+    return hosts
