@@ -225,67 +225,43 @@ class WriteAheadLog:
         """
         config = config if config is not None else WalConfig()
         _make_directory(fs, clean_path(directory))
-        names = sorted(n for n in fs.listdir(directory) if _SEGMENT_NAME.match(n))
-        if not names:
+        found = sorted(
+            (int(match.group(1)), name)
+            for name in fs.listdir(directory)
+            if (match := _SEGMENT_NAME.match(name))
+        )
+        if not found:
             active = _create_segment(fs, directory, 1)
             segment = _Segment(1, active.path, active.size, 0, bytearray(), on_disk=True)
             return cls(fs, directory, config, [segment], active,
                        records_recovered=0, torn_bytes_truncated=0), []
         segments: list[_Segment] = []
         records: list[bytes] = []
-        previous_seal: tuple[str, int] | None = None
-        torn_bytes = 0
-        for position, name in enumerate(names):
+        expected_first: int | None = None
+        for first_index, name in found[:-1]:
             path = join(directory, name)
-            first_index = int(_SEGMENT_NAME.match(name).group(1))  # type: ignore[union-attr]
-            last = position == len(names) - 1
-            if previous_seal is not None and previous_seal[1] != first_index:
-                raise StorageCorruption(
-                    previous_seal[0], fs.size(previous_seal[0]) - SEAL_BYTES,
-                    f"seal names next index {previous_seal[1]} but the next segment "
-                    f"{name} starts at {first_index}",
-                )
+            _check_follows(fs, segments, expected_first, first_index, name)
             data = fs.read(path)
             scan = _scan_segment(data, first_index, config)
-            if not last:
-                if scan.damage is not None:
-                    raise StorageCorruption(path, scan.end, scan.damage)
-                if scan.sealed_next is None:
-                    raise StorageCorruption(
-                        path, scan.end, "sealed segment ends without its seal record"
-                    )
-                previous_seal = (path, scan.sealed_next)
-                segments.append(_Segment(first_index, path, len(data), len(scan.records),
-                                         bytearray(), on_disk=True))
-                records.extend(scan.records)
-                continue
-            # The last segment: a damaged tail is a torn write, never fsynced.
-            records.extend(scan.records)
-            if not scan.header_ok:
-                torn_bytes += len(data)
-                active = _create_segment(fs, directory, first_index)
-            else:
-                if scan.end < len(data):
-                    torn_bytes += len(data) - scan.end
-                    fs.truncate(path, scan.end)
-                active = fs.open_append(path)
-                invariant(active.size == scan.end, "the active segment ends at valid data")
-                # Durable now, even if a restart (no power loss) read unsynced data.
-                active.fsync()
-            segments.append(_Segment(first_index, path, active.size, len(scan.records),
+            if scan.damage is not None:
+                raise StorageCorruption(path, scan.end, scan.damage)
+            if scan.sealed_next is None:
+                raise StorageCorruption(path, scan.end, "sealed segment ends without its seal record")
+            expected_first = scan.sealed_next
+            segments.append(_Segment(first_index, path, len(data), len(scan.records),
                                      bytearray(), on_disk=True))
-            if scan.sealed_next is not None:
-                # Crashed between sealing this segment and creating the next.
-                active.close()
-                active = _create_segment(fs, directory, scan.sealed_next)
-                segments.append(_Segment(scan.sealed_next, active.path, active.size, 0,
-                                         bytearray(), on_disk=True))
-            fs.fsync_dir(directory)
-            log = cls(fs, directory, config, segments, active,
-                      records_recovered=len(records), torn_bytes_truncated=torn_bytes)
-            log.check_invariants()
-            return log, records
-        raise AssertionError("unreachable: the loop returns at the last segment")
+            records.extend(scan.records)
+        first_index, name = found[-1]
+        _check_follows(fs, segments, expected_first, first_index, name)
+        active, tail_records, torn_bytes = _recover_last_segment(
+            fs, directory, config, first_index, segments
+        )
+        records.extend(tail_records)
+        fs.fsync_dir(directory)
+        log = cls(fs, directory, config, segments, active,
+                  records_recovered=len(records), torn_bytes_truncated=torn_bytes)
+        log.check_invariants()
+        return log, records
 
     # -- the log ----------------------------------------------------------------
 
@@ -502,6 +478,51 @@ def _create_segment(fs: FileSystem, directory: str, first_index: int) -> AppendF
     handle.fsync()
     fs.fsync_dir(directory)
     return handle
+
+
+def _check_follows(fs: FileSystem, sealed: list[_Segment], expected_first: int | None,
+                   first_index: int, name: str) -> None:
+    """A segment must start where the previous segment's seal says."""
+    if expected_first is not None and expected_first != first_index:
+        previous = sealed[-1].path
+        raise StorageCorruption(
+            previous, fs.size(previous) - SEAL_BYTES,
+            f"seal names next index {expected_first} but the next segment "
+            f"{name} starts at {first_index}",
+        )
+
+
+def _recover_last_segment(
+    fs: FileSystem, directory: str, config: WalConfig, first_index: int, segments: list[_Segment]
+) -> tuple[AppendFile, list[bytes], int]:
+    """Recover the last segment, where damage is a torn write that was never
+    fsynced: cut it off durably. Appends the active segment (or two, if this one
+    turned out sealed) to ``segments``; returns the open active segment, the
+    records read, and the bytes cut."""
+    path = join(directory, segment_name(first_index))
+    data = fs.read(path)
+    scan = _scan_segment(data, first_index, config)
+    torn_bytes = 0
+    if not scan.header_ok:
+        torn_bytes = len(data)
+        active = _create_segment(fs, directory, first_index)
+    else:
+        if scan.end < len(data):
+            torn_bytes = len(data) - scan.end
+            fs.truncate(path, scan.end)
+        active = fs.open_append(path)
+        invariant(active.size == scan.end, "the active segment ends at valid data")
+        # Durable now, even if a restart (no power loss) read unsynced data.
+        active.fsync()
+    segments.append(_Segment(first_index, path, active.size, len(scan.records),
+                             bytearray(), on_disk=True))
+    if scan.sealed_next is not None:
+        # Crashed between sealing this segment and creating the next.
+        active.close()
+        active = _create_segment(fs, directory, scan.sealed_next)
+        segments.append(_Segment(scan.sealed_next, active.path, active.size, 0,
+                                 bytearray(), on_disk=True))
+    return active, scan.records, torn_bytes
 
 
 def _scan_segment(data: bytes, first_index: int, config: WalConfig) -> _Scan:
