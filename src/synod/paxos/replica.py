@@ -75,7 +75,7 @@ from synod.core.effects import (
     SetTimer,
 )
 from synod.core.errors import RemoteProtocolError, invariant
-from synod.core.faults import declare_mutant, mutant
+from synod.core.faults import buggify, declare_mutant, mutant
 from synod.core.ids import NodeId
 from synod.paxos.config import PaxosConfig
 from synod.paxos.messages import (
@@ -217,8 +217,12 @@ class PaxosReplica:
         members: tuple[NodeId, ...],
         machine: StateMachine,
         config: PaxosConfig | None = None,
+        observer: Callable[[NodeId, int, Value], None] | None = None,
     ) -> None:
         self.node = node
+        #: Called with (node, slot, value) as each slot is applied: a hook for
+        #: checkers (the simulator records what every replica learned).
+        self.observer = observer
         self.rng = rng
         self.config = config or PaxosConfig()
         self.role = Role.FOLLOWER
@@ -726,13 +730,19 @@ class PaxosReplica:
     def _propose_entries(self, now_ms: float, entries: list[Entry], out: Effects) -> None:
         if not entries:
             return
+        held: Entry | None = None
+        if buggify(self.rng, "paxos.accept_held_back"):
+            # Simulation only: hold the first new slot back from every peer for
+            # a few election timeouts, so a leader change in between leaves a gap.
+            held = entries[0]
         for entry in entries:
             self.log[entry.slot] = entry
-            self._proposals[entry.slot] = _Proposal(value=entry.value, acks=set(), sent_ms=now_ms)
+            sent_ms = now_ms + 3 * self.config.election_timeout_ms if entry is held else now_ms
+            self._proposals[entry.slot] = _Proposal(value=entry.value, acks=set(), sent_ms=sent_ms)
         self._counts["slots_proposed"] += len(entries)
         self._persist(out, (AcceptRecord(entries=tuple(entries)),),
                       durable=("accept", self.ballot, tuple(e.slot for e in entries)))
-        self._send_round(now_ms, out, entries=tuple(entries))
+        self._send_round(now_ms, out, entries=tuple(e for e in entries if e is not held))
 
     def _send_round(self, now_ms: float, out: Effects, *, entries: tuple[Entry, ...] = (),
                     retransmit: bool = False) -> None:
@@ -750,6 +760,10 @@ class PaxosReplica:
         stale_ms = now_ms - self.config.heartbeat_interval_ms
         for peer in self._all_peers():
             extra = entries
+            if extra and buggify(self.rng, "paxos.accept_lost"):
+                # Simulation only: lose a fresh Accept so that a crash of this
+                # leader leaves a gap for the next leader to fill.
+                continue
             if retransmit:
                 missing = [
                     Entry(slot=slot, ballot=self.ballot, value=p.value)
@@ -1041,6 +1055,8 @@ class PaxosReplica:
             self._take_snapshot(out)
 
     def _apply(self, slot: int, value: Value, out: Effects) -> None:
+        if self.observer is not None:
+            self.observer(self.node, slot, value)
         match value.kind:
             case ValueKind.NOOP:
                 pass
@@ -1325,6 +1341,10 @@ class PaxosReplica:
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
 
+    @property
+    def proposals_in_flight(self) -> int:
+        return len(self._proposals)
+
     def digest(self) -> str:
         return self.state.digest()
 
@@ -1383,14 +1403,25 @@ class PaxosReplica:
         invariant(len(self.members_history) <= 2, "more than one pending membership change")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaFactory:
+    """A ``synod.core.CoreFactory`` building replicas of one group."""
+
+    members: tuple[NodeId, ...]
+    machine: Callable[[], StateMachine]
+    config: PaxosConfig | None = None
+    observer: Callable[[NodeId, int, Value], None] | None = None
+
+    def __call__(self, node: NodeId, rng: random.Random) -> PaxosReplica:
+        return PaxosReplica(node, rng, members=self.members, machine=self.machine(),
+                            config=self.config, observer=self.observer)
+
+
 def replica_factory(
     members: tuple[NodeId, ...],
     machine: Callable[[], StateMachine],
     config: PaxosConfig | None = None,
-) -> Callable[[NodeId, random.Random], PaxosReplica]:
+    observer: Callable[[NodeId, int, Value], None] | None = None,
+) -> ReplicaFactory:
     """A ``synod.core.CoreFactory`` building replicas of one group."""
-
-    def build(node: NodeId, rng: random.Random) -> PaxosReplica:
-        return PaxosReplica(node, rng, members=members, machine=machine(), config=config)
-
-    return build
+    return ReplicaFactory(members=members, machine=machine, config=config, observer=observer)
