@@ -86,18 +86,28 @@ def test_recorder_is_bounded() -> None:
 
 def test_history_validates_operations() -> None:
     good = Operation(
-        op_id=1, client="c", operation=("get", "k"), invoke_time=0, outcome=Outcome.OK,
+        op_id=1,
+        client="c",
+        operation=("get", "k"),
+        invoke_time=0,
+        outcome=Outcome.OK,
         complete_time=1,
     )
     with pytest.raises(HistoryError):
         History([good, good])
     backwards = Operation(
-        op_id=2, client="c", operation=("get", "k"), invoke_time=5, outcome=Outcome.OK,
+        op_id=2,
+        client="c",
+        operation=("get", "k"),
+        invoke_time=5,
+        outcome=Outcome.OK,
         complete_time=1,
     )
     with pytest.raises(HistoryError):
         History([backwards])
-    no_time = Operation(op_id=3, client="c", operation=("get", "k"), invoke_time=5, outcome=Outcome.OK)
+    no_time = Operation(
+        op_id=3, client="c", operation=("get", "k"), invoke_time=5, outcome=Outcome.OK
+    )
     with pytest.raises(HistoryError):
         History([no_time])
 
@@ -143,7 +153,11 @@ def test_bad_jsonl_raises_history_error(text: str) -> None:
 
 
 values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.binary(max_size=5)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=5)
+    | st.binary(max_size=5)
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda children: st.lists(children, max_size=3),
     max_leaves=6,

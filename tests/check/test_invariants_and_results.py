@@ -80,7 +80,9 @@ def test_check_result_merge_report_and_raise() -> None:
 
 
 def test_violation_is_frozen_and_prints_its_class() -> None:
-    violation = Violation(checker="serializability", kind="G1c", message="cycle", details={"cycle": ["T1 -wr-> T2"]})
+    violation = Violation(
+        checker="serializability", kind="G1c", message="cycle", details={"cycle": ["T1 -wr-> T2"]}
+    )
     assert str(violation) == "[serializability] G1c: cycle"
     with pytest.raises(AttributeError):
         violation.kind = "G0"  # type: ignore[misc]

@@ -288,8 +288,17 @@ def executed_histories(draw: st.DrawFn) -> History:
         outcome = rng.choices(["ok", "info", "fail"], [0.8, 0.1, 0.1])[0]
         applied = outcome == "ok" or (outcome == "info" and rng.random() < 0.5)
         point = rng.uniform(invoke, complete if outcome == "ok" else complete + 100)
-        planned.append([recorder.invoke(f"c{value % 7}", operation, invoke), operation,
-                        complete, outcome, applied, point, None])
+        planned.append(
+            [
+                recorder.invoke(f"c{value % 7}", operation, invoke),
+                operation,
+                complete,
+                outcome,
+                applied,
+                point,
+                None,
+            ]
+        )
     state: dict[str, Any] = {}
     for item in sorted(planned, key=lambda item: item[5]):
         if not item[4]:
@@ -342,8 +351,16 @@ def test_a_read_of_a_never_written_value_is_always_rejected(
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from([("get", "x"), ("put", "x", 1), ("put", "x", 2),
-                             ("cas", "x", 1, 2), ("cas", "x", None, 1), ("delete", "x")]),
+            st.sampled_from(
+                [
+                    ("get", "x"),
+                    ("put", "x", 1),
+                    ("put", "x", 2),
+                    ("cas", "x", 1, 2),
+                    ("cas", "x", None, 1),
+                    ("delete", "x"),
+                ]
+            ),
             st.integers(0, 10),
             st.integers(0, 6),
             st.sampled_from(["ok", "ok", "ok", "info", "fail"]),
@@ -358,8 +375,10 @@ def test_agrees_with_brute_force_on_tiny_arbitrary_histories(
     # Arbitrary results: most of these histories are not linearizable, so this
     # checks both directions against the definition.
     built = history(
-        *[(f"c{i}", operation, invoke, invoke + length, outcome, result)
-          for i, (operation, invoke, length, outcome, result) in enumerate(rows)]
+        *[
+            (f"c{i}", operation, invoke, invoke + length, outcome, result)
+            for i, (operation, invoke, length, outcome, result) in enumerate(rows)
+        ]
     )
     assert check_linearizability(built).ok == brute_force_linearizable(list(built))
 
@@ -407,14 +426,20 @@ def tiny_executions(draw: st.DrawFn) -> History:
     for i in range(draw(st.integers(1, 7))):
         value = rng.randint(1, 3)
         operation: tuple[Any, ...] = rng.choice(
-            [("get", "x"), ("put", "x", value), ("delete", "x"),
-             ("cas", "x", rng.choice([None, 1, 2, 3]), value)]
+            [
+                ("get", "x"),
+                ("put", "x", value),
+                ("delete", "x"),
+                ("cas", "x", rng.choice([None, 1, 2, 3]), value),
+            ]
         )
         invoke = rng.randrange(0, 12)
         complete = invoke + rng.randrange(0, 6)
         outcome = rng.choices(["ok", "info", "fail"], [0.6, 0.3, 0.1])[0]
         applied = outcome == "ok" or (outcome == "info" and rng.random() < 0.5)
-        points.append((rng.uniform(invoke, complete + (20 if outcome == "info" else 0)), i, applied))
+        points.append(
+            (rng.uniform(invoke, complete + (20 if outcome == "info" else 0)), i, applied)
+        )
         rows.append([f"c{i}", operation, invoke, complete, outcome, None])
     value_now = None
     for _, i, applied in sorted(points):

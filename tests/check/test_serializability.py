@@ -17,14 +17,24 @@ from .helpers import history
 
 
 def txn(
-    client: str, micro: list[tuple[Any, ...]], invoke: float = 0, complete: float | None = 1,
+    client: str,
+    micro: list[tuple[Any, ...]],
+    invoke: float = 0,
+    complete: float | None = 1,
     outcome: str = "ok",
 ) -> tuple[Any, ...]:
     """A transaction row: ``micro`` holds the completed micro-ops (reads with
     their observed lists); the invocation has the reads blanked."""
     invoked = tuple((m[0], m[1], None) if m[0] == "r" else m for m in micro)
     result = tuple((m[0], m[1], tuple(m[2])) if m[0] == "r" else m for m in micro)
-    return (client, ("txn", invoked), invoke, complete, outcome, result if outcome == "ok" else None)
+    return (
+        client,
+        ("txn", invoked),
+        invoke,
+        complete,
+        outcome,
+        result if outcome == "ok" else None,
+    )
 
 
 def a(key: str, value: int) -> tuple[Any, ...]:

@@ -15,10 +15,29 @@ the model. This module decides that by search, following:
   linearized in the current state, so the search backtracks.
 * Lowe (2017), "Testing for linearizability": memoize every (set of linearized
   operations, model state) pair reached; reaching one again cannot lead anywhere
-  new, so that branch is cut. The set is a Python int used as a bitset.
-  Indeterminate operations are linearized *just in time*: they are tried only
-  when the search is stuck at a return (never eagerly), which keeps a history
-  with many timed-out writes from branching on each of them at every step.
+  new, so that branch is cut. Sets are Python ints used as bitsets.
+
+Indeterminate (timed-out) operations are what makes real histories hard: each
+may be linearized at any point after its invocation, or never. Four rules keep
+them from multiplying the search; each only removes configurations from which
+another, still explored, can do everything they can:
+
+1. *Just in time* (Lowe's term): they are tried only when the search is stuck
+   at a return, never eagerly, since only then can one be needed.
+2. *Dominance* in the memo: the same definite set and state reached with fewer
+   indeterminate operations used can do everything the other can, so for each
+   (definite set, state) the memo keeps the indeterminate sets seen and cuts a
+   configuration if one of them is a subset of its own.
+3. *Scheduling* at a stuck point: every indeterminate candidate is applied once
+   and entered in the memo before any is explored, so a chain of them that ends
+   where a single one does is cut (rule 2) whichever comes first; and those
+   after which a definite candidate fits are explored first.
+4. *Interchangeable operations*: equal indeterminate operations have the same
+   effect and an unknown result; of those available, only the one invoked last
+   is tried (a solution using an earlier one can swap the two). The model's
+   ``canonical`` form makes more of them equal: for the key-value model, every
+   value nobody read or compared becomes one token (see ``synod.check.models``).
+
 * P-compositionality (Horn & Kroening, 2015; Lowe): linearizability is local, so
   the history is split by ``Model.partition`` (the key, for a key-value store) and
   each part checked alone; a 10,000-operation history over many keys becomes many

@@ -48,9 +48,15 @@ append some committed read observed did commit and joins the graph; one whose
 appends nobody observed is left out. Failed transactions are aborted. Only ok
 transactions carry read results.
 
+A committed append nobody read is placed after every version anyone read (each
+read is a prefix of the key's final list, which holds it): its writer follows the
+last observed writer and every reader of the key.
+
 With ``realtime=True`` the checker also adds real-time edges (T1 completed before
-T2 was invoked) and so checks *strict* serializability; a cycle that needs such
-an edge is reported with ``realtime: true`` in its details.
+T2 was invoked; Elle's frontier sweep keeps them linear in number) and so checks
+*strict* serializability; a cycle that needs such an edge is reported as
+``G0-realtime``, ``G1c-realtime`` or ``G2-realtime`` (by its other edges), with
+``realtime: true`` in its details.
 """
 
 from __future__ import annotations
