@@ -361,14 +361,17 @@ def run_framework(python: Path, name: str, kind: str, source: Path, output: Path
     output.mkdir(parents=True)
     if name in ("mrjob", "pyspark"):
         output.rmdir()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     process = subprocess.run([str(python), str(script), kind, str(workers), str(source), str(output)],
                              capture_output=True, text=True, timeout=7200)
     seconds = time.monotonic() - started
     if process.returncode != 0:
         raise RuntimeError(process.stderr.strip().splitlines()[-1] if process.stderr.strip() else "failed")
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    # ru_maxrss of children is the largest child so far (a JVM counts as one).
+    return {"seconds": seconds, "cpu_s": cpu_s, "peak_mb": after.ru_maxrss / 1024}
 
 
 # ------------------------------------------------------------- harness
@@ -388,9 +391,11 @@ def run_one(kind: str, name: str, source: str, output: str, workers: int) -> Non
     started = time.monotonic()
     info = function(Path(source), Path(output), workers)
     seconds = time.monotonic() - started
-    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, **info}))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = max(own.ru_maxrss, children.ru_maxrss)
+    cpu_s = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "peak_mb": peak_kb / 1024, **info}))
 
 
 def measure(kind: str, name: str, source: Path, workers: int) -> dict[str, Any]:
@@ -428,16 +433,20 @@ def bench_workload(kind: str, size_mb: int, args: argparse.Namespace, python: Pa
             print(f"  {name:<22} failed: {str(error).splitlines()[-1][:200]}", flush=True)
             continue
         seconds = statistics.median(r["seconds"] for r in runs)
-        row = {"workload": kind, "variant": name, "seconds": seconds, "mb_per_s": size / MB / seconds,
-               "peak_mb": max(r["peak_mb"] for r in runs), "runs": [round(r["seconds"], 2) for r in runs]}
-        extra = {k: v for k, v in runs[0].items() if k not in ("seconds", "peak_mb")}
+        cpu_s = statistics.median(r["cpu_s"] for r in runs)
+        row = {"workload": kind, "variant": name, "seconds": seconds, "cpu_s": cpu_s,
+               "mb_per_s": size / MB / seconds, "peak_mb": max(r["peak_mb"] for r in runs),
+               "runs": [round(r["seconds"], 2) for r in runs]}
+        extra = {k: v for k, v in runs[0].items() if k not in ("seconds", "peak_mb", "cpu_s")}
         rows.append(row)
-        print(f"  {name:<22} {seconds:8.2f} s  {row['mb_per_s']:7.1f} MB/s  peak {row['peak_mb']:7.0f} MB"
-              f"  runs {row['runs']}  {json.dumps(extra) if extra else ''}", flush=True)
+        print(f"  {name:<22} {seconds:8.2f} s  cpu {cpu_s:7.2f} s  {row['mb_per_s']:7.1f} MB/s  "
+              f"peak {row['peak_mb']:6.0f} MB  runs {row['runs']}  {json.dumps(extra) if extra else ''}",
+              flush=True)
     pool = next((r for r in rows if r["variant"].startswith("Pool")), None)
     if pool:
         for row in rows:
-            print(f"  ratio {row['variant']:<22} / Pool = {row['seconds'] / pool['seconds']:5.2f}")
+            print(f"  ratio {row['variant']:<22} / Pool: wall {row['seconds'] / pool['seconds']:5.2f}"
+                  f"  cpu {row['cpu_s'] / pool['cpu_s']:5.2f}")
     return rows
 
 
