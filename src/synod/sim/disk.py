@@ -9,10 +9,9 @@ survives crashes (that is the point of a disk); the ``WriteAheadLog`` and the
 
 A ``Persist`` effect is ``submit``-ted to the node's ``GroupCommit``. When no
 fsync is in flight, ``start_batch`` takes the next batch (every queued persist, up
-to the batch bound), appends its records to the log and calls ``sync()``, which
-*writes* them to the disk -- but the fsyncs that ``sync()`` issues are held back
-(``_HeldSyncs``) and only carried out by ``finish_batch``, which the simulator
-calls after a simulated fsync latency. So between the two, the batch's bytes sit
+to the batch bound), appends its records to the log and calls ``flush()``, which
+*writes* them to the disk without the final fsync; ``finish_batch``, which the
+simulator calls after a simulated fsync latency, calls ``sync()``. So between the two, the batch's bytes sit
 on the disk unsynced, and a crash there loses them or tears them, exactly the
 window a real power loss hits. Only after ``finish_batch`` do the ``then`` effects
 of the batch's persists run (returned in submission order).
@@ -41,6 +40,7 @@ from synod.storage import (
     GroupCommit,
     SimDisk,
     SimDiskConfig,
+    WalConfig,
     WriteAheadLog,
 )
 
@@ -152,9 +152,11 @@ class NodeDisk:
     """One node's disk, its open log and commit queue (None while it is down), and
     the shadow used by the storage check."""
 
-    def __init__(self, node: str, config: SimDiskConfig | None = None, *, check: bool = True) -> None:
+    def __init__(self, node: str, config: SimDiskConfig | None = None, *, check: bool = True,
+                 wal_config: WalConfig | None = None) -> None:
         self.node = node
         self.check = check
+        self.wal_config = wal_config
         self.fs = SimDisk(config)
         self._files = _HeldSyncs(self.fs)
         self._log: WriteAheadLog | None = None
@@ -181,7 +183,7 @@ class NodeDisk:
         after checking them against the shadow (``StorageViolation``)."""
         if self._log is not None:
             raise AssertionError(f"{self.node}: log opened twice")
-        log, recovered = WriteAheadLog.open(self._files, WAL_DIRECTORY)
+        log, recovered = WriteAheadLog.open(self._files, WAL_DIRECTORY, self.wal_config)
         records = tuple(recovered)
         if self.check:
             self._check_recovery(records)
@@ -225,16 +227,16 @@ class NodeDisk:
         for record in batch.records:
             log.append(record)
             self._appended.append(record)
-        self._files.holding = True
-        try:
-            log.sync()
-        finally:
-            self._files.holding = False
+        # Write the batch now, unsynced: a crash before ``finish_batch`` loses or
+        # tears it. ``flush`` itself fsyncs a segment it seals before creating the
+        # next one (the log's own ordering rule), so those fsyncs are not held.
+        log.flush()
         return batch
 
     def finish_batch(self, batch: CommitBatch[Then]) -> tuple[Then, ...]:
         """The fsync latency has passed: carry out the held fsyncs; return the
         batch's ``then`` effects in submission order."""
+        self._require_log().sync()
         self._files.release()
         self._synced_count = len(self._appended)
         return self._require_commit().batch_durable(batch)
