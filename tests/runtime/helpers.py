@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,12 +30,15 @@ KEYRING = Keyring.from_secret(CLUSTER_SECRET, users={"alice": ALICE_KEY})
 
 
 def run(coroutine: Coroutine[Any, Any, T], deadline_s: float = DEADLINE_S) -> T:
-    """Run ``coroutine`` on a fresh uvloop loop, failing after ``deadline_s``."""
+    """Run ``coroutine`` on a fresh uvloop loop (asyncio's own loop with
+    ``SYNOD_TEST_LOOP=asyncio``), failing after ``deadline_s``."""
 
     async def bounded() -> T:
         return await asyncio.wait_for(coroutine, deadline_s)
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    use_asyncio = os.environ.get("SYNOD_TEST_LOOP") == "asyncio"
+    factory = asyncio.new_event_loop if use_asyncio else uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(bounded())
 
 
