@@ -95,3 +95,25 @@ class RaisingReducer(CountWords):
 
 def marker_in(tmp: Path) -> str:
     return str(tmp / "killed.marker")
+
+
+class BlockMapperFails(Job):
+    """A block mapper that fails on the block containing 'poison'."""
+
+    def mapper_block(self, block: Any) -> Iterator[tuple[str, int]]:
+        if any(value == "poison" for value in block.values):
+            raise KeyError("poison")
+        return ((value, 1) for value in block.values)
+
+
+class BadPartitioner(CountWords):
+    def partitioner(self, key: str, reducers: int) -> int:
+        return reducers  # one past the last bucket
+
+
+class AlwaysKilled(CountWords):
+    """Kills its worker on every attempt: the task can never complete."""
+
+    def mapper(self, key: None, line: str) -> Iterator[tuple[str, int]]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        yield from ()

@@ -109,3 +109,19 @@ def test_unserializable_key_names_task_file_and_offset(tmp_path: Path) -> None:
     assert "map task 0" in message and f"{source} at byte offset 5" in message
     assert "key {'set'} cannot be serialized with msgpack" in message
     assert not output.exists()
+
+
+def test_block_mapper_failure_names_the_block(tmp_path: Path) -> None:
+    from tests.mapreduce.jobs import BlockMapperFails
+
+    source = data.write_lines(tmp_path / "in.txt", ["a", "poison", "b"])
+    with pytest.raises(JobFailed, match=r"in\.txt at byte offset 0: mapper_block raised on the block of 3"):
+        run_job(BlockMapperFails, [source], tmp_path / "out", runner="inline")
+
+
+def test_partitioner_out_of_range(tmp_path: Path) -> None:
+    from tests.mapreduce.jobs import BadPartitioner
+
+    source = data.write_lines(tmp_path / "in.txt", ["a b"])
+    with pytest.raises(JobFailed, match=r"partitioner put key 'a' in bucket 2, not in \[0, 2\)"):
+        run_job(BadPartitioner, [source], tmp_path / "out", runner="inline", reducers=2)

@@ -99,3 +99,14 @@ def test_commit_without_rename_is_caught(tmp_path: Path) -> None:
     # Exactly what the correct code prevents: a partial (here: empty, the writes
     # were still buffered) part file under its final name.
     assert len(partial[0].read_text().splitlines()) < 100
+
+
+def test_a_task_that_kills_every_worker_fails_the_job_cleanly(tmp_path: Path) -> None:
+    from synod.mapreduce import JobFailed
+    from tests.mapreduce.jobs import AlwaysKilled
+
+    source = data.write_lines(tmp_path / "in.txt", ["a b"])
+    with pytest.raises(JobFailed, match=r"map task 0 .* attempts lost with their workers"):
+        run_job(AlwaysKilled, [source], tmp_path / "out", workers=2, reducers=1,
+                config=MapReduceConfig(task_attempts_max=3))
+    assert not (tmp_path / "out").exists()

@@ -235,3 +235,15 @@ def test_messages_from_unknown_attempts_and_workers_are_ignored() -> None:
     assert master.on_message(1, DRIVER, WorkerLost(worker=W3)) == []
     assert master.statistics().stale_ignored == 2
     master.check_invariants()
+
+
+def test_attempt_numbers_continue_across_steps() -> None:
+    splits = ((InputSplit(path="f", start=0, end=1),),)
+    master = Master(config=MapReduceConfig(), rng=random.Random(1), step=1, splits=splits,
+                    reducers=1, first_attempt=41)
+    assign = assigns(master.on_message(0, W1, WorkerReady()))[W1]
+    assert assign.attempt == 41 and master.next_attempt == 42
+    # A report from an earlier step's attempt 7 is not an attempt of this step.
+    stale = TaskCompleted(attempt=7, kind=TaskKind.MAP, task=0, path="x", offsets=(0,), lengths=(1,))
+    assert master.on_message(1, W1, stale) == []
+    assert master.statistics().maps_completed == 0

@@ -198,6 +198,7 @@ class Master:
         skip_bad_records: bool = False,
         plan: bytes = b"",
         output_dir: str = "",
+        first_attempt: int = 1,
     ) -> None:
         invariant(len(splits) >= 1, "a step has at least one map task")
         invariant(reducers >= 1, "a step has at least one reduce task")
@@ -213,7 +214,10 @@ class Master:
         self._reduces = [_Task(kind=TaskKind.REDUCE, index=i) for i in range(reducers)]
         self._attempts: dict[int, _Attempt] = {}
         self._workers: dict[NodeId, _Worker] = {}
-        self._next_attempt = 1
+        # Attempt numbers are unique across the steps of a job (the driver passes
+        # the previous step's next_attempt), so a late report from a step that is
+        # over can never be taken for an attempt of this one.
+        self._next_attempt = first_attempt
         self._reducers_started = False
         self._failure: TaskFailure | None = None
         self._stats: Counter[str] = Counter()
@@ -262,6 +266,10 @@ class Master:
     @property
     def finished(self) -> bool:
         return self._failure is not None or self.succeeded
+
+    @property
+    def next_attempt(self) -> int:
+        return self._next_attempt
 
     def busy_workers(self) -> int:
         return sum(1 for w in self._workers.values() if w.alive and w.attempt is not None)

@@ -520,6 +520,7 @@ def _run_steps(job: type[Job], files: list[tuple[str, int]], output: Path, work:
     statistics: list[MasterStatistics] = []
     records_in = bytes_in = 0
     parts: tuple[str, ...] = ()
+    next_attempt = 1
     for index, step in enumerate(steps):
         final = index == len(steps) - 1
         step_dir = output if final else work / f"step-{index}"
@@ -530,7 +531,7 @@ def _run_steps(job: type[Job], files: list[tuple[str, int]], output: Path, work:
             splits = tuple((InputSplit(path=p, start=0, end=os.path.getsize(p)),) for p in parts)
         master = Master(config=config, rng=random.Random(f"{seed}/{index}"), step=index,
                         splits=splits, reducers=reducers, skip_bad_records=job.SKIP_BAD_RECORDS,
-                        plan=plan, output_dir=str(step_dir))
+                        plan=plan, output_dir=str(step_dir), first_attempt=next_attempt)
 
         def report(stats: MasterStatistics, index: int = index) -> None:
             if progress is not None:
@@ -553,6 +554,12 @@ def _run_steps(job: type[Job], files: list[tuple[str, int]], output: Path, work:
         statistics.append(stats)
         if index == 0:
             records_in, bytes_in = stats.records_in, stats.bytes_in
+        next_attempt = master.next_attempt
+        if index > 0:
+            shutil.rmtree(work / f"step-{index - 1}", ignore_errors=True)
+        for scratch in work.glob(f"*/s{index}-*"):
+            # This step's map output and spills: no later step reads them.
+            scratch.unlink(missing_ok=True)
         parts = master.output_parts()
     return JobResult(
         output_dir=output, parts=tuple(Path(p) for p in parts), counters=counters,
