@@ -68,3 +68,31 @@ def _legal(model: KeyValueModel, order: Sequence[Operation]) -> bool:
 
 
 INF = math.inf
+
+
+def brute_force_serializable(operations: Sequence[Operation], *, realtime: bool = False) -> bool:
+    """Is there a serial order of the committed transactions (ok ones, plus any
+    subset of the indeterminate ones) in which every ok read sees what it saw?
+    The definition, for tiny list-append histories."""
+    mandatory = [op for op in operations if op.outcome is Outcome.OK]
+    optional = [op for op in operations if op.outcome is Outcome.INFO]
+    for count in range(len(optional) + 1):
+        for chosen in itertools.combinations(optional, count):
+            for order in itertools.permutations(mandatory + list(chosen)):
+                if realtime and not _respects_real_time(order):
+                    continue
+                if _serial_run_matches(order):
+                    return True
+    return False
+
+
+def _serial_run_matches(order: Sequence[Operation]) -> bool:
+    state: dict[Any, tuple[Any, ...]] = {}
+    for op in order:
+        micro_ops = op.result if op.outcome is Outcome.OK else op.operation[1]
+        for micro in micro_ops:
+            if micro[0] == "append":
+                state[micro[1]] = (*state.get(micro[1], ()), micro[2])
+            elif op.outcome is Outcome.OK and tuple(micro[2]) != state.get(micro[1], ()):
+                return False
+    return True
