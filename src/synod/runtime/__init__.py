@@ -7,6 +7,23 @@
 * ``datagram`` -- HMAC-tagged UDP datagrams (for gossip);
 * ``client.connect`` -- the client side: ``await conn.request(body, timeout_s)``;
 * ``serve`` -- ``python -m synod.runtime.serve``: host a core on a port.
+
+In short::
+
+    keyring = Keyring.from_secret(cluster_secret, users={"alice": alice_key})
+    wal, recovered = open_durable_log(Path("/var/lib/synod/n1"))
+    host = AsyncioHost(node=NodeId("n1"), core_factory=factory, keyring=keyring,
+                       config=RuntimeConfig(peers={"n2": ("10.0.0.2", 7002)}),
+                       listen=("0.0.0.0", 7001), durable_log=wal, recovered=recovered)
+    await host.start()                      # the core's start() runs here
+    ...
+    async with await connect(("10.0.0.1", 7001), "alice", alice_key) as client:
+        reply = await client.request(SomeRequest(...), timeout_s=5.0)
+
+The core sees a client's request as ``on_message(now, "alice#3", ClientRequest)``;
+``principal_of("alice#3") == "alice"`` is who it is (for ACLs). Peers' messages
+arrive with their node id as source. ``host.statistics()`` counts everything
+refused, by reason.
 """
 
 from synod.runtime.auth import AuthenticationError, Key, Keyring, new_secret

@@ -72,6 +72,10 @@ class ClientConnection:
     def closed(self) -> bool:
         return self.connection.closed
 
+    async def wait_writable(self) -> None:
+        """Wait until the bounded send queue has room (``request`` does this itself)."""
+        await self.connection.wait_writable()
+
     async def request(self, body: Message, timeout_s: float) -> Message:
         """Send ``body`` and return the body of its reply (which may be an
         ``ErrorReply``). Raises ``TimeoutError_`` when no reply came in time (the
