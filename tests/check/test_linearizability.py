@@ -90,6 +90,11 @@ BAD = {
         ("b", ("put", "x", 2), 3, 4, "ok"),
         ("b", ("get", "x"), 5, 6, "ok", 1),
     ),
+    "a failed cas reports a value the key no longer held": history(
+        ("a", ("put", "x", 1), 0, 1, "ok"),
+        ("a", ("put", "x", 2), 2, 3, "ok"),
+        ("b", ("cas", "x", 5, 6), 4, 5, "ok", (False, 1)),
+    ),
     "one bad key among good ones": history(
         ("a", ("put", "y", 1), 0, 1, "ok"),
         ("b", ("get", "y"), 2, 3, "ok", 1),
@@ -142,6 +147,12 @@ GOOD = {
         ("c", ("cas", "x", 1, 2), 2, 10, "ok", True),
         ("b", ("cas", "x", 0, 1), 2, 10, "ok", True),
         ("d", ("get", "x"), 11, 12, "ok", 2),
+    ),
+    "a failed cas reports the value it found": history(
+        ("a", ("put", "x", 1), 0, 10, "ok"),
+        ("b", ("cas", "x", 5, 6), 2, 3, "ok", (False, None)),
+        ("b", ("cas", "x", 5, 6), 4, 5, "ok", (False, 1)),
+        ("b", ("cas", "x", 1, 6), 6, 7, "ok", (True, 6)),
     ),
     "cas on absent key": history(
         ("a", ("cas", "x", None, 1), 0, 1, "ok", True),

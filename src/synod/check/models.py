@@ -97,6 +97,8 @@ class KeyValueModel:
       any other result (None, "ok") is not checked;
     * ``("cas", k, expected, new)`` returns True and sets ``new`` iff the value was
       ``expected`` (None expects absence), else returns False and changes nothing.
+      A result may also be the pair ``(swapped, value)``, where a failed cas
+      reports the value it found: then that value is checked too, like a read.
     """
 
     name = "kv"
@@ -127,6 +129,8 @@ class KeyValueModel:
                 observed.add(_hashable(result))
             elif operation[0] == "cas":
                 observed.add(_hashable(operation[2]))
+                if isinstance(result, tuple) and len(result) == 2:
+                    observed.add(_hashable(result[1]))
         rewritten = []
         for operation in operations:
             if operation[0] == "put" and _hashable(operation[2]) not in observed:
@@ -146,8 +150,12 @@ class KeyValueModel:
             return True, operation[2]
         if name == "cas":
             swapped = state == operation[2]
-            if known and result != swapped:
-                return False, state
+            if known:
+                if isinstance(result, tuple) and len(result) == 2:
+                    if result[0] != swapped or (not swapped and result[1] != state):
+                        return False, state
+                elif result != swapped:
+                    return False, state
             return True, (operation[3] if swapped else state)
         if name == "delete":
             if known and isinstance(result, bool) and result != (state is not None):
