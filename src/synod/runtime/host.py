@@ -431,7 +431,8 @@ class AsyncioHost:
         reply = ClientReply(request_id=effect.request_id, body=effect.result)
         connection = self._clients.get(effect.client)
         if connection is not None:
-            connection.offer(reply)
+            if not connection.offer(reply) and connection.closed:
+                self.counters.add("reply_to_gone_client")
             return
         if CLIENT_ID_SEPARATOR not in effect.client and effect.client in self._peers:
             self._send(Send(to=effect.client, message=reply))
