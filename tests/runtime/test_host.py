@@ -353,3 +353,30 @@ def test_set_peer_moves_the_link_to_a_new_address() -> None:
                 assert n1.statistics().send_to_unknown_peer == 1
 
     run(scenario())
+
+
+def test_a_reply_for_a_client_that_left_is_counted_not_sent(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        wal, recovered = open_durable_log(tmp_path)
+        gated = GatedLog(wal)
+        host = AsyncioHost(
+            node=NodeId("n1"), core_factory=probe_factory, config=make_config(), keyring=KEYRING,
+            durable_log=gated, recovered=recovered, seed=1,
+        )
+        await host.start()
+        try:
+            assert host.address is not None
+            client = await connect(host.address, "alice", ALICE_KEY)
+            pending = asyncio.create_task(client.request(Command(op="durable", arg="late"), 30))
+            await wait_until(lambda: gated.syncs_started == 1, "the fsync to start")
+            await client.close()  # leaves before its write is durable
+            with pytest.raises(Exception):  # noqa: B017 - the request dies with its connection
+                await pending
+            await wait_until(lambda: host.client_ids() == [], "the node to see the client leave")
+            gated.gate.set()
+            await wait_until(lambda: host.statistics().reply_to_gone_client == 1, "counted reply")
+        finally:
+            gated.gate.set()
+            await host.stop()
+
+    run(scenario())
