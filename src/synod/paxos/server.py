@@ -82,6 +82,9 @@ class StatusReply(Message):
     members: tuple[str, ...]
     elections_started: int = 0
     leaderships: int = 0
+    #: A digest of the replicated state (equal digests at equal chosen indexes:
+    #: the replicas agree).
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +164,7 @@ class PaxosServer:
             members=tuple(replica.members_history[-1][1]),
             elections_started=stats.elections_started,
             leaderships=stats.leaderships,
+            digest=stats.digest,
         )
 
     def statistics(self) -> ReplicaStatistics:
