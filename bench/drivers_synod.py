@@ -39,7 +39,7 @@ class SynodDriver:
 
     async def op(self, i: int) -> None:
         assert self.client is not None
-        key = "k%06d" % (i % self.keys)
+        key = f"k{i % self.keys:06d}"
         if self.kind == "put":
             await self.client.put(key, self.value)
         elif self.kind == "get":
