@@ -111,7 +111,7 @@ class LockConfig:
         """The simulator: leases of a few hundred virtual milliseconds so that
         sessions expire and lock-delays run out many times per run."""
         return dataclasses.replace(
-            cls(), cell="sim", lease_ms=400.0, keepalive_early_ms=80.0, lock_delay_ms=300.0,
-            grace_ms=600.0, contents_bytes_max=4096, nodes_max=10_000, children_max=1_000,
+            cls(), cell="sim", lease_ms=400.0, keepalive_early_ms=80.0, lock_delay_ms=2_000.0,
+            lock_delay_ms_max=2_000.0, grace_ms=600.0, contents_bytes_max=4096, nodes_max=10_000, children_max=1_000,
             sessions_max=1_000, events_per_session_max=1_000,
         )

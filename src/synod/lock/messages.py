@@ -145,9 +145,18 @@ class CheckSequencer(Message):
     sequencer: Sequencer
 
 
+@message(623)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BeginEpoch(Message):
+    """A new master's first command: raise the cell's epoch (Chubby 2.9)."""
+
+    node: str
+    now_ms: float
+
+
 Operation: TypeAlias = (
     OpenSession | CloseSession | ExpireSession | Create | Write | Delete | Acquire | Release
-    | SetAcl | GetContents | Stat | ListChildren | CheckSequencer
+    | SetAcl | GetContents | Stat | ListChildren | CheckSequencer | BeginEpoch
 )
 READ_ONLY: tuple[type[Message], ...] = (GetContents, Stat, ListChildren, CheckSequencer)
 
@@ -223,8 +232,19 @@ class OpError(Message):
     detail: str
 
 
+@message(638)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpochBegun(Message):
+    """The new epoch, and the log's clock (the new master's time never runs
+    behind it)."""
+
+    epoch: int
+    clock_ms: float
+
+
 Result: TypeAlias = (
     NodeMeta | Contents | Children | SessionOpened | Acquired | Done | SequencerValidity | OpError
+    | EpochBegun
 )
 
 # ---------------------------------------------------------------- events
@@ -258,3 +278,98 @@ class Event(Message):
     name: str = ""
     session: int = 0
     index: int = 0
+    #: For ``LOCK_ACQUIRED``: the lock generation the acquire produced.
+    generation: int = 0
+
+
+# ---------------------------------------------------------------- client protocol
+
+
+@message(650)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockCall(Message):
+    """A client's operation for the master. ``(seq, seen_below)`` make it
+    exactly-once across retries (``synod.paxos.statemachine``), within the
+    client library's ``incarnation`` (random, so a new session object of the
+    same client never meets the results of an older one); ``epoch`` is the
+    master epoch the client knows (0 only for ``OpenSession``); ``cache`` asks
+    for a ``GetContents`` result the client may cache."""
+
+    epoch: int
+    incarnation: int
+    seq: int
+    seen_below: int
+    op: Message
+    cache: bool = False
+
+
+@message(651)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockReply(Message):
+    """The result of a ``LockCall``. ``cacheable``: the client may keep the
+    ``Contents`` until invalidated; ``invalidation_mark`` is the last
+    invalidation number the master had issued when it read them (an
+    invalidation of the same path numbered above it, if the client already got
+    one, means the contents are already stale and must not be cached)."""
+
+    epoch: int
+    result: Message
+    cacheable: bool = False
+    invalidation_mark: int = 0
+
+
+@message(652)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepAlive(Message):
+    """Extend the session's lease; acknowledges events up to ``events_acked``
+    and the invalidations listed (the client has dropped those cache entries)."""
+
+    session: int
+    epoch: int
+    events_acked: int = 0
+    invalidations_acked: tuple[int, ...] = ()
+
+
+@message(653)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEvent(Message):
+    """An event queued for one session, numbered per session."""
+
+    seq: int
+    event: Event
+
+
+@message(654)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invalidation(Message):
+    """Drop the cached contents of ``path``; ``number`` grows over the master's life."""
+
+    number: int
+    path: str
+
+
+@message(655)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepAliveReply(Message):
+    """The master's answer, held until shortly before the lease would end or
+    until there are events or invalidations to carry. ``lease_ms``: how long the
+    lease lasts from when the master sent this. ``failover``: the master changed
+    since the client's epoch; the client flushes its cache and re-subscribes."""
+
+    epoch: int
+    lease_ms: float
+    events: tuple[SessionEvent, ...] = ()
+    invalidations: tuple[Invalidation, ...] = ()
+    failover: bool = False
+
+
+@message(656)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subscribe(Message):
+    """Ask for events of ``kinds`` about ``path`` (kept by the master in memory;
+    a client re-subscribes after a failover event)."""
+
+    session: int
+    epoch: int
+    path: str
+    kinds: tuple[EventKind, ...]

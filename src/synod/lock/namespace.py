@@ -68,6 +68,7 @@ from synod.lock.messages import (
     ANY_GENERATION,
     Acquire,
     Acquired,
+    BeginEpoch,
     CheckSequencer,
     Children,
     CloseSession,
@@ -75,6 +76,7 @@ from synod.lock.messages import (
     Create,
     Delete,
     Done,
+    EpochBegun,
     Event,
     EventKind,
     ExpireSession,
@@ -154,7 +156,7 @@ class Namespace:
     return encoded results; ``execute`` does the same on message objects (for
     tests and for the master, which already holds the objects)."""
 
-    __slots__ = ("_nodes", "_sessions", "clock_ms", "config", "event_index", "events",
+    __slots__ = ("_nodes", "_sessions", "clock_ms", "config", "epoch", "event_index", "events",
                  "instance_next", "listener", "session_next")
 
     def __init__(self, config: LockConfig | None = None) -> None:
@@ -164,6 +166,7 @@ class Namespace:
         self.session_next = 1
         self.instance_next = 1
         self.clock_ms = 0.0
+        self.epoch = 0
         self.event_index = 0
         self.events: list[Event] = []
         #: Called with the events of each applied operation (the master glue).
@@ -256,6 +259,10 @@ class Namespace:
                 if not node.directory:
                     raise NotDirectoryError(f"{node.path} is a file")
                 return Children(path=node.path, names=tuple(sorted(node.children)))
+            case BeginEpoch():
+                self._tick(operation.now_ms)
+                self.epoch += 1
+                return EpochBegun(epoch=self.epoch, clock_ms=self.clock_ms)
             case CheckSequencer():
                 return SequencerValidity(valid=self.sequencer_valid(operation.sequencer))
             case _:
@@ -329,10 +336,11 @@ class Namespace:
     def _tick(self, now_ms: float) -> None:
         self.clock_ms = self._time(now_ms)
 
-    def _emit(self, kind: EventKind, path: str, name: str = "", session: int = 0) -> None:
+    def _emit(self, kind: EventKind, path: str, name: str = "", session: int = 0,
+              generation: int = 0) -> None:
         self.event_index += 1
         self.events.append(Event(kind=kind, path=path, name=name, session=session,
-                                 index=self.event_index))
+                                 index=self.event_index, generation=generation))
 
     # ================================================================ sessions
 
@@ -372,6 +380,10 @@ class Namespace:
 
     def session_ids(self) -> tuple[int, ...]:
         return tuple(sorted(self._sessions))
+
+    def ephemerals_of(self, session: int) -> tuple[str, ...]:
+        record = self._sessions.get(session)
+        return () if record is None else tuple(sorted(record.ephemerals))
 
     def principal_of(self, session: int) -> str | None:
         record = self._sessions.get(session)
@@ -517,7 +529,8 @@ class Namespace:
         node.holders.add(operation.session)
         node.holder_delay_ms[operation.session] = delay_ms
         record.locks.add(node.path)
-        self._emit(EventKind.LOCK_ACQUIRED, node.path, session=operation.session)
+        self._emit(EventKind.LOCK_ACQUIRED, node.path, session=operation.session,
+                   generation=node.lock_generation)
         return Acquired(sequencer=self._sequencer(node))
 
     def _release(self, operation: Release) -> Message:
@@ -605,7 +618,7 @@ class Namespace:
     # ================================================================ snapshots
 
     def snapshot(self) -> Iterator[bytes]:
-        header = [self.session_next, self.instance_next, self.clock_ms, self.event_index,
+        header = [self.session_next, self.instance_next, self.clock_ms, self.event_index, self.epoch,
                   [[s, r.principal, sorted(r.locks), sorted(r.ephemerals)] for s, r in sorted(self._sessions.items())]]
         yield _pack(header)
         rows = [self._row(node) for _path, node in sorted(self._nodes.items())]
@@ -623,7 +636,7 @@ class Namespace:
     def restore(self, chunks: Iterable[bytes]) -> None:
         iterator = iter(chunks)
         try:
-            session_next, instance_next, clock_ms, event_index, sessions = msgpack.unpackb(next(iterator), raw=False)
+            session_next, instance_next, clock_ms, event_index, epoch, sessions = msgpack.unpackb(next(iterator), raw=False)
             nodes: dict[str, _Node] = {}
             for chunk in iterator:
                 for row in msgpack.unpackb(chunk, raw=False):
@@ -644,7 +657,7 @@ class Namespace:
                           for s, p, locks, eph in sessions}
         self._nodes = nodes
         self.session_next, self.instance_next = int(session_next), int(instance_next)
-        self.clock_ms, self.event_index = float(clock_ms), int(event_index)
+        self.clock_ms, self.event_index, self.epoch = float(clock_ms), int(event_index), int(epoch)
         self.events = []
 
     def digest(self) -> str:
