@@ -142,14 +142,21 @@ def test_peer_link_reconnects_after_the_peer_restarts() -> None:
 def test_timers_fire_rearm_replaces_and_cancel_prevents() -> None:
     async def scenario() -> None:
         async with running_host() as host:
-            await ask(host, Command(op="timer", arg="once", delay_ms=10))
-            # Re-armed far into the future: the first instance must never fire.
-            await ask(host, Command(op="timer", arg="rearmed", delay_ms=20))
-            await ask(host, Command(op="timer", arg="rearmed", delay_ms=60_000))
-            await ask(host, Command(op="timer", arg="cancelled", delay_ms=30))
-            await ask(host, Command(op="cancel", arg="cancelled"))
-            await ask(host, Command(op="timer", arg="last", delay_ms=200))
-            await wait_until(lambda: "last" in host.core.fired, "the last timer")  # type: ignore[attr-defined]
+            assert host.address is not None
+            async with await connect(host.address, "alice", ALICE_KEY) as client:
+
+                async def command(op: str, arg: str, delay_ms: float = 0.0) -> None:
+                    await client.request(Command(op=op, arg=arg, delay_ms=delay_ms), 20)
+
+                await command("timer", "once", 10)
+                # Re-armed far into the future: the first instance must never fire.
+                await command("timer", "rearmed", 1500)
+                await command("timer", "rearmed", 600_000)
+                await command("timer", "cancelled", 1500)
+                await command("cancel", "cancelled")
+                # Fires after the replaced and the cancelled instances were due.
+                await command("timer", "last", 2000)
+                await wait_until(lambda: "last" in host.core.fired, "the last timer")  # type: ignore[attr-defined]
             assert host.core.fired == ["once", "last"]  # type: ignore[attr-defined]
             assert host.statistics().timers_fired == 2
 
