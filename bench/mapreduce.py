@@ -285,7 +285,7 @@ def index_synod(source: Path, output: Path, workers: int) -> dict[str, Any]:
 
 FRAMEWORK_SCRIPTS = {
     "mrjob": '''
-import sys
+import os
 from mrjob.job import MRJob
 class WC(MRJob):
     def mapper(self, _, line):
@@ -302,36 +302,44 @@ class Sort(MRJob):
         for v in vs:
             yield k, v
 if __name__ == "__main__":
-    kind, workers, source, output = sys.argv[1:5]
-    cls = WC if kind == "wc" else Sort
-    cls(["-r", "local", "--num-cores", workers, "--output-dir", output, "--no-conf", source]).execute()
+    # mrjob re-runs this file for each task with its own arguments: the workload
+    # comes from the environment.
+    (WC if os.environ["BENCH_KIND"] == "wc" else Sort).run()
 ''',
     "dask": '''
 import sys, dask, dask.bag as db
-kind, workers, source, output = sys.argv[1:5]
-with dask.config.set(scheduler="processes", num_workers=int(workers)):
-    b = db.read_text(source, blocksize="32MiB")
-    if kind == "wc":
-        result = b.str.split().flatten().frequencies().compute()
-        print(len(result))
-    else:
-        import dask.dataframe as dd
-        df = b.map(lambda line: {"k": line[:10], "v": line}).to_dataframe()
-        df.set_index("k").to_csv(output + "/part-*.csv")
+
+def main():
+    kind, workers, source, output = sys.argv[1:5]
+    with dask.config.set(scheduler="processes", num_workers=int(workers)):
+        b = db.read_text(source, blocksize="16MiB")
+        if kind == "wc":
+            result = b.str.split().flatten().frequencies().compute()
+            with open(output + "/part-00000", "w") as handle:
+                handle.writelines(f"{w}\\t{c}\\n" for w, c in sorted(result))
+        else:
+            df = b.map(lambda line: {"k": line[:10], "v": line.rstrip("\\n")}).to_dataframe()
+            df.set_index("k").to_csv(output + "/part-*.csv")
+
+if __name__ == "__main__":
+    main()
 ''',
     "pyspark": '''
 import sys
 from pyspark.sql import SparkSession
-kind, workers, source, output = sys.argv[1:5]
-spark = SparkSession.builder.master(f"local[{workers}]").config("spark.ui.enabled", "false").getOrCreate()
-spark.sparkContext.setLogLevel("ERROR")
-lines = spark.sparkContext.textFile(source)
-if kind == "wc":
-    counts = lines.flatMap(lambda l: l.split()).map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b)
-    counts.saveAsTextFile(output)
-else:
-    lines.sortBy(lambda l: l[:10], numPartitions=int(workers)).saveAsTextFile(output)
-spark.stop()
+
+if __name__ == "__main__":
+    kind, workers, source, output = sys.argv[1:5]
+    spark = (SparkSession.builder.master(f"local[{workers}]").config("spark.ui.enabled", "false")
+             .config("spark.driver.host", "127.0.0.1").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    lines = spark.sparkContext.textFile(source)
+    if kind == "wc":
+        counts = lines.flatMap(lambda l: l.split()).map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b)
+        counts.saveAsTextFile(output)
+    else:
+        lines.sortBy(lambda l: l[:10], numPartitions=int(workers)).saveAsTextFile(output)
+    spark.stop()
 ''',
 }
 
@@ -361,10 +369,17 @@ def run_framework(python: Path, name: str, kind: str, source: Path, output: Path
     output.mkdir(parents=True)
     if name in ("mrjob", "pyspark"):
         output.rmdir()
+    if name == "mrjob":
+        command = [str(python), str(script), "-r", "local", "--num-cores", str(workers),
+                   "--output-dir", str(output), "--no-conf", str(source)]
+    else:
+        command = [str(python), str(script), kind, str(workers), str(source), str(output)]
+    environment = {**os.environ, "BENCH_KIND": kind, "SPARK_LOCAL_IP": "127.0.0.1",
+                   "PYSPARK_PYTHON": str(python)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    process = subprocess.run([str(python), str(script), kind, str(workers), str(source), str(output)],
-                             capture_output=True, text=True, timeout=7200)
+    process = subprocess.run(command, capture_output=True, text=True, timeout=7200, env=environment,
+                             cwd=OUT)
     seconds = time.monotonic() - started
     if process.returncode != 0:
         raise RuntimeError(process.stderr.strip().splitlines()[-1] if process.stderr.strip() else "failed")
