@@ -464,3 +464,15 @@ def test_config_presets_are_valid_and_differ() -> None:
     assert GossipConfig.lan() == GossipConfig()
     assert GossipConfig.local().probe_interval_ms < GossipConfig.lan().probe_interval_ms
     assert dataclasses.replace(GossipConfig.sim()).push_pull_interval_ms == 10_000.0
+
+
+def test_the_sender_of_a_stale_rumour_is_told_the_newer_alive() -> None:
+    core = member()
+    add_peers(core, "b", incarnation=3)
+    effects = learn(core, Dead(node=B, incarnation=2, source=C), source="z")
+    assert [(s.to, u) for s in sends(effects) for u in getattr(s.message, "updates", ())] \
+        == [("z", Alive(node=B, incarnation=3, address="b:7946"))]
+    learn(core, Suspect(node=core.node, incarnation=core.incarnation, source=C))  # refute: 2
+    effects = learn(core, Dead(node=core.node, incarnation=1, source=C), source="z")
+    corrections = [u for s in sends(effects) if s.to == "z" for u in getattr(s.message, "updates", ())]
+    assert corrections == [Alive(node=core.node, incarnation=2, address="a:7946")]

@@ -117,6 +117,8 @@ TIMER_INDIRECT_PREFIX = "gossip.indirect/"
 PRIMARY_BYTES = 64
 #: Outstanding push-pull exchanges we remember (replies from others are ignored).
 PUSH_PULL_PENDING_MAX = 16
+#: Corrections (newer alives answering stale rumours) sent back per received datagram.
+CORRECTIONS_MAX = 8
 #: User event ids are ``boot incarnation * EVENT_ID_STRIDE + counter``, unique across restarts.
 EVENT_ID_STRIDE = 1 << 24
 
@@ -185,6 +187,7 @@ class GossipMember:
         self._events_seen: OrderedDict[tuple[NodeId, int], None] = OrderedDict()
         self._counts: dict[str, int] = {}
         self._ignored: dict[str, int] = {}
+        self._corrections: dict[NodeId, Alive] = {}
         self._out: Effects = []
 
     # ================================================================ Core
@@ -271,6 +274,7 @@ class GossipMember:
                     self._note_joined()
             case _:
                 self._ignore("unknown_message")
+        self._send_corrections(source)
         return self._take()
 
     def on_timer(self, now_ms: float, key: str) -> Effects:
@@ -295,6 +299,7 @@ class GossipMember:
             self._on_indirect_timeout(int(key[len(TIMER_INDIRECT_PREFIX):]))
         else:
             self._ignore("unknown_timer")
+        self._corrections.clear()  # only a received rumour has a sender to correct
         return self._take()
 
     def check_invariants(self) -> None:
@@ -643,6 +648,7 @@ class GossipMember:
                 return
             if suspect.incarnation < self.local.incarnation:
                 self._ignore("stale_suspicion_of_us")
+                self._correct(self.local)
                 return
             self._refute(now_ms, suspect.incarnation)
             return
@@ -655,6 +661,8 @@ class GossipMember:
             return
         if suspect.incarnation < member.incarnation and not mutant(ACCEPT_OLDER_SUSPICION):
             self._ignore("stale_suspicion")
+            if member.status is ALIVE:
+                self._correct(member)
             return
         if suspect.incarnation > member.incarnation + cfg.incarnation_jump_max:
             self._ignore("incarnation_jump")
@@ -678,8 +686,12 @@ class GossipMember:
 
     def _on_dead(self, now_ms: float, dead: Dead) -> None:
         if dead.node == self.node:
-            if self.role is Role.ACTIVE and dead.incarnation >= self.local.incarnation:
+            if self.role is not Role.ACTIVE:
+                return
+            if dead.incarnation >= self.local.incarnation:
                 self._refute(now_ms, dead.incarnation)  # never accept our own death
+            else:
+                self._correct(self.local)  # the sender missed our refutation
             return
         member = self.table.get(dead.node)
         if member is None:
@@ -690,6 +702,8 @@ class GossipMember:
             return
         if dead.incarnation < member.incarnation:
             self._ignore("stale_death")
+            if member.status is ALIVE:
+                self._correct(member)
             return
         if dead.incarnation > member.incarnation + self.config.incarnation_jump_max:
             self._ignore("incarnation_jump")
@@ -865,6 +879,23 @@ class GossipMember:
                     case _:
                         assert_never(message)
         self._send_raw(to, message)
+
+    def _correct(self, member: Member) -> None:
+        """Remember to tell the sender of a stale suspicion or death the newer alive
+        we hold: it missed a refutation, and would otherwise act on the old rumour
+        (declare a live member failed) until the next push-pull."""
+        if len(self._corrections) < CORRECTIONS_MAX:
+            self._corrections[member.node] = Alive(node=member.node,
+                                                   incarnation=member.incarnation,
+                                                   address=member.address, meta=member.meta)
+
+    def _send_corrections(self, to: NodeId) -> None:
+        if self._corrections:
+            updates = tuple(self._corrections.values())
+            self._corrections.clear()
+            if to != self.node:
+                self._count("corrections")
+                self._send_raw(to, Gossip(updates=updates))
 
     def _send_raw(self, to: NodeId, message: Message) -> None:
         self._count("messages_sent")
