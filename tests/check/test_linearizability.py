@@ -105,9 +105,13 @@ BAD = {
 }
 
 
+SEARCHES = ["depth-first", "just-in-time", "auto"]
+
+
+@pytest.mark.parametrize("search", SEARCHES)
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_known_bad_history_is_rejected(name: str) -> None:
-    result = check_linearizability(BAD[name])
+def test_known_bad_history_is_rejected(name: str, search: str) -> None:
+    result = check_linearizability(BAD[name], search=search)
     assert not result.ok
     assert result.kinds == {"not-linearizable"}
     assert len(result.violations) == 1
@@ -201,15 +205,16 @@ GOOD = {
 }
 
 
+@pytest.mark.parametrize("search", SEARCHES)
 @pytest.mark.parametrize("name", sorted(GOOD))
-def test_known_good_history_is_accepted(name: str) -> None:
-    result = check_linearizability(GOOD[name])
+def test_known_good_history_is_accepted(name: str, search: str) -> None:
+    result = check_linearizability(GOOD[name], search=search)
     assert result.ok, result.report()
     assert brute_force_linearizable(list(GOOD[name])) is True
 
 
 def test_report_names_the_stuck_operation_and_what_came_before() -> None:
-    result = check_linearizability(BAD["stale read"])
+    result = check_linearizability(BAD["stale read"], search="depth-first")
     violation = result.violations[0]
     assert "get('x') -> ok 1" in violation.details["stuck_operation"]
     # 2 is a value no read returned: the checker treats all such values alike.
@@ -217,6 +222,21 @@ def test_report_names_the_stuck_operation_and_what_came_before() -> None:
     assert any("put('x', 2)" in line for line in violation.details["last_linearized"])
     assert "'x'" in violation.message
     assert "not linearizable" in result.report()
+
+
+def test_just_in_time_report_names_the_return_no_configuration_survives() -> None:
+    result = check_linearizability(BAD["stale read"], search="just-in-time")
+    violation = result.violations[0]
+    assert "get('x') -> ok 1" in violation.details["stuck_operation"]
+    assert violation.details["completed_before_stuck"] == 2
+    assert violation.details["possible_states_before"] == ["'<unobserved value>'"]
+    assert any("put('x', 2)" in line for line in violation.details["last_completed"])
+    assert "get('x') -> ok 1" in violation.message
+
+
+def test_unknown_search_is_refused() -> None:
+    with pytest.raises(ValueError):
+        check_linearizability(GOOD["sequential"], search="guess")
 
 
 def test_running_out_of_steps_is_inconclusive_not_a_pass() -> None:
@@ -341,8 +361,9 @@ def executed_histories(draw: st.DrawFn) -> History:
 @settings(max_examples=300, deadline=None)
 @given(executed_histories())
 def test_a_history_from_a_real_execution_is_always_accepted(generated: History) -> None:
-    result = check_linearizability(generated)
-    assert result.ok, result.report()
+    for search in SEARCHES:
+        result = check_linearizability(generated, search=search)
+        assert result.ok, result.report()
 
 
 @settings(max_examples=200, deadline=None)
@@ -356,12 +377,16 @@ def test_a_read_of_a_never_written_value_is_always_rejected(
     victim = data.draw(st.sampled_from(reads))
     operations = list(generated)
     operations[victim] = _with_result(operations[victim], -1)
-    assert check_linearizability(History(operations)).kinds == {"not-linearizable"}
+    for search in SEARCHES:
+        assert check_linearizability(History(operations), search=search).kinds == {
+            "not-linearizable"
+        }
 
 
+@pytest.mark.parametrize("search", ["depth-first", "just-in-time"])
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(
+    rows=st.lists(
         st.tuples(
             st.sampled_from(
                 [
@@ -382,7 +407,7 @@ def test_a_read_of_a_never_written_value_is_always_rejected(
     )
 )
 def test_agrees_with_brute_force_on_tiny_arbitrary_histories(
-    rows: list[tuple[tuple[Any, ...], int, int, str, Any]],
+    rows: list[tuple[tuple[Any, ...], int, int, str, Any]], search: str
 ) -> None:
     # Arbitrary results: most of these histories are not linearizable, so this
     # checks both directions against the definition.
@@ -392,7 +417,7 @@ def test_agrees_with_brute_force_on_tiny_arbitrary_histories(
             for i, (operation, invoke, length, outcome, result) in enumerate(rows)
         ]
     )
-    assert check_linearizability(built).ok == brute_force_linearizable(list(built))
+    assert check_linearizability(built, search=search).ok == brute_force_linearizable(list(built))
 
 
 def _with_result(operation: Any, result: Any) -> Any:
@@ -405,8 +430,11 @@ def _with_result(operation: Any, result: Any) -> Any:
 @pytest.mark.parametrize("seed", range(6))
 def test_a_correct_replicated_service_passes(seed: int) -> None:
     workload = KvWorkload(operations=2_000, clients=12, keys=10, info_probability=0.05)
-    result = check_linearizability(kv_history(workload, seed))
+    built = kv_history(workload, seed)
+    result = check_linearizability(built)
     assert result.ok, result.report()
+    if seed < 2:  # the breadth-first search alone agrees (it is slower on good runs)
+        assert check_linearizability(built, search="just-in-time").ok
 
 
 @pytest.mark.parametrize(
@@ -421,8 +449,13 @@ def test_a_correct_replicated_service_passes(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_a_planted_bug_is_caught(bug: dict[str, float], seed: int) -> None:
     workload = KvWorkload(operations=2_000, clients=12, keys=10, info_probability=0.05, **bug)
-    result = check_linearizability(kv_history(workload, seed))
+    built = kv_history(workload, seed)
+    result = check_linearizability(built)
     assert result.kinds == {"not-linearizable"}, result.report()
+    alone = check_linearizability(built, search="just-in-time")
+    assert {v.details["partition"] for v in alone.violations} == {
+        v.details["partition"] for v in result.violations
+    }
 
 
 @st.composite
@@ -473,10 +506,14 @@ def tiny_executions(draw: st.DrawFn) -> History:
     return history(*[tuple(row) for row in rows])
 
 
+@pytest.mark.parametrize("search", ["depth-first", "just-in-time"])
 @settings(max_examples=1000, deadline=None)
-@given(tiny_executions())
-def test_agrees_with_brute_force_on_near_linearizable_histories(built: History) -> None:
-    assert check_linearizability(built).ok == brute_force_linearizable(list(built))
+@given(built=tiny_executions())
+def test_agrees_with_brute_force_on_near_linearizable_histories(
+    built: History, search: str
+) -> None:
+    expected = brute_force_linearizable(list(built))
+    assert check_linearizability(built, search=search).ok == expected
 
 
 def test_a_10k_operation_replicated_run_is_decided() -> None:

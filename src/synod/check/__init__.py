@@ -23,7 +23,9 @@ Linearizability (``synod.check.linearizability``)::
     result = check_linearizability(history)                 # KeyValueModel
     result = check_linearizability(history, my_model, steps_max=10_000_000)
 
-Wing & Gong's search with Lowe's memoization, per partition (key). A model is
+Wing & Gong's depth-first search with Lowe's memoization, per partition (key),
+handing over to Lowe's breadth-first just-in-time search when a partition runs
+long (``search="depth-first"`` or ``"just-in-time"`` forces one). A model is
 anything with ``name``, ``partition(op)``, ``init()``, ``step(state, op, result,
 known) -> (allowed, next_state)``, ``is_read_only(op)`` and ``validate(op)``
 (``synod.check.models.Model``); ``DeterministicModel`` builds one from an

@@ -19,7 +19,7 @@ the model. This module decides that by search, following:
 
 Indeterminate (timed-out) operations are what makes real histories hard: each
 may be linearized at any point after its invocation, or never. Four rules keep
-them from multiplying the search; each only removes configurations from which
+them from multiplying the search (rules 2 and 4 serve both searches); each only removes configurations from which
 another, still explored, can do everything they can:
 
 1. *Just in time* (Lowe's term): they are tried only when the search is stuck
@@ -38,6 +38,14 @@ another, still explored, can do everything they can:
    ``canonical`` form makes more of them equal: for the key-value model, every
    value nobody read or compared becomes one token (see ``synod.check.models``).
 
+* Lowe's just-in-time linearization, breadth first (``_JitSearch``): read the
+  history in time order keeping every configuration (state, pending operations
+  already linearized) it allows; at each return, the configurations that cannot
+  linearize that operation, after any chain of pending ones, die. A bad history
+  is rejected at its first impossible return, without exhausting the past,
+  which is where the depth-first search is slow. ``check_partition`` runs the
+  depth-first search on a budget (it is the fastest on good histories) and
+  hands over to this one when the budget runs out.
 * P-compositionality (Horn & Kroening, 2015; Lowe): linearizability is local, so
   the history is split by ``Model.partition`` (the key, for a key-value store) and
   each part checked alone; a 10,000-operation history over many keys becomes many
@@ -64,9 +72,9 @@ candidates at that point, and the last operations linearized before it.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any, TypeAlias
 
@@ -85,6 +93,13 @@ _Frame: TypeAlias = tuple[bool, int, Any, "list[tuple[int, Any, int]] | None", i
 
 #: Marks a configuration cut by the memo (a sentinel list, compared by identity).
 _DOMINATED: list[int] = []
+
+#: The ways ``check_linearizability`` can search (see ``check_partition``).
+SEARCHES = frozenset({"auto", "depth-first", "just-in-time"})
+
+#: Budget of the depth-first search per operation before the breadth-first one
+#: takes over (see ``check_partition``).
+DEPTH_FIRST_STEPS_PER_OPERATION = 50
 
 #: How many operations a report lists before the stuck point.
 EXPLANATION_TAIL = 8
@@ -106,15 +121,19 @@ def check_linearizability(
     model: Model | None = None,
     *,
     steps_max: int = STEPS_MAX_DEFAULT,
+    search: str = "auto",
 ) -> CheckResult:
     """Check ``history`` against ``model`` (default: ``KeyValueModel``).
 
     Returns a ``CheckResult`` with one ``Violation`` (kind ``"not-linearizable"``)
     per partition that is not linearizable, and an inconclusive reason per
-    partition whose search ran out of ``steps_max``.
+    partition whose search ran out of ``steps_max``. ``search`` picks the
+    algorithm (``"auto"``: depth-first, then just-in-time if that runs long).
     """
     if steps_max <= 0:
         raise ValueError("steps_max must be positive")
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {sorted(SEARCHES)}")
     chosen: Model = model if model is not None else KeyValueModel()
     partitions: dict[Hashable, list[Operation]] = defaultdict(list)
     dropped = 0
@@ -129,7 +148,7 @@ def check_linearizability(
     inconclusive: list[str] = []
     steps_total = 0
     for key, operations in partitions.items():
-        verdict = check_partition(key, operations, chosen, steps_max=steps_max)
+        verdict = check_partition(key, operations, chosen, steps_max=steps_max, search=search)
         steps_total += verdict.steps
         if verdict.linearizable is None:
             inconclusive.append(
@@ -157,10 +176,30 @@ def check_partition(
     model: Model,
     *,
     steps_max: int = STEPS_MAX_DEFAULT,
+    search: str = "auto",
 ) -> PartitionVerdict:
-    """Run the search on the operations of one partition (``ok`` and ``info``
-    only: the caller drops ``fail`` operations)."""
-    return _Search(partition, operations, model, steps_max).run()
+    """Decide one partition (``ok`` and ``info`` operations only: the caller
+    drops ``fail`` ones).
+
+    The depth-first search runs first, on a budget that suffices for good
+    histories (it finds their linearization almost without backtracking); if it
+    runs out, the breadth-first just-in-time search decides with what is left
+    of ``steps_max``: a bad history that would make the first exhaust every
+    alternative is rejected by the second at the violation. ``search`` may
+    force one of them alone: ``"depth-first"`` or ``"just-in-time"``.
+    """
+    if search == "depth-first":
+        return _Search(partition, operations, model, steps_max).run()
+    if search == "just-in-time":
+        return _JitSearch(partition, operations, model, steps_max).run()
+    depth_first_max = min(
+        steps_max // 2, DEPTH_FIRST_STEPS_PER_OPERATION * len(operations) + 50_000
+    )
+    verdict = _Search(partition, operations, model, max(1, depth_first_max)).run()
+    if verdict.linearizable is not None:
+        return verdict
+    fallback = _JitSearch(partition, operations, model, steps_max - verdict.steps).run()
+    return replace(fallback, steps=verdict.steps + fallback.steps)
 
 
 class _Search:
@@ -463,16 +502,233 @@ class _Search:
             "stuck_operation": stuck_op.describe(),
             "last_linearized": [op.describe() for op in linearized],
             "concurrent_candidates": [op.describe() for op in candidates[:16]],
+            "summary": (
+                f"after linearizing {best['linearized_total']} of {len(self.operations)} "
+                f"operations (state {_plain(best['state'])!r}), nothing could be "
+                f"linearized before {stuck_op.describe()} completed"
+            ),
         }
+
+
+class _JitSearch:
+    """Lowe's just-in-time linearization, breadth first over the history.
+
+    Events are read in time order while keeping *every* configuration the
+    history so far allows: a model state and the set of pending operations
+    already linearized. A call adds its operation to the pending set. At the
+    return of a definite operation ``o``, each configuration that has not yet
+    linearized ``o`` must do so now, possibly after linearizing other pending
+    operations first (the closure, explored breadth first so short chains come
+    before long ones); configurations that cannot are dropped. Indeterminate
+    operations never return, so they stay pending and optional.
+
+    Memory is the number of configurations, kept small by the dominance rule of
+    ``_Search`` (same state and definite set, fewer indeterminate operations
+    used, wins) and by the canonical, interchangeable indeterminate operations.
+    When no configuration survives a return the history is not linearizable,
+    and that return is exactly where: the search never looks past it, so a bad
+    history is rejected in time linear in its length up to the violation. This
+    complements the depth-first ``_Search``, which is fastest on good
+    histories but must exhaust every alternative before rejecting a bad one.
+    """
+
+    def __init__(
+        self, partition: Hashable, operations: list[Operation], model: Model, steps_max: int
+    ) -> None:
+        self.partition = partition
+        self.model = model
+        self.steps_max = steps_max
+        self.steps = 0
+        self.definite = [op for op in operations if op.is_ok]
+        self.indefinite = sorted(
+            (op for op in operations if op.is_info), key=lambda op: op.invoke_time
+        )
+        self.operations = self.definite + self.indefinite
+        self.calls = model.canonical(
+            [op.operation for op in self.operations],
+            [op.result if op.is_ok else None for op in self.operations],
+        )
+        count = len(self.definite)
+        self.first_info = count
+        self.definite_mask = (1 << count) - 1
+        # Interchangeable indeterminate operations: the next equal one by
+        # invocation (see ``_Search``).
+        self.next_same = [-1] * len(self.operations)
+        last_of: dict[Any, int] = {}
+        for index in range(len(self.operations) - 1, count - 1, -1):
+            marker = _marker(self.calls[index])
+            self.next_same[index] = last_of.get(marker, -1)
+            last_of[marker] = index
+        events: list[tuple[float, int, int]] = []
+        for index, op in enumerate(self.operations):
+            events.append((float(op.invoke_time), 0, index))
+            if op.is_ok:
+                events.append((op.effective_complete_time(), 1, index))
+        events.sort()
+        self.events = events
+        self.explanation: dict[str, Any] | None = None
+
+    def run(self) -> PartitionVerdict:
+        initial = self.model.init()
+        # Configurations: (state, definite bits) -> list of indeterminate bit sets.
+        configurations: dict[tuple[Any, int], list[int]] = {(initial, 0): [0]}
+        pending = 0
+        completed: list[int] = []
+        for _, kind, index in self.events:
+            if kind == 0:
+                pending |= 1 << index
+                continue
+            pending &= ~(1 << index)
+            survivors = self._return(configurations, pending, index)
+            if survivors is None:
+                return self._verdict(None)
+            if not survivors:
+                self._explain(configurations, pending, index, completed)
+                return self._verdict(False)
+            configurations = survivors
+            completed.append(index)
+        return self._verdict(True)
+
+    def _return(
+        self,
+        configurations: dict[tuple[Any, int], list[int]],
+        pending: int,
+        index: int,
+    ) -> dict[tuple[Any, int], list[int]] | None:
+        """Configurations after operation ``index`` returns (None: out of steps).
+
+        ``pending`` no longer holds ``index``: a chain before it never repeats it."""
+        bit = 1 << index
+        survivors: dict[tuple[Any, int], list[int]] = {}
+        for (state, definite_bits), info_sets in configurations.items():
+            for info_bits in info_sets:
+                if definite_bits & bit:
+                    _add(survivors, (state, definite_bits & ~bit), info_bits)
+                    continue
+                if not self._closure(state, definite_bits, info_bits, pending, index, survivors):
+                    return None
+        return survivors
+
+    def _closure(
+        self,
+        state: Any,
+        definite_bits: int,
+        info_bits: int,
+        pending: int,
+        index: int,
+        survivors: dict[tuple[Any, int], list[int]],
+    ) -> bool:
+        """From one configuration, every way to linearize ``index`` now: after
+        any chain of other pending operations (breadth first). Adds the results
+        to ``survivors``; False when the step budget ran out."""
+        step = self.model.step
+        calls = self.calls
+        operations = self.operations
+        target = operations[index]
+        seen: dict[tuple[Any, int], list[int]] = {(state, definite_bits): [info_bits]}
+        queue = deque([(state, definite_bits, info_bits)])
+        while queue:
+            current, current_definite, current_info = queue.popleft()
+            self.steps += 1
+            if self.steps > self.steps_max:
+                return False
+            allowed, after = step(current, calls[index], target.result, True)
+            if allowed:
+                _add(survivors, (after, current_definite), current_info)
+            linearized = current_definite | current_info
+            candidates = pending & ~linearized
+            while candidates:
+                low = candidates & -candidates
+                candidates ^= low
+                other = low.bit_length() - 1
+                is_info = other >= self.first_info
+                if is_info and self._has_later_equal(other, pending, linearized):
+                    continue
+                self.steps += 1
+                op = operations[other]
+                allowed, after = step(
+                    current, calls[other], op.result if not is_info else None, not is_info
+                )
+                if not allowed or (is_info and after == current):
+                    continue
+                next_definite = current_definite if is_info else current_definite | low
+                next_info = current_info | low if is_info else current_info
+                if _add(seen, (after, next_definite), next_info):
+                    queue.append((after, next_definite, next_info))
+        return True
+
+    def _has_later_equal(self, index: int, pending: int, linearized: int) -> bool:
+        later = self.next_same[index]
+        while later >= 0:
+            if pending >> later & 1:
+                if not linearized >> later & 1:
+                    return True
+            else:
+                return False  # invoked after now: not available
+            later = self.next_same[later]
+        return False
+
+    def _explain(
+        self,
+        configurations: dict[tuple[Any, int], list[int]],
+        pending: int,
+        index: int,
+        completed: list[int],
+    ) -> None:
+        stuck = self.operations[index]
+        states = sorted({repr(_plain(state)) for state, _ in configurations})
+        concurrent = [
+            self.operations[other].describe()
+            for other in range(len(self.operations))
+            if pending >> other & 1 and other != index
+        ]
+        self.explanation = {
+            "partition": self.partition,
+            "operations": len(self.operations),
+            "stuck_operation": stuck.describe(),
+            "completed_before_stuck": len(completed),
+            "possible_states_before": states[:EXPLANATION_TAIL],
+            "last_completed": [
+                self.operations[other].describe() for other in completed[-EXPLANATION_TAIL:]
+            ],
+            "concurrent_candidates": concurrent[:16],
+            "summary": (
+                f"after {len(completed)} operations completed, the state could be one of "
+                f"{', '.join(states[:EXPLANATION_TAIL])}; no order of the pending "
+                f"operations lets {stuck.describe()} return what it did"
+            ),
+        }
+
+    def _verdict(self, linearizable: bool | None) -> PartitionVerdict:
+        return PartitionVerdict(
+            partition=self.partition,
+            linearizable=linearizable,
+            operations=len(self.operations),
+            steps=self.steps,
+            explanation=self.explanation if linearizable is False else None,
+        )
+
+
+def _add(table: dict[tuple[Any, int], list[int]], key: tuple[Any, int], info_bits: int) -> bool:
+    """Enter a configuration unless one with a subset of its indeterminate
+    operations is there; drop those it dominates. True if it was entered."""
+    existing = table.get(key)
+    if existing is None:
+        table[key] = [info_bits]
+        return True
+    for old in existing:
+        if old & ~info_bits == 0:
+            return False
+    existing[:] = [old for old in existing if info_bits & ~old != 0]
+    existing.append(info_bits)
+    return True
 
 
 def _violation(model: Model, verdict: PartitionVerdict) -> Violation:
     explanation = verdict.explanation or {}
     message = (
-        f"{model.name} partition {verdict.partition!r} is not linearizable: after "
-        f"linearizing {explanation.get('linearized_before_stuck', '?')} of "
-        f"{verdict.operations} operations (state {explanation.get('state_at_stuck')!r}), "
-        f"nothing could be linearized before {explanation.get('stuck_operation', '?')} completed"
+        f"{model.name} partition {verdict.partition!r} is not linearizable: "
+        f"{explanation.get('summary', 'no linearization exists')}"
     )
     return Violation(
         checker=CHECKER,
