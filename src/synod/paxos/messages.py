@@ -168,11 +168,13 @@ class Accepted(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reject(Message):
     """A Prepare or Accept was refused: ``promised`` is what the acceptor holds;
-    ``reason`` is ``"stale"`` or ``"lease"`` or ``"waiting"``."""
+    ``reason`` is ``"stale"`` or ``"lease"`` or ``"waiting"``; for the last two,
+    ``retry_after_ms`` is how long until the acceptor may promise (its clock)."""
 
     ballot: Ballot
     promised: Ballot
     reason: str
+    retry_after_ms: float = 0.0
 
 
 @message(317)

@@ -257,6 +257,8 @@ class PaxosReplica:
         self._promises: set[NodeId] = set()
         self._phase1: dict[int, Entry] = {}
         self._phase1_from = 0
+        self._retry_prepare = False
+        self._retry_prepare_ms = float("inf")
         # Leader.
         self.next_slot = 1
         self.barrier_slot = 0
@@ -378,7 +380,11 @@ class PaxosReplica:
         """Raise the ballot and run Phase 1 for every slot after the chosen prefix."""
         invariant(self.role is not Role.LEADER, "a leader does not campaign")
         if not self._may_promise(now_ms, self.node):
-            out.append(SetTimer(key="election", delay_ms=self._election_delay_ms()))
+            # My own acceptor still honours a lease (or its restart wait): campaign
+            # the moment it may promise, skipping the pre-vote already won.
+            wait_ms = max(self.promise_allowed_ms, self.lease_granted_until_ms) - now_ms
+            self._retry_prepare = True
+            out.append(SetTimer(key="election", delay_ms=min(wait_ms + 0.5, self.config.election_timeout_ms)))
             return
         self.role = Role.CANDIDATE
         self.round_seen = max(self.round_seen, self.promised.round) + 1
@@ -387,6 +393,8 @@ class PaxosReplica:
         self.leader = None
         self._counts["elections_started"] += 1
         self._promises = set()
+        self._retry_prepare = False
+        self._retry_prepare_ms = float("inf")
         self._phase1_from = self.chosen_index + 1
         self._phase1 = {s: e for s, e in self.log.items() if s >= self._phase1_from}
         self._persist(out, (PromiseRecord(ballot=self.ballot),), durable=("promise", self.ballot, ()))
@@ -460,10 +468,16 @@ class PaxosReplica:
             return
         quiet_ms = now_ms - self.leader_contact_ms
         if self.role is Role.FOLLOWER and quiet_ms < self.config.election_timeout_ms:
+            self._retry_prepare = False   # a leader spoke up meanwhile
             out.append(SetTimer(key="election", delay_ms=self._election_delay_ms()))
             return
         if self.node not in self._current_members():
             out.append(SetTimer(key="election", delay_ms=self._election_delay_ms()))
+            return
+        if self._retry_prepare:
+            self._retry_prepare = False
+            self.role = Role.FOLLOWER
+            self.become_candidate(now_ms, out)
             return
         if self.role is Role.CANDIDATE:
             self.role = Role.FOLLOWER   # the campaign timed out; start over
@@ -486,7 +500,6 @@ class PaxosReplica:
             self.role is Role.LEADER
             or now_ms - self.leader_contact_ms < self.config.election_timeout_ms
         )
-        lease_held = (now_ms < self.lease_granted_until_ms and self.lease_holder.node != source)
         # The ballot is not compared with my promise: a refused Prepare teaches the
         # candidate the round to beat, a pre-vote does not.
         granted = (
@@ -494,7 +507,6 @@ class PaxosReplica:
             and message.ballot.round < ROUND_MAX
             and message.chosen_index >= self.chosen_index
             and not recent_leader
-            and not lease_held
         )
         if not granted:
             self._ignore("prevote_denied")
@@ -545,11 +557,13 @@ class PaxosReplica:
             return
         if now_ms < self.promise_allowed_ms:
             self._ignore("prepare_restart_wait")
-            out.append(Send(to=source, message=Reject(ballot=ballot, promised=self.promised, reason="waiting")))
+            out.append(Send(to=source, message=Reject(ballot=ballot, promised=self.promised, reason="waiting",
+                                                      retry_after_ms=self.promise_allowed_ms - now_ms)))
             return
         if not self._may_promise(now_ms, source):
             self._ignore("prepare_lease_held")
-            out.append(Send(to=source, message=Reject(ballot=ballot, promised=self.promised, reason="lease")))
+            out.append(Send(to=source, message=Reject(ballot=ballot, promised=self.promised, reason="lease",
+                                                      retry_after_ms=self.lease_granted_until_ms - now_ms)))
             return
         self.round_seen = max(self.round_seen, ballot.round)
         self.promised = ballot
@@ -599,6 +613,17 @@ class PaxosReplica:
         if message.promised.round < ROUND_MAX:
             self.round_seen = max(self.round_seen, message.promised.round)
         if self.role is Role.FOLLOWER or message.ballot != self.ballot:
+            return
+        if message.reason in ("lease", "waiting") and self.role is Role.CANDIDATE:
+            # The acceptor will promise once a lease runs out or its restart wait
+            # ends: prepare again then (pre-vote already passed), rather than
+            # after a whole election timeout. Bounded so a forged value cannot
+            # silence the candidate for long.
+            delay_ms = min(max(message.retry_after_ms, 0.0) + 0.5, self.config.election_timeout_ms)
+            if delay_ms < self._retry_prepare_ms or not self._retry_prepare:
+                self._retry_prepare = True
+                self._retry_prepare_ms = delay_ms
+                out.append(SetTimer(key="election", delay_ms=delay_ms))
             return
         if message.promised > self.ballot and message.promised.round < ROUND_MAX:
             self._counts["preempted"] += 1

@@ -16,12 +16,15 @@ Checks:
   with timed-out operations as indeterminate) is linearizable;
 * convergence: after healing every replica holds the same state digest at the
   same chosen index;
+* lease safety, sampled every 2 ms: no replica leads with a higher ballot while
+  another believes it holds a read lease;
 * liveness: a leader that keeps its ballot with slots in flight grows its chosen
-  prefix within six election timeouts; and some write invoked after healing began
+  prefix within three check-quorum periods; and some write invoked after healing began
   was acknowledged.
 
 Options (``-o key=value``): ``replicas`` (3 or 5), ``clients`` (3), ``keys`` (5),
-``chaos_ms``, ``heal_ms``, ``op_interval_ms`` (5), ``churn_ms`` (200: mean time
+``chaos_ms``, ``heal_ms``, ``op_interval_ms`` (5), ``lease_ms`` (100; the
+drift bound is a tenth of it and check-quorum twice it), ``churn_ms`` (200: mean time
 between two strikes of the leader-churn nemesis; 0 turns it off), and any ``sim.<SimConfig field>``.
 """
 
@@ -71,41 +74,63 @@ class _Ledger:
             raise Violation(f"two values chosen in slot {slot}: {seen[0]} applied {seen[1]}, {node} applied {value}")
 
 
-class _StallWatch:
-    """Liveness while a leader stands: a replica that stays leader of the same
-    ballot (so it keeps hearing from a majority) with slots in flight must grow
-    its chosen prefix within ``stall_ms``. Sampled every few milliseconds."""
+class _Watch:
+    """Checks sampled every ``sample_ms`` of true time while the run lasts.
+
+    * Lease safety (Paxos Made Live 5.2): while a replica believes it holds a read
+      lease, no replica with a higher ballot may be leader -- electing one needs
+      promises from a majority, and an acceptor promises nobody while a lease it
+      granted holds.
+    * Liveness while a leader stands: a replica that stays leader of the same
+      ballot (so it keeps hearing from a majority) with slots in flight must grow
+      its chosen prefix within ``stall_ms``.
+    """
 
     def __init__(self, simulation: Simulation, replicas: tuple[NodeId, ...], end_ms: float,
-                 stall_ms: float) -> None:
+                 stall_ms: float, sample_ms: float) -> None:
         self.simulation = simulation
         self.replicas = replicas
         self.end_ms = end_ms
         self.stall_ms = stall_ms
+        self.sample_ms = sample_ms
         self.since: dict[NodeId, tuple[object, int, float]] = {}
         self.violations: list[str] = []
 
     def arm(self) -> None:
-        self.simulation.schedule(self.stall_ms / 10, "paxos stall watch", self.sample)
+        self.simulation.schedule(self.sample_ms, "paxos watch", self.sample)
 
     def sample(self) -> None:
         now = self.simulation.now_ms
         if now >= self.end_ms or self.violations:
             return
         self.arm()
+        leaders: list[PaxosReplica] = []
         for node in self.replicas:
             core = self.simulation.core(node) if self.simulation.is_up(node) else None
-            if not isinstance(core, PaxosReplica) or not core.is_leader or core.proposals_in_flight == 0:
+            if isinstance(core, PaxosReplica) and core.is_leader:
+                leaders.append(core)
+        for core in leaders:
+            if core.has_read_lease(self.simulation.local_ms(core.node)):
+                usurpers = [other.node for other in leaders if other.ballot > core.ballot]
+                if usurpers:
+                    self.violations.append(
+                        f"lease: {core.node} (ballot {core.ballot}) believes it holds a read lease "
+                        f"at {now:.3f} ms while {usurpers} lead with a higher ballot"
+                    )
+        for node in self.replicas:
+            found = [core for core in leaders if core.node == node and core.proposals_in_flight > 0]
+            if not found:
                 self.since.pop(node, None)
                 continue
-            mark = (core.ballot, core.chosen_index)
+            leader = found[0]
+            mark = (leader.ballot, leader.chosen_index)
             seen = self.since.get(node)
             if seen is None or seen[:2] != mark:
                 self.since[node] = (*mark, now)
             elif now - seen[2] >= self.stall_ms:
                 self.violations.append(
-                    f"liveness: leader {node} at ballot {core.ballot} made no progress past slot "
-                    f"{core.chosen_index} for {now - seen[2]:.0f} ms with slots in flight"
+                    f"liveness: leader {node} at ballot {leader.ballot} made no progress past slot "
+                    f"{leader.chosen_index} for {now - seen[2]:.0f} ms with slots in flight"
                 )
 
 
@@ -116,8 +141,9 @@ class _LeaderChurn:
     many times per seed. It never takes down more than a minority."""
 
     def __init__(self, simulation: Simulation, replicas: tuple[NodeId, ...], chaos_ms: float,
-                 churn_ms: float) -> None:
+                 churn_ms: float, isolate_ms_max: float) -> None:
         self.simulation = simulation
+        self.isolate_ms_max = isolate_ms_max
         self.replicas = replicas
         self.chaos_ms = chaos_ms
         self.churn_ms = churn_ms
@@ -149,7 +175,7 @@ class _LeaderChurn:
         if leader is not None and draw < 0.4 and may_crash:
             self.simulation.inject(Crash(at_ms=now, node=leader, down_ms=down_ms, mid_write=self.rng.random() < 0.5))
         elif leader is not None and draw < 0.7:
-            self.simulation.partition([leader], others, self.rng.uniform(50.0, 600.0))
+            self.simulation.partition([leader], others, self.rng.uniform(50.0, self.isolate_ms_max))
         elif up and may_crash:
             # A follower dies in the middle of a write, and moments later the
             # leader is cut off: whatever the follower said it had accepted but
@@ -159,7 +185,7 @@ class _LeaderChurn:
             self.simulation.inject(Crash(at_ms=now, node=victim, down_ms=down_ms, mid_write=True))
             if leader is not None and leader != victim:
                 isolated = leader
-                isolate_ms = self.rng.uniform(50.0, 600.0)
+                isolate_ms = self.rng.uniform(50.0, self.isolate_ms_max)
                 self.simulation.schedule(
                     self.rng.uniform(1.0, 20.0), "paxos churn isolates the leader",
                     lambda: self.simulation.partition([isolated], others, isolate_ms),
@@ -176,14 +202,19 @@ def paxos_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
         chaos_ms=options.get_float("chaos_ms", base.chaos_ms),
         heal_ms=options.get_float("heal_ms", base.heal_ms),
     )
-    # The lease is as long as the election timeout, so that nothing but the lease
-    # rules keeps a new leader from being elected while an old lease could still
-    # be believed; and clocks drift as much as the drift bound allows (the
-    # leader's lease and an acceptor's grant may disagree by 2 * drift * lease).
-    # Short timeouts make leader changes frequent within one chaos phase.
+    # Clocks drift as much as the drift bound allows (the leader's lease and an
+    # acceptor's grant may disagree by 2 * drift * lease).
+    # Short timeouts make leader changes frequent within one chaos phase. The
+    # lease outlasts the election timeout and check-quorum outlasts the lease, so
+    # that only the lease rules (acceptors refuse promises while a grant holds,
+    # and a candidate retries as soon as it may) keep a new leader from being
+    # elected while a cut-off old leader still believes its lease.
+    # A longer lease (option ``lease_ms``) widens what clock drift can do to it
+    # (the drift bound is a tenth of the lease) relative to network delays.
+    lease_ms = options.get_float("lease_ms", 100.0)
     paxos_config = dataclasses.replace(
-        PaxosConfig.sim(), election_timeout_ms=100.0, heartbeat_interval_ms=10.0, lease_ms=100.0,
-        clock_drift_bound_ms=10.0, check_quorum_ms=100.0,
+        PaxosConfig.sim(), election_timeout_ms=50.0, heartbeat_interval_ms=10.0, lease_ms=lease_ms,
+        clock_drift_bound_ms=lease_ms / 10, check_quorum_ms=2 * lease_ms,
     )
     drift_ppm = 0.9 * paxos_config.clock_drift_bound_ms / (2 * paxos_config.lease_ms) * 1e6
     base = dataclasses.replace(base, clock_drift_ppm_max=drift_ppm)
@@ -202,15 +233,16 @@ def paxos_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
         simulation.add_node(node, factory)
     for node in clients:
         simulation.add_node(node, KvClientFactory(replicas=replicas, config=workload), fault_prone=False)
-    stall = _StallWatch(simulation, replicas, sim_config.chaos_ms + sim_config.heal_ms,
-                        stall_ms=6 * paxos_config.election_timeout_ms)
-    stall.arm()
+    watch = _Watch(simulation, replicas, sim_config.chaos_ms + sim_config.heal_ms,
+                   stall_ms=3 * paxos_config.check_quorum_ms, sample_ms=2.0)
+    watch.arm()
     churn_ms = options.get_float("churn_ms", 200.0)
     if churn_ms > 0:
-        _LeaderChurn(simulation, replicas, sim_config.chaos_ms, churn_ms).arm()
+        _LeaderChurn(simulation, replicas, sim_config.chaos_ms, churn_ms,
+                     isolate_ms_max=max(600.0, 3 * lease_ms)).arm()
     simulation.run_chaos_then_heal()
 
-    violations: list[str] = list(stall.violations)
+    violations: list[str] = list(watch.violations)
     cores = [simulation.core(node) for node in replicas]
     replica_cores = [core for core in cores if isinstance(core, PaxosReplica)]
     digests: dict[Hashable, object] = {core.node: (core.digest(), core.chosen_index) for core in replica_cores}
