@@ -1,0 +1,141 @@
+"""Claims of Chubby sections 2.5, 2.8 and 2.9 about the master glue and the
+client session, on a calm simulated cell."""
+
+from __future__ import annotations
+
+from synod.core.ids import NodeId
+from synod.lock.client import SessionState
+from synod.lock.messages import (
+    Acquire,
+    Acquired,
+    Contents,
+    Create,
+    EventKind,
+    ExpireSession,
+    NodeMeta,
+    OpError,
+    Write,
+)
+from synod.lock.sequencer import LockMode
+from tests.lock.cell import Cell
+
+C1, C2 = NodeId("c1"), NodeId("c2")
+ROOT = "/ls/sim"
+
+
+def test_a_session_stays_safe_through_held_keepalives() -> None:
+    cell = Cell()
+    cell.open(C1)
+    master = cell.wait_master()
+    cell.simulation.run_for(5 * cell.config.lease_ms)
+    session = cell.client(C1).session
+    assert session.state is SessionState.SAFE
+    # KeepAlives are held open: far fewer than one per tick.
+    assert master.statistics().keepalives < 5 * cell.config.lease_ms / (cell.config.lease_ms - cell.config.keepalive_early_ms) + 3
+
+
+def test_cached_read_needs_no_round_trip_and_write_invalidates_first() -> None:
+    cell = Cell()
+    s1, s2 = cell.open(C1), cell.open(C2)
+    path = f"{ROOT}/cfg"
+    assert isinstance(cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path, contents=b"v1"), done)), NodeMeta)
+    first = cell.call(C2, lambda s, now, done: s.read(now, path, done))
+    assert isinstance(first, Contents) and first.contents == b"v1"
+    assert path in cell.client(C2).session.cache.entries
+    before = cell.master().statistics().calls  # type: ignore[union-attr]
+    again = cell.call(C2, lambda s, now, done: s.read(now, path, done))
+    assert again == first
+    assert cell.master().statistics().calls == before  # type: ignore[union-attr]
+    assert cell.client(C2).session.statistics().cache_hits == 1
+    # The write waits for c2's cache to drop the entry, then is chosen.
+    wrote = cell.call(C1, lambda s, now, done: s.call(now, Write(session=s1, path=path, contents=b"v2"), done))
+    assert isinstance(wrote, NodeMeta)
+    assert cell.master().statistics().invalidations_sent >= 1  # type: ignore[union-attr]
+    assert path not in cell.client(C2).session.cache.entries
+    fresh = cell.call(C2, lambda s, now, done: s.read(now, path, done))
+    assert isinstance(fresh, Contents) and fresh.contents == b"v2"
+    assert s2 > 0
+
+
+def test_a_write_waits_for_a_silent_cache_holder_until_its_lease_ends() -> None:
+    cell = Cell()
+    s1, _s2 = cell.open(C1), cell.open(C2)
+    path = f"{ROOT}/cfg"
+    cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path, contents=b"v1"), done))
+    cell.call(C2, lambda s, now, done: s.read(now, path, done))
+    # c2 goes silent: it gets nothing and its KeepAlives do not arrive.
+    cell.simulation.partition([C2], ["n1", "n2", "n3"], 10_000.0)
+    start = cell.simulation.now_ms
+    wrote = cell.call(C1, lambda s, now, done: s.call(now, Write(session=s1, path=path, contents=b"v2"), done))
+    assert isinstance(wrote, NodeMeta)
+    waited = cell.simulation.now_ms - start
+    assert waited >= cell.config.keepalive_early_ms, "the write did not wait for the cache holder"
+    assert waited <= 2 * cell.config.lease_ms + 200
+
+
+def test_events_arrive_after_the_change_in_order() -> None:
+    cell = Cell()
+    s1, s2 = cell.open(C1), cell.open(C2)
+    path = f"{ROOT}/watched"
+    cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path), done))
+    cell.call(C2, lambda s, now, done: s.subscribe(now, path, (EventKind.CONTENTS_MODIFIED,), done))
+    for value in (b"a", b"b", b"c"):
+        cell.call(C1, lambda s, now, done, value=value: s.call(now, Write(session=s1, path=path, contents=value), done))
+    cell.simulation.run_for(50.0)
+    heard = [e for e in cell.client(C2).events if e.kind is EventKind.CONTENTS_MODIFIED]
+    assert len(heard) == 3
+    assert [e.index for e in heard] == sorted(e.index for e in heard)
+    assert s2 > 0
+
+
+def test_expiry_is_proposed_by_the_master_and_frees_locks_after_lock_delay() -> None:
+    cell = Cell()
+    s1, s2 = cell.open(C1), cell.open(C2)
+    path = f"{ROOT}/lock"
+    cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path), done))
+    got = cell.call(C1, lambda s, now, done: s.call(now, Acquire(session=s1, path=path, mode=LockMode.EXCLUSIVE, now_ms=0.0), done))
+    assert isinstance(got, Acquired)
+    cell.simulation.partition([C1], ["n1", "n2", "n3"], 100_000.0)
+    # A reply held when the cut came still extended the lease once.
+    cell.simulation.run_for(2 * cell.config.lease_ms + 50)
+    assert s1 not in cell.wait_master().namespace.session_ids()
+    busy = cell.call(C2, lambda s, now, done: s.call(now, Acquire(session=s2, path=path, mode=LockMode.EXCLUSIVE, now_ms=0.0), done))
+    assert isinstance(busy, OpError) and busy.code == "lock_delay"
+    cell.simulation.run_for(cell.config.lock_delay_ms)
+    got2 = cell.call(C2, lambda s, now, done: s.call(now, Acquire(session=s2, path=path, mode=LockMode.EXCLUSIVE, now_ms=0.0), done))
+    assert isinstance(got2, Acquired) and got2.sequencer.lock_generation == 2
+    # The cut-off client's library noticed: jeopardy, then expired after the grace period.
+    cell.simulation.run_for(cell.config.grace_ms + cell.config.lease_ms)
+    assert cell.client(C1).session.state is SessionState.EXPIRED
+
+
+def test_clients_may_not_expire_sessions_or_use_others_sessions() -> None:
+    cell = Cell()
+    s1, s2 = cell.open(C1), cell.open(C2)
+    refused = cell.call(C1, lambda s, now, done: s.call(now, ExpireSession(session=s2, now_ms=0.0), done))
+    assert isinstance(refused, OpError) and refused.code == "bad_request"
+    stolen = cell.call(C1, lambda s, now, done: s.call(now, Create(session=s2, path=f"{ROOT}/x"), done))
+    assert isinstance(stolen, OpError) and stolen.code == "permission_denied"
+    assert s2 in cell.wait_master().namespace.session_ids() and s1 > 0
+
+
+def test_failover_bumps_the_epoch_keeps_sessions_and_tells_clients() -> None:
+    cell = Cell()
+    s1 = cell.open(C1)
+    path = f"{ROOT}/cfg"
+    cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path, contents=b"v"), done))
+    cell.call(C1, lambda s, now, done: s.read(now, path, done))
+    old = cell.wait_master()
+    old_epoch = old.epoch
+    cell.simulation.crash(old.node)
+    cell.simulation.run_for(cell.config.lease_ms)
+    new = cell.wait_master()
+    assert new.node != old.node and new.epoch > old_epoch
+    cell.simulation.run_for(cell.config.lease_ms)
+    session = cell.client(C1).session
+    assert session.state is SessionState.SAFE, "the session survived the failover"
+    assert session.epoch == new.epoch
+    assert any(e.kind is EventKind.MASTER_FAILED_OVER for e in cell.client(C1).events)
+    assert path not in session.cache.entries or session.statistics().failovers >= 1
+    wrote = cell.call(C1, lambda s, now, done: s.call(now, Write(session=s1, path=path, contents=b"w"), done))
+    assert isinstance(wrote, NodeMeta)
