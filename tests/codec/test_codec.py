@@ -189,3 +189,20 @@ def test_truncated_frame_yields_nothing() -> None:
     decoder = FrameDecoder()
     assert decoder.feed(frame(b"hello")[:-1]) == []
     assert decoder.buffered_bytes == 8
+
+
+def test_unknown_type_is_its_own_error_class() -> None:
+    from synod.codec import UnknownMessageType
+
+    with pytest.raises(UnknownMessageType):
+        decode(msgpack.packb([PROTOCOL_VERSION, 99, []]))
+    with pytest.raises(UnknownMessageType):
+        decode(msgpack.packb([PROTOCOL_VERSION, 100, [1, [99, []]]]))
+
+
+def test_optional_primitive_fields_are_checked() -> None:
+    wire = msgpack.packb([PROTOCOL_VERSION, 1, ["n", 1, 0.5, b"", [], None, None]])
+    assert decode(wire) == Sample(node=NodeId("n"), count=1, ratio=0.5, payload=b"")
+    bad = msgpack.packb([PROTOCOL_VERSION, 1, ["n", 1, 0.5, b"", [], None, 7]])
+    with pytest.raises(RemoteProtocolError):
+        decode(bad)
