@@ -1,0 +1,155 @@
+"""The storage engine under a shard's applied state: SQLite from the standard library.
+
+Theory of operation
+-------------------
+A shard replica keeps its applied state -- the keys, the shard revision, the
+prepare records of transactions in doubt, the outcomes of finished ones, the
+coordinator's transaction records, the recent changes for watches -- in an
+embedded engine, so data can exceed memory. ``SqliteEngine`` is that engine: a
+B-tree on disk (or ``":memory:"`` in the simulator, one database per replica),
+in the standard library, so it adds no dependency, and its transactions are
+atomic and durable on their own. Each applied operation runs in ONE SQLite
+transaction that also advances the ``applied`` counter in ``meta``: the applied
+index is stored atomically with the data it describes.
+
+A snapshot for catch-up is read from the engine table by table, as a stream of
+bounded chunks (``snapshot_rows_per_chunk`` rows each), and ``restore`` replaces
+every table inside one transaction.
+
+The engine does no protocol logic; ``ShardMachine`` decides what to write. The
+``Engine`` protocol is what the machine needs, so another engine (LMDB) could be
+put behind it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+import msgpack
+
+from synod.core.errors import RemoteProtocolError
+
+#: Rows per snapshot chunk (a large shard streams in pieces).
+SNAPSHOT_ROWS_PER_CHUNK = 256
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS prepared (txn TEXT PRIMARY KEY, record BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS outcomes (seq INTEGER PRIMARY KEY, txn TEXT UNIQUE NOT NULL,"
+    " committed INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS records (txn TEXT PRIMARY KEY, state TEXT NOT NULL, record BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS changes (revision INTEGER NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL,"
+    " value TEXT, PRIMARY KEY (revision, seq))",
+)
+#: Tables in snapshot order, with their columns.
+_TABLES = (
+    ("kv", ("key", "value", "revision")),
+    ("meta", ("name", "value")),
+    ("prepared", ("txn", "record")),
+    ("outcomes", ("seq", "txn", "committed")),
+    ("records", ("txn", "state", "record")),
+    ("changes", ("revision", "seq", "key", "value")),
+)
+
+
+class Engine(Protocol):
+    """What ``ShardMachine`` needs from a storage engine."""
+
+    def begin(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+    def meta(self, name: str) -> int: ...
+    def set_meta(self, name: str, value: int) -> None: ...
+    def snapshot(self) -> Iterator[bytes]: ...
+    def restore(self, chunks: Iterable[bytes]) -> None: ...
+    def digest(self) -> str: ...
+    def close(self) -> None: ...
+
+
+class SqliteEngine:
+    """SQLite behind ``Engine``: ``path`` is a file, or ``":memory:"``."""
+
+    def __init__(self, path: str = ":memory:", *, synchronous: str = "NORMAL") -> None:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so one applied
+        # operation is exactly one SQLite transaction.
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+
+    def begin(self) -> None:
+        self._db.execute("BEGIN")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, parameters).fetchall()
+
+    def meta(self, name: str) -> int:
+        rows = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def set_meta(self, name: str, value: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+    def snapshot(self) -> Iterator[bytes]:
+        for table, columns in _TABLES:
+            cursor = self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1, 2")
+            while True:
+                rows = cursor.fetchmany(SNAPSHOT_ROWS_PER_CHUNK)
+                if not rows:
+                    break
+                packed: bytes = msgpack.packb([table, [list(row) for row in rows]], use_bin_type=True)
+                yield packed
+
+    def restore(self, chunks: Iterable[bytes]) -> None:
+        known = dict(_TABLES)
+        self.begin()
+        try:
+            for table, _ in _TABLES:
+                self._db.execute(f"DELETE FROM {table}")
+            for chunk in chunks:
+                try:
+                    table, rows = msgpack.unpackb(chunk, raw=False)
+                except Exception as error:  # hostile bytes: msgpack raises many kinds
+                    raise RemoteProtocolError(f"bad shard snapshot chunk: {type(error).__name__}") from None
+                columns = known.get(table) if isinstance(table, str) else None
+                if columns is None or not isinstance(rows, list):
+                    raise RemoteProtocolError(f"bad shard snapshot chunk for table {table!r}")
+                marks = ", ".join("?" for _ in columns)
+                try:
+                    self._db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                                         [tuple(row) for row in rows])
+                except (sqlite3.Error, TypeError, ValueError) as error:
+                    raise RemoteProtocolError(f"bad shard snapshot rows: {error}") from None
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def digest(self) -> str:
+        """A hash of every table but ``meta``'s ``applied`` counter (replicas that
+        restored a snapshot count fewer applied operations than ones that replayed)."""
+        h = hashlib.sha256()
+        for table, columns in _TABLES:
+            for row in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1, 2"):
+                if table == "meta" and row[0] == "applied":
+                    continue
+                h.update(msgpack.packb([table, list(row)], use_bin_type=True))
+        return h.hexdigest()[:16]
+
+    def close(self) -> None:
+        self._db.close()

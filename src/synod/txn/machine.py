@@ -1,0 +1,322 @@
+"""The shard state machine: what every replica of a shard applies, in log order.
+
+Theory of operation
+-------------------
+A shard is a Paxos group; its replicated state is a ``ShardMachine`` over a
+storage engine (``synod.txn.engine``). The machine applies ``ShardOp``s chosen in
+the group's log, deterministically, each in one engine transaction together with
+the applied counter:
+
+* ``PrepareOp``: the participant's prepare record (locks and writes). It is what
+  lets a prepared transaction outlive its leader: a new leader re-takes the
+  locks of every prepare record it finds, and asks the coordinator's group for
+  the outcome.
+* ``DecideOp``: the decision reached the participant: apply the prepared writes
+  (commit) or drop them (abort); remember the outcome.
+* ``FastCommitOp``: a transaction confined to this shard commits in one round.
+* ``RecordBeginOp`` / ``RecordDecideOp`` / ``RecordForgetOp``: the coordinator's
+  transaction record, pending -> committed | aborted -> forgotten. The first
+  decision chosen wins; a later opposite one is answered with the first.
+
+Every committing op bumps the shard ``revision`` and logs its changes (bounded by
+``watch_history_max``) for watches. Bad input is refused as a whole (``OpResult``
+with status ``refused``), identically on every replica: nothing is partially
+applied. The machine never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from synod.codec.registry import decode, encode
+from synod.core.errors import RemoteProtocolError
+from synod.core.faults import declare_mutant, mutant
+from synod.txn.config import TxnConfig
+from synod.txn.engine import Engine, SqliteEngine
+from synod.txn.errors import KeyTooLargeError, TxnError, TxnTooLargeError
+from synod.txn.messages import (
+    Change,
+    DecideOp,
+    FastCommitOp,
+    OpResult,
+    Part,
+    PrepareOp,
+    RecordBeginOp,
+    RecordDecideOp,
+    RecordForgetOp,
+    TxnGet,
+    TxnValue,
+    Write,
+)
+
+MUTANT_COMMIT_WITHOUT_PREPARE = declare_mutant(
+    "txn.commit_without_prepare",
+    "a participant votes yes before its prepare record is chosen, and applies a commit "
+    "for a transaction it holds no prepare record for (with the writes the decision carries)",
+)
+
+PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
+
+
+def check_key(key: str, config: TxnConfig) -> None:
+    """``KeyTooLargeError`` unless ``key`` is a non-empty key within the limit."""
+    if not key or len(key.encode("utf-8", "surrogatepass")) > config.key_bytes_max:
+        raise KeyTooLargeError(f"key of {len(key.encode('utf-8', 'surrogatepass'))} bytes: must be 1.."
+                               f"{config.key_bytes_max}", key=key[:64])
+
+
+def check_part(part: Part, config: TxnConfig) -> None:
+    """Typed errors for a part over any limit; returns quietly if it is fine."""
+    keys = len(part.read_keys) + 2 * len(part.read_ranges) + len(part.writes)
+    if keys > config.txn_keys_max:
+        raise TxnTooLargeError(f"{keys} keys over the limit of {config.txn_keys_max}")
+    size = 0
+    for key in part.read_keys:
+        check_key(key, config)
+    for start, end in part.read_ranges:
+        check_key(start, config)
+        if end:
+            check_key(end, config)
+    for write in part.writes:
+        check_key(write.key, config)
+        value_bytes = len(write.value.encode("utf-8", "surrogatepass")) if write.value is not None else 0
+        if value_bytes > config.value_bytes_max:
+            raise KeyTooLargeError(f"value of {value_bytes} bytes over {config.value_bytes_max}", key=write.key)
+        size += len(write.key) + value_bytes
+    if size > config.txn_bytes_max:
+        raise TxnTooLargeError(f"{size} bytes of writes over the limit of {config.txn_bytes_max}")
+
+
+class ShardMachine:
+    """The replicated state of one shard (a ``synod.paxos.StateMachine``)."""
+
+    def __init__(self, engine: Engine | None = None, config: TxnConfig | None = None) -> None:
+        self.engine: Engine = engine if engine is not None else SqliteEngine(":memory:")
+        self.config = config or TxnConfig()
+
+    # ------------------------------------------------------------ StateMachine
+
+    def apply(self, op: bytes) -> bytes:
+        try:
+            decoded = decode(op)
+        except RemoteProtocolError as error:
+            return encode(OpResult(status="refused", detail=str(error)))
+        self.engine.begin()
+        try:
+            result = self._apply(decoded)
+            self.engine.set_meta("applied", self.engine.meta("applied") + 1)
+            if result.status == "refused":
+                # Nothing of a refused op stays: roll back, then count it applied.
+                self.engine.rollback()
+                self.engine.begin()
+                self.engine.set_meta("applied", self.engine.meta("applied") + 1)
+            self.engine.commit()
+        except BaseException:
+            self.engine.rollback()
+            raise
+        return encode(result)
+
+    def query(self, op: bytes) -> bytes:
+        try:
+            decoded = decode(op)
+        except RemoteProtocolError as error:
+            return encode(OpResult(status="refused", detail=str(error)))
+        if isinstance(decoded, TxnGet):
+            value, revision = self.get(decoded.key)
+            return encode(TxnValue(value=value, revision=revision))
+        return encode(OpResult(status="refused", detail="not a query"))
+
+    def snapshot(self) -> Iterator[bytes]:
+        return self.engine.snapshot()
+
+    def restore(self, chunks: Iterable[bytes]) -> None:
+        self.engine.restore(chunks)
+
+    def digest(self) -> str:
+        return self.engine.digest()
+
+    # ------------------------------------------------------------ reads
+
+    @property
+    def revision(self) -> int:
+        return self.engine.meta("revision")
+
+    @property
+    def applied(self) -> int:
+        """Operations applied, stored in the same engine transaction as their effects."""
+        return self.engine.meta("applied")
+
+    def get(self, key: str) -> tuple[str | None, int]:
+        """(value or None, the revision that last wrote it or 0)."""
+        rows = self.engine.execute("SELECT value, revision FROM kv WHERE key = ?", (key,))
+        return (str(rows[0][0]), int(rows[0][1])) if rows else (None, 0)
+
+    def scan(self, start: str, end: str, limit: int) -> tuple[list[tuple[str, str]], bool]:
+        """Up to ``limit`` rows with ``start <= key < end`` (end "" = unbounded), and
+        whether more follow."""
+        if end:
+            rows = self.engine.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+                                       (start, end, limit + 1))
+        else:
+            rows = self.engine.execute("SELECT key, value FROM kv WHERE key >= ? ORDER BY key LIMIT ?",
+                                       (start, limit + 1))
+        pairs = [(str(k), str(v)) for k, v in rows]
+        return pairs[:limit], len(pairs) > limit
+
+    def changes(self, start: str, end: str, from_revision: int, limit: int) -> tuple[list[Change], bool]:
+        """Changes to keys in ``[start, end)`` at revisions >= ``from_revision``;
+        the bool is False when that revision was already compacted away."""
+        if from_revision < self.engine.meta("compacted_below"):
+            return [], False
+        sql = "SELECT revision, key, value FROM changes WHERE revision >= ? AND key >= ?"
+        params: tuple[object, ...] = (from_revision, start)
+        if end:
+            sql += " AND key < ?"
+            params += (end,)
+        rows = self.engine.execute(sql + " ORDER BY revision, seq LIMIT ?", (*params, limit))
+        return [Change(revision=int(r), key=str(k), value=None if v is None else str(v)) for r, k, v in rows], True
+
+    def prepared(self) -> list[PrepareOp]:
+        """Every prepare record awaiting a decision."""
+        records = []
+        for (blob,) in self.engine.execute("SELECT record FROM prepared ORDER BY txn"):
+            record = decode(bytes(blob))
+            assert isinstance(record, PrepareOp)
+            records.append(record)
+        return records
+
+    def prepare_record(self, txn: str) -> PrepareOp | None:
+        rows = self.engine.execute("SELECT record FROM prepared WHERE txn = ?", (txn,))
+        if not rows:
+            return None
+        record = decode(bytes(rows[0][0]))
+        assert isinstance(record, PrepareOp)
+        return record
+
+    def outcome(self, txn: str) -> bool | None:
+        """True committed, False aborted, None unknown here (or forgotten)."""
+        rows = self.engine.execute("SELECT committed FROM outcomes WHERE txn = ?", (txn,))
+        return bool(rows[0][0]) if rows else None
+
+    def records(self) -> list[tuple[str, RecordBeginOp]]:
+        """The coordinator's transaction records: (state, record)."""
+        found = []
+        for state, blob in self.engine.execute("SELECT state, record FROM records ORDER BY txn"):
+            record = decode(bytes(blob))
+            assert isinstance(record, RecordBeginOp)
+            found.append((str(state), record))
+        return found
+
+    def record_state(self, txn: str) -> str | None:
+        rows = self.engine.execute("SELECT state FROM records WHERE txn = ?", (txn,))
+        return str(rows[0][0]) if rows else None
+
+    def items(self) -> dict[str, str]:
+        """Every key and value (tests and checkers; not for large shards)."""
+        return {str(k): str(v) for k, v in self.engine.execute("SELECT key, value FROM kv ORDER BY key")}
+
+    # ------------------------------------------------------------ applying
+
+    def _apply(self, op: object) -> OpResult:
+        match op:
+            case PrepareOp():
+                return self._apply_prepare(op)
+            case DecideOp():
+                return self._apply_decide(op)
+            case FastCommitOp():
+                if self.outcome(op.txn) is not None:
+                    return OpResult(status="duplicate", detail="decided")
+                refused = self._refuse_writes(op.writes)
+                if refused is not None:
+                    return refused
+                revision = self._write(op.writes)
+                self._remember(op.txn, committed=True)
+                return OpResult(status="ok", revision=revision)
+            case RecordBeginOp():
+                if self.record_state(op.txn) is not None or self.outcome(op.txn) is not None:
+                    return OpResult(status="duplicate", detail=self.record_state(op.txn) or "forgotten")
+                self.engine.execute("INSERT INTO records (txn, state, record) VALUES (?, ?, ?)",
+                                    (op.txn, PENDING, encode(op)))
+                return OpResult(status="ok")
+            case RecordDecideOp():
+                state = self.record_state(op.txn)
+                if state is None:
+                    return OpResult(status="refused", detail="unknown transaction record")
+                if state != PENDING:
+                    return OpResult(status="duplicate", detail=state)
+                decided = COMMITTED if op.commit else ABORTED
+                self.engine.execute("UPDATE records SET state = ? WHERE txn = ?", (decided, op.txn))
+                return OpResult(status="ok", detail=decided)
+            case RecordForgetOp():
+                state = self.record_state(op.txn)
+                if state is None:
+                    return OpResult(status="duplicate", detail="forgotten")
+                if state == PENDING:
+                    return OpResult(status="refused", detail="a pending record cannot be forgotten")
+                self.engine.execute("DELETE FROM records WHERE txn = ?", (op.txn,))
+                return OpResult(status="ok")
+            case _:
+                return OpResult(status="refused", detail=f"not a shard op: {type(op).__name__}")
+
+    def _apply_prepare(self, op: PrepareOp) -> OpResult:
+        decided = self.outcome(op.txn)
+        if decided is not None:
+            return OpResult(status="duplicate", detail=COMMITTED if decided else ABORTED)
+        if self.prepare_record(op.txn) is not None:
+            return OpResult(status="duplicate", detail="prepared")
+        try:
+            check_part(op.part, self.config)
+        except TxnError as error:
+            return OpResult(status="refused", detail=f"{error.code}: {error.detail}")
+        self.engine.execute("INSERT INTO prepared (txn, record) VALUES (?, ?)", (op.txn, encode(op)))
+        return OpResult(status="ok", detail="prepared")
+
+    def _apply_decide(self, op: DecideOp) -> OpResult:
+        decided = self.outcome(op.txn)
+        if decided is not None:
+            return OpResult(status="duplicate", detail=COMMITTED if decided else ABORTED)
+        record = self.prepare_record(op.txn)
+        if op.commit and record is None:
+            if not mutant(MUTANT_COMMIT_WITHOUT_PREPARE):
+                # A yes vote comes only from a chosen prepare record, so a commit
+                # without one is a protocol breach by the caller: refuse it whole.
+                return OpResult(status="refused", detail="commit without a prepare record")
+            revision = self._write(op.writes)
+            self._remember(op.txn, committed=True)
+            return OpResult(status="ok", detail=COMMITTED, revision=revision)
+        self.engine.execute("DELETE FROM prepared WHERE txn = ?", (op.txn,))
+        revision = self._write(record.part.writes) if op.commit and record is not None else self.revision
+        self._remember(op.txn, committed=op.commit)
+        return OpResult(status="ok", detail=COMMITTED if op.commit else ABORTED, revision=revision)
+
+    def _refuse_writes(self, writes: tuple[Write, ...]) -> OpResult | None:
+        try:
+            check_part(Part(group="", writes=writes), self.config)
+        except TxnError as error:
+            return OpResult(status="refused", detail=f"{error.code}: {error.detail}")
+        return None
+
+    def _write(self, writes: tuple[Write, ...]) -> int:
+        if not writes:
+            return self.engine.meta("revision")
+        revision = self.engine.meta("revision") + 1
+        self.engine.set_meta("revision", revision)
+        for seq, write in enumerate(writes):
+            if write.value is None:
+                self.engine.execute("DELETE FROM kv WHERE key = ?", (write.key,))
+            else:
+                self.engine.execute("INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)",
+                                    (write.key, write.value, revision))
+            self.engine.execute("INSERT INTO changes (revision, seq, key, value) VALUES (?, ?, ?, ?)",
+                                (revision, seq, write.key, write.value))
+        horizon = revision - self.config.watch_history_max
+        if horizon > self.engine.meta("compacted_below"):
+            self.engine.execute("DELETE FROM changes WHERE revision < ?", (horizon,))
+            self.engine.set_meta("compacted_below", horizon)
+        return revision
+
+    def _remember(self, txn: str, *, committed: bool) -> None:
+        seq = self.engine.meta("outcome_seq") + 1
+        self.engine.set_meta("outcome_seq", seq)
+        self.engine.execute("INSERT INTO outcomes (seq, txn, committed) VALUES (?, ?, ?)", (seq, txn, int(committed)))
+        self.engine.execute("DELETE FROM outcomes WHERE seq <= ?", (seq - self.config.outcomes_max,))

@@ -1,0 +1,289 @@
+"""Wire messages and state-machine operations of the transaction block.
+
+Tags 800-999 belong to txn (``synod.codec.registry.TAG_RANGES``). ONLY APPEND:
+a tag once shipped is never reused or renumbered.
+
+Three families, each a union:
+
+* ``ShardOp`` (800-829): operations chosen through a shard's Paxos log and
+  applied by ``ShardMachine`` (prepare records, decisions, fast-path commits,
+  coordinator transaction records). They travel inside ``paxos.Command.op`` as
+  encoded bytes.
+* ``ClientBody`` (830-859): what a client asks a shard leader, inside
+  ``ClientRequest``, and the answers (``ErrorReply`` for refusals, whose
+  ``hint`` carries the conflicting key).
+* ``PeerMessage`` (860-889): 2PC between shard leaders: prepare requests,
+  votes, decisions, acknowledgements and in-doubt queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from synod.codec.registry import Message, message
+from synod.paxos.messages import Ballot
+
+# ---------------------------------------------------------------- data
+
+
+@message(800)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Write(Message):
+    """Set ``key`` to ``value``; ``value`` None deletes the key."""
+
+    key: str
+    value: str | None
+
+
+@message(801)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Part(Message):
+    """What one transaction did at one shard: the keys and ranges it read there
+    (its shared locks) and the writes it asks to make there."""
+
+    group: str
+    read_keys: tuple[str, ...] = ()
+    read_ranges: tuple[tuple[str, str], ...] = ()
+    writes: tuple[Write, ...] = ()
+
+
+@message(802)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change(Message):
+    """One applied change, for watches: ``key`` became ``value`` (None: deleted)
+    at shard revision ``revision``."""
+
+    revision: int
+    key: str
+    value: str | None
+
+
+# ---------------------------------------------------------------- shard ops
+
+
+@message(810)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareOp(Message):
+    """A participant's prepare record: ``txn`` holds ``part``'s locks, taken under
+    ``lock_ballot``, and will apply ``part.writes`` if the coordinator decides commit."""
+
+    txn: str
+    ts: int
+    coordinator: str
+    part: Part
+    lock_ballot: Ballot
+
+
+@message(811)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecideOp(Message):
+    """A participant applies the coordinator's decision for ``txn``.
+    ``writes`` is empty in a correct run (the prepare record holds them)."""
+
+    txn: str
+    commit: bool
+    writes: tuple[Write, ...] = ()
+
+
+@message(812)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FastCommitOp(Message):
+    """The single-shard fast path: ``txn`` read and writes only at this shard, its
+    locks were taken under ``lock_ballot``; apply its writes (no 2PC)."""
+
+    txn: str
+    ts: int
+    writes: tuple[Write, ...]
+    lock_ballot: Ballot
+
+
+@message(813)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordBeginOp(Message):
+    """The coordinator's transaction record for ``txn``: pending, over ``parts``."""
+
+    txn: str
+    ts: int
+    parts: tuple[Part, ...]
+
+
+@message(814)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordDecideOp(Message):
+    """The coordinator's decision: the record moves pending -> committed/aborted."""
+
+    txn: str
+    commit: bool
+
+
+@message(815)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordForgetOp(Message):
+    """Every participant acknowledged the decision: drop the record."""
+
+    txn: str
+
+
+ShardOp: TypeAlias = PrepareOp | DecideOp | FastCommitOp | RecordBeginOp | RecordDecideOp | RecordForgetOp
+
+
+@message(820)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpResult(Message):
+    """What applying a ``ShardOp`` did: ``status`` is ``"ok"``, ``"duplicate"``
+    (already applied or already decided) or ``"refused"`` with ``detail``."""
+
+    status: str
+    detail: str = ""
+    revision: int = 0
+
+
+# ---------------------------------------------------------------- client bodies
+
+
+@message(830)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnGet(Message):
+    """Read ``key`` in transaction ``txn`` (a shared lock until it ends).
+    ``ts`` is the transaction's first timestamp (its wound-wait priority)."""
+
+    txn: str
+    ts: int
+    key: str
+
+
+@message(831)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnScan(Message):
+    """Read keys in ``[start, end)`` (``end`` "" = to the end of the shard), at most
+    ``limit``, in transaction ``txn`` (a shared lock on the range read)."""
+
+    txn: str
+    ts: int
+    start: str
+    end: str
+    limit: int
+
+
+@message(832)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnCommit(Message):
+    """Commit ``txn``: ``parts`` lists every shard it touched; the receiving group
+    coordinates (``parts[0]`` names it). One part equal to this group: fast path."""
+
+    txn: str
+    ts: int
+    parts: tuple[Part, ...]
+
+
+@message(833)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnRelease(Message):
+    """The client aborts ``txn`` before commit: release its locks here."""
+
+    txn: str
+
+
+@message(834)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Watch(Message):
+    """Changes to keys in ``[start, end)`` from ``from_revision`` on (answered at
+    once with what is there, possibly nothing)."""
+
+    start: str
+    end: str
+    from_revision: int
+
+
+@message(835)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnValue(Message):
+    value: str | None
+    revision: int
+
+
+@message(836)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnRows(Message):
+    rows: tuple[tuple[str, str], ...]
+    more: bool
+    revision: int
+
+
+@message(837)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnOutcome(Message):
+    """``txn`` committed (``committed``) or was released/aborted."""
+
+    txn: str
+    committed: bool
+
+
+@message(838)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchEvents(Message):
+    events: tuple[Change, ...]
+    revision: int
+
+
+ClientBody: TypeAlias = TxnGet | TxnScan | TxnCommit | TxnRelease | Watch
+
+# ---------------------------------------------------------------- peer messages
+
+
+@message(860)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareRequest(Message):
+    """Coordinator -> participant group: prepare ``part`` of ``txn``."""
+
+    txn: str
+    ts: int
+    coordinator: str
+    part: Part
+    #: No part of the transaction writes: votes need no prepare record.
+    read_only: bool = False
+
+
+@message(861)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vote(Message):
+    """Participant ``group`` votes on ``txn``; a no names its reason and key."""
+
+    txn: str
+    group: str
+    yes: bool
+    code: str = ""
+    key: str = ""
+
+
+@message(862)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision(Message):
+    """Coordinator -> participant: the decision chosen for ``txn``."""
+
+    txn: str
+    coordinator: str
+    commit: bool
+    writes: tuple[Write, ...] = ()
+
+
+@message(863)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionAck(Message):
+    """Participant ``group`` applied the decision on ``txn``."""
+
+    txn: str
+    group: str
+
+
+@message(864)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionQuery(Message):
+    """An in-doubt participant ``group`` asks the coordinator's group about ``txn``."""
+
+    txn: str
+    group: str
+
+
+PeerMessage: TypeAlias = PrepareRequest | Vote | Decision | DecisionAck | DecisionQuery

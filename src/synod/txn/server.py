@@ -1,0 +1,1086 @@
+"""A shard replica: a Paxos replica of the shard's group plus, on its leader, the
+lock table and the Two-Phase Commit coordinator and participant.
+
+Theory of operation
+-------------------
+Two-Phase Commit over Paxos groups, as Spanner runs it (Corbett et al., *Spanner*,
+section 4.2.1), with Gray's 2PC (*Notes on Data Base Operating Systems*) inside.
+Every participant and the coordinator are Paxos groups, so no single crash
+blocks a transaction: whatever a leader decided is in its group's log, and the
+next leader resumes from there.
+
+*Reads* (``TxnGet``, ``TxnScan``) go to the leader of the key's shard, which takes
+a shared lock (wound-wait, ``synod.txn.locks``) and answers from its applied
+state. Writes are buffered by the client until commit.
+
+*Commit* (``TxnCommit``) goes to the leader of ``parts[0].group``, the coordinator.
+
+* One part, this group: the **fast path**. The leader checks the read locks are
+  still held under its ballot, takes the write locks, and proposes one
+  ``FastCommitOp``; when it is applied, the client is told. (Read-only: while
+  the leader's lease holds, no log round at all.)
+* Several parts: the coordinator proposes ``RecordBeginOp`` (the transaction
+  record, *pending*) in its own log; once applied it sends ``PrepareRequest`` to
+  every participant group. A participant's leader checks the read locks are held
+  under its current ballot (else votes no with a conflict naming the key),
+  takes the write locks, proposes its ``PrepareOp`` (locks and writes) and
+  votes yes only once that record is applied. The coordinator proposes the
+  decision (``RecordDecideOp``); only once it is applied are the client and the
+  participants told. Each participant applies ``DecideOp`` and acknowledges; when
+  all did, the record is forgotten. A transaction that writes nothing needs no
+  record: every participant votes from its locks under a valid lease.
+
+*Failures.* Every message is re-sent on a tick until answered; every handler is
+idempotent, answering from the applied state. A participant holding a prepare
+record without a decision asks the coordinator's group (``DecisionQuery``); a
+coordinator with no record for it answers abort (presumed abort: a record is
+forgotten only after every participant acknowledged). A leader that becomes
+ready (its barrier applied) drops locks of older ballots, re-takes the locks of
+every prepare record in its state, and resumes every transaction record:
+pending ones collect votes again, decided ones re-send the decision. A pending
+record older than ``txn_record_timeout_ms`` on the leader's clock is aborted;
+unprepared locks idle for ``txn_idle_ms`` are released (abandoned clients).
+
+The server is sans-IO: it hosts the ``PaxosReplica`` and talks to it as a local
+client (``ClientRequest(Command)`` from the pseudo-client ``<node>#txn``), taking
+the results out of the replica's effects.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from synod.codec.kernel import ClientRequest, ErrorReply
+from synod.codec.registry import Message, decode, encode
+from synod.core.effects import ClientResult, Effect, Effects, Persist, Recovered, Send, SetTimer
+from synod.core.errors import LocalProtocolError, RemoteProtocolError, invariant
+from synod.core.faults import mutant
+from synod.core.ids import NodeId
+from synod.paxos.config import PaxosConfig
+from synod.paxos.messages import (
+    Ballot,
+    ChangeMembers,
+    Command,
+    CommandResult,
+    TransferLeader,
+    Value,
+)
+from synod.paxos.replica import PaxosReplica, Role
+from synod.txn.config import TxnConfig
+from synod.txn.engine import Engine, SqliteEngine
+from synod.txn.errors import (
+    CompactedError,
+    ConflictError,
+    OverloadedError,
+    TxnAbortedError,
+    TxnError,
+    TxnStateError,
+    TxnTooLargeError,
+    WrongShardError,
+)
+from synod.txn.locks import MUTANT_WOUND_PREPARED, LockTable, Mode, Outcome, Request
+from synod.txn.machine import (
+    ABORTED,
+    COMMITTED,
+    MUTANT_COMMIT_WITHOUT_PREPARE,
+    PENDING,
+    ShardMachine,
+    check_key,
+    check_part,
+)
+from synod.txn.messages import (
+    DecideOp,
+    Decision,
+    DecisionAck,
+    DecisionQuery,
+    FastCommitOp,
+    OpResult,
+    Part,
+    PrepareOp,
+    PrepareRequest,
+    RecordBeginOp,
+    RecordDecideOp,
+    RecordForgetOp,
+    TxnCommit,
+    TxnGet,
+    TxnOutcome,
+    TxnRelease,
+    TxnRows,
+    TxnScan,
+    TxnValue,
+    Vote,
+    Watch,
+    WatchEvents,
+)
+from synod.txn.shardmap import ShardMap
+
+TICK_TIMER = "txn/tick"
+
+
+class CoordinatorState(enum.Enum):
+    """The coordinator's lifecycle of one transaction."""
+
+    BEGINNING = "beginning"     # RecordBeginOp proposed
+    VOTING = "voting"           # record pending; prepare requests out
+    DECIDING = "deciding"       # RecordDecideOp proposed
+    DECIDED = "decided"         # decision applied; telling participants
+    FORGETTING = "forgetting"   # every participant acknowledged; RecordForgetOp proposed
+
+
+#: Legal moves of the coordinator's lifecycle (anything else is a bug).
+COORDINATOR_TRANSITIONS: dict[CoordinatorState, frozenset[CoordinatorState]] = {
+    CoordinatorState.BEGINNING: frozenset({CoordinatorState.VOTING, CoordinatorState.DECIDING}),
+    CoordinatorState.VOTING: frozenset({CoordinatorState.DECIDING, CoordinatorState.DECIDED}),
+    CoordinatorState.DECIDING: frozenset({CoordinatorState.DECIDED}),
+    CoordinatorState.DECIDED: frozenset({CoordinatorState.FORGETTING}),
+    CoordinatorState.FORGETTING: frozenset(),
+}
+
+
+@dataclass(slots=True, kw_only=True)
+class _Coordination:
+    txn: str
+    ts: int
+    parts: tuple[Part, ...]
+    state: CoordinatorState
+    read_only: bool
+    deadline_ms: float
+    votes: dict[str, bool] = field(default_factory=dict)
+    no_code: str = ""
+    no_key: str = ""
+    decision: bool | None = None
+    acks: set[str] = field(default_factory=set)
+    clients: list[tuple[NodeId, int]] = field(default_factory=list)
+    proposing: bool = False
+
+    def move(self, new: CoordinatorState) -> None:
+        if new not in COORDINATOR_TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"transaction {self.txn}: illegal move {self.state.value} -> {new.value}")
+        self.state = new
+
+
+@dataclass(slots=True, kw_only=True)
+class _Preparing:
+    """A participant's prepare (or the fast path's commit) in progress."""
+
+    txn: str
+    ts: int
+    coordinator: str
+    part: Part
+    fast_client: tuple[NodeId, int] | None = None
+    waiting: set[int] = field(default_factory=set)
+    proposed: bool = False
+    voted: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class _LockWait:
+    kind: str                   # "get", "scan" or "prepare"
+    txn: str
+    client: NodeId | None = None
+    request_id: int = 0
+    key: str = ""
+    end: str = ""
+    limit: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnStatistics:
+    """A snapshot of one shard server's transaction state and counters."""
+
+    node: NodeId
+    group: str
+    ready: bool
+    ballot: Ballot | None
+    revision: int
+    applied_ops: int
+    locked_txns: int
+    lock_waiters: int
+    preparing: int
+    coordinating: int
+    in_doubt: int
+    counts: tuple[tuple[str, int], ...]
+
+
+class ShardServer:
+    """One replica of one shard (a ``synod.core.Core``)."""
+
+    def __init__(
+        self,
+        node: NodeId,
+        rng: random.Random,
+        *,
+        group: str,
+        shard_map: ShardMap,
+        config: TxnConfig | None = None,
+        paxos_config: PaxosConfig | None = None,
+        engine: Engine | None = None,
+        observer: Callable[[NodeId, int, Value], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.group = group
+        self.shard_map = shard_map
+        self.shard = shard_map.shard(group)
+        self.config = config or TxnConfig()
+        self.machine = ShardMachine(engine if engine is not None else SqliteEngine(":memory:"), self.config)
+        self.replica = PaxosReplica(node, rng, members=self.shard.replicas, machine=self.machine,
+                                    config=paxos_config, observer=observer)
+        self.locks = LockTable(waiters_max=self.config.lock_waiters_max, txns_max=self.config.txns_active_max,
+                               aborted_max=self.config.outcomes_max)
+        self.ready_ballot: Ballot | None = None
+        self._self_client = NodeId(f"{node}#txn")
+        self._request_seq = 0
+        self._command_seq = 0
+        self._token_seq = 0
+        self._proposals: dict[int, tuple[str, str]] = {}
+        self._lock_waits: dict[int, _LockWait] = {}
+        self._preparing: dict[str, _Preparing] = {}
+        self._deciding: set[str] = set()
+        self._coordinating: dict[str, _Coordination] = {}
+        self._in_doubt: dict[str, tuple[str, float]] = {}
+        self._inbox: deque[tuple[NodeId, Message]] = deque()
+        self._counts: Counter[str] = Counter()
+
+    # ================================================================ Core API
+
+    def start(self, now_ms: float, recovered: Recovered) -> Effects:
+        out = self.replica.start(now_ms, recovered)
+        out.append(SetTimer(key=TICK_TIMER, delay_ms=self.config.resend_ms))
+        return self._after(now_ms, out)
+
+    def on_message(self, now_ms: float, source: NodeId, message: Message) -> Effects:
+        out: Effects = []
+        match message:
+            case ClientRequest(request_id=request_id, body=body):
+                self._on_client(now_ms, source, request_id, body, out)
+            case PrepareRequest() | Vote() | Decision() | DecisionAck() | DecisionQuery():
+                self._sync(now_ms, out)
+                self._on_peer(now_ms, source, message, out)
+            case _:
+                out = self.replica.on_message(now_ms, source, message)
+        return self._after(now_ms, out)
+
+    def on_timer(self, now_ms: float, key: str) -> Effects:
+        if key != TICK_TIMER:
+            return self._after(now_ms, self.replica.on_timer(now_ms, key))
+        out: Effects = [SetTimer(key=TICK_TIMER, delay_ms=self.config.resend_ms)]
+        self._sync(now_ms, out)
+        if self.ready_ballot is not None:
+            self._tick(now_ms, out)
+        return self._after(now_ms, out)
+
+    def check_invariants(self) -> None:
+        self.replica.check_invariants()
+        self.locks.check_invariants()
+        if self.ready_ballot is None:
+            invariant(not self._coordinating and not self._preparing and not self._lock_waits,
+                      "a server that is not a ready leader coordinates or prepares")
+        for prep in self._preparing.values():
+            invariant(prep.part.group == self.group, f"preparing {prep.txn} for another group")
+            if prep.proposed or prep.voted:
+                entry = self.locks.entry(prep.txn)
+                invariant(entry is not None and entry.prepared,
+                          f"{prep.txn} proposed its prepare record without holding prepared locks")
+
+    # ================================================================ plumbing
+
+    def _after(self, now_ms: float, effects: Effects) -> Effects:
+        """Take this server's own proposal results out of the replica's effects,
+        act on them and on messages to itself, until nothing new comes."""
+        out: Effects = []
+        queue = effects
+        while True:
+            intercepted: list[ClientResult] = []
+            for effect in queue:
+                kept = self._intercept(effect, intercepted)
+                if kept is not None:
+                    out.append(kept)
+            queue = []
+            self._sync(now_ms, queue)
+            for result in intercepted:
+                self._on_applied(now_ms, result.request_id, result.result, queue)
+            while self._inbox:
+                source, message = self._inbox.popleft()
+                self._on_peer(now_ms, source, message, queue)
+            if not queue:
+                return out
+
+    def _intercept(self, effect: Effect, intercepted: list[ClientResult]) -> Effect | None:
+        match effect:
+            case ClientResult(client=client) if client == self._self_client:
+                intercepted.append(effect)
+                return None
+            case Persist(records=records, then=then) if any(
+                    isinstance(e, ClientResult) and e.client == self._self_client for e in then):
+                # The replica answers commands after applying, never inside a
+                # Persist; handled anyway so no answer is ever lost.
+                kept = tuple(k for e in then if (k := self._intercept(e, intercepted)) is not None)
+                return Persist(records=records, then=kept)
+            case _:
+                return effect
+
+    def _sync(self, now_ms: float, out: Effects) -> None:
+        """Follow the replica's role: ready leader once its barrier is applied."""
+        replica = self.replica
+        ready = replica.role is Role.LEADER and replica.chosen_index >= replica.barrier_slot
+        ballot = replica.ballot if ready else None
+        if self.ready_ballot is not None and ballot != self.ready_ballot:
+            self._stop_leading(out)
+        if ballot is not None and self.ready_ballot is None:
+            self._become_ready(now_ms, ballot, out)
+
+    def _become_ready(self, now_ms: float, ballot: Ballot, out: Effects) -> None:
+        self.ready_ballot = ballot
+        self._command_seq = 0
+        self._counts["leaderships_ready"] += 1
+        self.locks.purge(ballot)
+        for record in self.machine.prepared():
+            writes = tuple(w.key for w in record.part.writes)
+            self.locks.install_prepared(record.txn, record.ts, ballot, record.part.read_keys,
+                                        record.part.read_ranges, writes)
+            self._in_doubt[record.txn] = (record.coordinator, now_ms)
+            self._counts["resumed_prepared"] += 1
+        for state, begin in self.machine.records():
+            read_only = not any(p.writes for p in begin.parts)
+            coordination = _Coordination(txn=begin.txn, ts=begin.ts, parts=begin.parts, read_only=read_only,
+                                         state=CoordinatorState.VOTING,
+                                         deadline_ms=now_ms + self.config.txn_record_timeout_ms)
+            self._coordinating[begin.txn] = coordination
+            self._counts["resumed_records"] += 1
+            if state == PENDING:
+                self._send_prepares(coordination, out)
+            else:
+                coordination.decision = state == COMMITTED
+                coordination.move(CoordinatorState.DECIDED)
+                self._send_decisions(coordination, out)
+
+    def _stop_leading(self, out: Effects) -> None:
+        hint = self.replica.leader or ""
+        refusal = ErrorReply(code="not_leader", detail="leadership changed", hint=hint)
+        for wait in self._lock_waits.values():
+            if wait.client is not None:
+                out.append(ClientResult(client=wait.client, request_id=wait.request_id, result=refusal))
+        for prep in self._preparing.values():
+            if prep.fast_client is not None:
+                out.append(ClientResult(client=prep.fast_client[0], request_id=prep.fast_client[1],
+                                        result=ErrorReply(code="unavailable", detail="leadership changed; "
+                                                          "the commit may or may not have happened")))
+        for coordination in self._coordinating.values():
+            for client, request_id in coordination.clients:
+                out.append(ClientResult(client=client, request_id=request_id,
+                                        result=ErrorReply(code="unavailable", detail="coordinator changed; "
+                                                          "ask again for the outcome", hint=hint)))
+        self.ready_ballot = None
+        self._lock_waits.clear()
+        self._preparing.clear()
+        self._deciding.clear()
+        self._coordinating.clear()
+        self._in_doubt.clear()
+        self._proposals.clear()
+        self.locks.waiters.clear()
+
+    def _propose(self, now_ms: float, op: Message, kind: str, txn: str, out: Effects) -> None:
+        ballot = self.ready_ballot
+        assert ballot is not None
+        self._request_seq += 1
+        self._command_seq += 1
+        request_id = self._request_seq
+        command = Command(client=f"{self._self_client}.{ballot.round}", seq=self._command_seq,
+                          seen_below=self._command_seq, op=encode(op))
+        self._proposals[request_id] = (kind, txn)
+        self._counts[f"proposed_{kind}"] += 1
+        out.extend(self.replica.on_message(now_ms, self._self_client,
+                                           ClientRequest(request_id=request_id, body=command)))
+
+    def _send_group(self, group: str, message: Message, out: Effects) -> None:
+        """Send to every replica of ``group`` (its leader acts; the others ignore)."""
+        try:
+            replicas = self.shard_map.shard(group).replicas
+        except KeyError:
+            self._counts["unknown_group"] += 1
+            return
+        for node in replicas:
+            if node == self.node:
+                self._inbox.append((self.node, message))
+            else:
+                out.append(Send(to=node, message=message))
+
+    def _reply(self, out: Effects, client: NodeId, request_id: int, result: Message) -> None:
+        out.append(ClientResult(client=client, request_id=request_id, result=result))
+
+    def _refuse(self, out: Effects, client: NodeId, request_id: int, error: TxnError) -> None:
+        self._counts[f"refused_{error.code}"] += 1
+        self._reply(out, client, request_id, ErrorReply(code=error.code, detail=error.detail, hint=error.key))
+
+    def _not_leader(self, out: Effects, client: NodeId, request_id: int) -> None:
+        leader = self.replica.leader
+        hint = leader if leader is not None and leader != self.node else ""
+        self._reply(out, client, request_id, ErrorReply(code="not_leader", detail="ask the leader", hint=hint))
+
+    # ================================================================ clients
+
+    def _on_client(self, now_ms: float, client: NodeId, request_id: int, body: Message, out: Effects) -> None:
+        self._sync(now_ms, out)
+        match body:
+            case TxnGet() | TxnScan():
+                self._on_read(now_ms, client, request_id, body, out)
+            case TxnCommit():
+                self._on_commit(now_ms, client, request_id, body, out)
+            case TxnRelease():
+                self._on_release(now_ms, client, request_id, body, out)
+            case Watch():
+                self._on_watch(client, request_id, body, out)
+            case ChangeMembers() | TransferLeader():
+                out.extend(self.replica.on_message(now_ms, client,
+                                                   ClientRequest(request_id=request_id, body=body)))
+            case _:
+                # Raw Paxos commands would bypass the locks: refused.
+                self._reply(out, client, request_id, ErrorReply(code="bad_request", detail=type(body).__name__))
+
+    def _check_read(self, body: TxnGet | TxnScan) -> None:
+        if isinstance(body, TxnGet):
+            check_key(body.key, self.config)
+            if not self.shard.covers(body.key):
+                raise WrongShardError(f"{body.key!r} is not in shard {self.group}", key=body.key)
+            return
+        check_key(body.start, self.config)
+        if body.end:
+            check_key(body.end, self.config)
+        if body.limit <= 0 or body.limit > self.config.scan_keys_max:
+            raise TxnTooLargeError(f"scan limit must be 1..{self.config.scan_keys_max}")
+        if not self.shard.covers(body.start) or (self.shard.end and (not body.end or body.end > self.shard.end)):
+            raise WrongShardError(f"[{body.start!r}, {body.end!r}) is not within shard {self.group}",
+                                  key=body.start)
+
+    def _on_read(self, now_ms: float, client: NodeId, request_id: int, body: TxnGet | TxnScan,
+                 out: Effects) -> None:
+        try:
+            self._check_read(body)
+        except TxnError as error:
+            self._refuse(out, client, request_id, error)
+            return
+        ballot = self.ready_ballot
+        if ballot is None:
+            self._not_leader(out, client, request_id)
+            return
+        refusal = self._txn_refusal(body.txn)
+        if refusal is not None:
+            self._refuse(out, client, request_id, refusal)
+            return
+        self._token_seq += 1
+        token = self._token_seq
+        if isinstance(body, TxnGet):
+            wait = _LockWait(kind="get", txn=body.txn, client=client, request_id=request_id, key=body.key)
+            request = Request(token=token, txn=body.txn, key=body.key, mode=Mode.SHARED)
+        else:
+            wait = _LockWait(kind="scan", txn=body.txn, client=client, request_id=request_id, key=body.start,
+                             end=body.end, limit=body.limit)
+            request = Request(token=token, txn=body.txn, key=body.start, mode=Mode.SHARED, end=body.end)
+        self._lock_waits[token] = wait
+        outcome = self.locks.acquire(request, body.ts, ballot, now_ms)
+        if outcome.refused:
+            del self._lock_waits[token]
+            self._refuse(out, client, request_id, OverloadedError("too many transactions or lock waiters"))
+            return
+        self._settle(now_ms, outcome, out)
+
+    def _txn_refusal(self, txn: str) -> TxnError | None:
+        """Why ``txn`` may not take locks here any more, if it may not."""
+        aborted = self.locks.aborted.get(txn)
+        if aborted is not None:
+            return ConflictError(f"transaction {txn} was aborted here (conflict on {aborted!r})", key=aborted)
+        entry = self.locks.entry(txn)
+        if (entry is not None and entry.prepared) or txn in self._preparing:
+            return TxnStateError(f"transaction {txn} is committing; no more operations")
+        if self.machine.outcome(txn) is not None:
+            return TxnStateError(f"transaction {txn} already ended")
+        return None
+
+    def _on_release(self, now_ms: float, client: NodeId, request_id: int, body: TxnRelease, out: Effects) -> None:
+        if self.ready_ballot is None:
+            self._not_leader(out, client, request_id)
+            return
+        entry = self.locks.entry(body.txn)
+        if (entry is not None and entry.prepared) or body.txn in self._preparing:
+            self._refuse(out, client, request_id, TxnStateError(f"transaction {body.txn} is committing"))
+            return
+        self._abort_locally(now_ms, body.txn, "released by the client", out)
+        self._reply(out, client, request_id, TxnOutcome(txn=body.txn, committed=False))
+
+    def _on_watch(self, client: NodeId, request_id: int, body: Watch, out: Effects) -> None:
+        changes, kept = self.machine.changes(body.start, body.end, body.from_revision, self.config.scan_keys_max)
+        if not kept:
+            self._refuse(out, client, request_id, CompactedError(f"revision {body.from_revision} was compacted"))
+            return
+        self._reply(out, client, request_id, WatchEvents(events=tuple(changes), revision=self.machine.revision))
+
+    def _validate_commit(self, body: TxnCommit) -> None:
+        if not body.parts:
+            raise TxnStateError("a commit needs at least one part")
+        if body.parts[0].group != self.group:
+            raise WrongShardError(f"the coordinator group is {body.parts[0].group}, not {self.group}")
+        groups = [p.group for p in body.parts]
+        if len(set(groups)) != len(groups):
+            raise TxnStateError("a group appears in two parts")
+        total_keys = 0
+        for part in body.parts:
+            check_part(part, self.config)
+            total_keys += len(part.read_keys) + len(part.writes) + 2 * len(part.read_ranges)
+            try:
+                shard = self.shard_map.shard(part.group)
+            except KeyError:
+                raise WrongShardError(f"unknown group {part.group}") from None
+            for key in (*part.read_keys, *(w.key for w in part.writes)):
+                if not shard.covers(key):
+                    raise WrongShardError(f"{key!r} is not in shard {part.group}", key=key)
+        if total_keys > self.config.txn_keys_max:
+            raise TxnTooLargeError(f"{total_keys} keys over the limit of {self.config.txn_keys_max}")
+        size = sum(len(w.key) + len(w.value or "") for p in body.parts for w in p.writes)
+        if size > self.config.txn_bytes_max:
+            raise TxnTooLargeError(f"{size} bytes of writes over the limit of {self.config.txn_bytes_max}")
+
+    def _on_commit(self, now_ms: float, client: NodeId, request_id: int, body: TxnCommit, out: Effects) -> None:
+        try:
+            self._validate_commit(body)
+        except TxnError as error:
+            self._refuse(out, client, request_id, error)
+            return
+        if self.ready_ballot is None:
+            self._not_leader(out, client, request_id)
+            return
+        coordination = self._coordinating.get(body.txn)
+        if coordination is not None:
+            if len(coordination.clients) < 8:
+                coordination.clients.append((client, request_id))
+            return
+        prep = self._preparing.get(body.txn)
+        if prep is not None and prep.fast_client is not None:
+            prep.fast_client = (client, request_id)   # a re-sent fast-path commit
+            return
+        outcome = self.machine.outcome(body.txn)
+        state = self.machine.record_state(body.txn)
+        if state in (COMMITTED, ABORTED):
+            outcome = state == COMMITTED
+        if outcome is True:
+            self._reply(out, client, request_id, TxnOutcome(txn=body.txn, committed=True))
+            return
+        if outcome is False:
+            self._refuse(out, client, request_id, TxnAbortedError(f"transaction {body.txn} was aborted"))
+            return
+        aborted = self.locks.aborted.get(body.txn)
+        if aborted is not None:
+            self._refuse(out, client, request_id,
+                         ConflictError(f"transaction {body.txn} lost a conflict on {aborted!r}", key=aborted))
+            return
+        if len(self._coordinating) + len(self._preparing) >= self.config.txns_active_max:
+            self._refuse(out, client, request_id, OverloadedError("too many transactions committing"))
+            return
+        if len(body.parts) == 1:
+            self._fast_commit(now_ms, client, request_id, body, out)
+            return
+        read_only = not any(p.writes for p in body.parts)
+        coordination = _Coordination(txn=body.txn, ts=body.ts, parts=body.parts, read_only=read_only,
+                                     state=CoordinatorState.BEGINNING,
+                                     deadline_ms=now_ms + self.config.txn_record_timeout_ms,
+                                     clients=[(client, request_id)])
+        self._coordinating[body.txn] = coordination
+        if read_only:
+            coordination.move(CoordinatorState.VOTING)
+            self._send_prepares(coordination, out)
+            return
+        coordination.proposing = True
+        self._propose(now_ms, RecordBeginOp(txn=body.txn, ts=body.ts, parts=body.parts), "begin", body.txn, out)
+
+    def _fast_commit(self, now_ms: float, client: NodeId, request_id: int, body: TxnCommit, out: Effects) -> None:
+        part = body.parts[0]
+        ballot = self.ready_ballot
+        assert ballot is not None
+        if part.read_keys or part.read_ranges:
+            missing = self.locks.holds(body.txn, part.read_keys, part.read_ranges, ballot)
+            if missing is not None:
+                self._abort_locally(now_ms, body.txn, missing, out)
+                self._refuse(out, client, request_id, ConflictError(
+                    f"transaction {body.txn} no longer holds its lock on {missing!r}", key=missing))
+                return
+        if not part.writes and self.replica.has_read_lease(now_ms):
+            self._counts["fast_read_only"] += 1
+            self._finish_locally(now_ms, body.txn, out)
+            self._reply(out, client, request_id, TxnOutcome(txn=body.txn, committed=True))
+            return
+        prep = _Preparing(txn=body.txn, ts=body.ts, coordinator=self.group, part=part,
+                          fast_client=(client, request_id))
+        self._lock_writes(now_ms, prep, out)
+
+    def _lock_writes(self, now_ms: float, prep: _Preparing, out: Effects) -> None:
+        """Take the write locks of ``prep``; continue in ``_prepare_locked`` once all are held."""
+        ballot = self.ready_ballot
+        assert ballot is not None
+        self._preparing[prep.txn] = prep
+        if self.locks.begin(prep.txn, prep.ts, ballot, now_ms) is None:
+            self._prepare_failed(prep, OverloadedError("too many transactions"), out)
+            return
+        # Every token is registered before the first request, so that a grant
+        # cannot look like the last one while later locks are still to be asked.
+        requests = []
+        for write in prep.part.writes:
+            self._token_seq += 1
+            token = self._token_seq
+            prep.waiting.add(token)
+            self._lock_waits[token] = _LockWait(kind="prepare", txn=prep.txn, key=write.key)
+            requests.append(Request(token=token, txn=prep.txn, key=write.key, mode=Mode.EXCLUSIVE))
+        for request in requests:
+            if self._preparing.get(prep.txn) is not prep:
+                return  # wounded while taking an earlier lock
+            outcome = self.locks.acquire(request, prep.ts, ballot, now_ms)
+            if outcome.refused:
+                self._prepare_failed(prep, OverloadedError("too many lock waiters"), out)
+                return
+            self._settle(now_ms, outcome, out)
+        if self._preparing.get(prep.txn) is prep and not prep.waiting and not prep.proposed:
+            self._prepare_locked(now_ms, prep, out)
+
+    def _prepare_locked(self, now_ms: float, prep: _Preparing, out: Effects) -> None:
+        ballot = self.ready_ballot
+        assert ballot is not None
+        self.locks.mark_prepared(prep.txn)
+        prep.proposed = True
+        if prep.fast_client is not None:
+            op: Message = FastCommitOp(txn=prep.txn, ts=prep.ts, writes=prep.part.writes, lock_ballot=ballot)
+            self._propose(now_ms, op, "fast", prep.txn, out)
+            return
+        if mutant(MUTANT_COMMIT_WITHOUT_PREPARE):
+            prep.voted = True
+            self._send_group(prep.coordinator, Vote(txn=prep.txn, group=self.group, yes=True), out)
+            return
+        record = PrepareOp(txn=prep.txn, ts=prep.ts, coordinator=prep.coordinator, part=prep.part,
+                           lock_ballot=ballot)
+        self._propose(now_ms, record, "prepare", prep.txn, out)
+
+    def _prepare_failed(self, prep: _Preparing, error: TxnError, out: Effects) -> None:
+        self._preparing.pop(prep.txn, None)
+        for token in prep.waiting:
+            self._lock_waits.pop(token, None)
+        if prep.fast_client is not None:
+            self._refuse(out, prep.fast_client[0], prep.fast_client[1], error)
+        else:
+            self._send_group(prep.coordinator, Vote(txn=prep.txn, group=self.group, yes=False, code=error.code,
+                                                    key=error.key), out)
+
+    # ================================================================ locks
+
+    def _settle(self, now_ms: float, outcome: Outcome, out: Effects) -> None:
+        """Act on a lock operation: wounded transactions abort, granted requests go on."""
+        for txn, key in outcome.wounded.items():
+            self._on_wounded(now_ms, txn, key, out)
+        for token in outcome.granted:
+            self._on_granted(now_ms, token, out)
+
+    def _on_wounded(self, now_ms: float, txn: str, key: str, out: Effects) -> None:
+        self._counts["wounded"] += 1
+        error = ConflictError(f"transaction {txn} was wounded by an older transaction on {key!r}", key=key)
+        for token, wait in list(self._lock_waits.items()):
+            if wait.txn == txn:
+                del self._lock_waits[token]
+                if wait.client is not None:
+                    self._refuse(out, wait.client, wait.request_id, error)
+        prep = self._preparing.get(txn)
+        if prep is not None:
+            if prep.proposed or prep.voted:
+                # Only the planted bug wounds a prepared transaction; it then
+                # goes on as if nothing happened, which is the bug.
+                invariant(mutant(MUTANT_WOUND_PREPARED), f"prepared transaction {txn} was wounded")
+                return
+            self._prepare_failed(prep, error, out)
+
+    def _on_granted(self, now_ms: float, token: int, out: Effects) -> None:
+        wait = self._lock_waits.pop(token, None)
+        if wait is None:
+            return
+        if wait.kind == "prepare":
+            prep = self._preparing.get(wait.txn)
+            if prep is None:
+                return
+            prep.waiting.discard(token)
+            if not prep.waiting and not prep.proposed:
+                self._prepare_locked(now_ms, prep, out)
+            return
+        assert wait.client is not None
+        if wait.kind == "get":
+            value, revision = self.machine.get(wait.key)
+            self._reply(out, wait.client, wait.request_id, TxnValue(value=value, revision=revision))
+        else:
+            rows, more = self.machine.scan(wait.key, wait.end, wait.limit)
+            self._reply(out, wait.client, wait.request_id,
+                        TxnRows(rows=tuple(rows), more=more, revision=self.machine.revision))
+
+    def _abort_locally(self, now_ms: float, txn: str, reason: str, out: Effects) -> None:
+        for token, wait in list(self._lock_waits.items()):
+            if wait.txn == txn:
+                del self._lock_waits[token]
+                if wait.client is not None:
+                    self._refuse(out, wait.client, wait.request_id, TxnAbortedError(f"{txn}: {reason}"))
+        outcome, _ = self.locks.release(txn, aborted_by=reason)
+        self._settle(now_ms, outcome, out)
+
+    def _finish_locally(self, now_ms: float, txn: str, out: Effects) -> None:
+        self._preparing.pop(txn, None)
+        self._in_doubt.pop(txn, None)
+        outcome, _ = self.locks.release(txn)
+        self._settle(now_ms, outcome, out)
+
+    # ================================================================ peers (2PC)
+
+    def _on_peer(self, now_ms: float, source: NodeId, message: Message, out: Effects) -> None:
+        if self.ready_ballot is None:
+            self._counts["peer_not_leader"] += 1
+            return
+        match message:
+            case PrepareRequest():
+                self._on_prepare_request(now_ms, message, out)
+            case Vote():
+                self._on_vote(now_ms, message, out)
+            case Decision():
+                self._on_decision(now_ms, message, out)
+            case DecisionAck():
+                self._on_decision_ack(now_ms, message, out)
+            case DecisionQuery():
+                self._on_decision_query(message, out)
+            case _:
+                self._counts["unknown_peer_message"] += 1
+
+    def _vote(self, txn: str, coordinator: str, out: Effects, yes: bool, code: str = "", key: str = "") -> None:
+        self._send_group(coordinator, Vote(txn=txn, group=self.group, yes=yes, code=code, key=key), out)
+
+    def _on_prepare_request(self, now_ms: float, message: PrepareRequest, out: Effects) -> None:
+        part = message.part
+        if part.group != self.group:
+            self._counts["prepare_for_other_group"] += 1
+            return
+        decided = self.machine.outcome(message.txn)
+        if decided is not None:
+            self._vote(message.txn, message.coordinator, out, decided, "" if decided else "aborted")
+            return
+        if self.machine.prepare_record(message.txn) is not None:
+            self._vote(message.txn, message.coordinator, out, True)
+            return
+        prep = self._preparing.get(message.txn)
+        if prep is not None:
+            if prep.voted:
+                self._vote(message.txn, message.coordinator, out, True)
+            return
+        try:
+            check_part(part, self.config)
+        except TxnError as error:
+            self._vote(message.txn, message.coordinator, out, False, error.code, error.key)
+            return
+        ballot = self.ready_ballot
+        assert ballot is not None
+        if part.read_keys or part.read_ranges:
+            missing = self.locks.holds(message.txn, part.read_keys, part.read_ranges, ballot)
+            if missing is not None:
+                self._abort_locally(now_ms, message.txn, missing, out)
+                self._vote(message.txn, message.coordinator, out, False, "conflict", missing)
+                return
+        elif message.txn in self.locks.aborted:
+            key = self.locks.aborted[message.txn]
+            self._vote(message.txn, message.coordinator, out, False, "conflict", key)
+            return
+        if message.read_only:
+            # Nobody writes anywhere: the locks held under a lease that still
+            # runs are enough (no other leader can have written since).
+            lease = self.replica.has_read_lease(now_ms)
+            self._vote(message.txn, message.coordinator, out, lease, "" if lease else "unavailable")
+            return
+        self._lock_writes(now_ms, _Preparing(txn=message.txn, ts=message.ts, coordinator=message.coordinator,
+                                             part=part), out)
+
+    def _send_prepares(self, coordination: _Coordination, out: Effects) -> None:
+        for part in coordination.parts:
+            if part.group not in coordination.votes:
+                self._send_group(part.group, PrepareRequest(txn=coordination.txn, ts=coordination.ts,
+                                                            coordinator=self.group, part=part,
+                                                            read_only=coordination.read_only), out)
+
+    def _on_vote(self, now_ms: float, message: Vote, out: Effects) -> None:
+        coordination = self._coordinating.get(message.txn)
+        if coordination is None:
+            # Late, duplicated, or a vote for a transaction this group never
+            # coordinated (bad input): counted and ignored.
+            self._counts["vote_for_unknown_txn"] += 1
+            return
+        if coordination.state is not CoordinatorState.VOTING:
+            return
+        if message.group not in {p.group for p in coordination.parts}:
+            self._counts["vote_from_non_participant"] += 1
+            return
+        coordination.votes[message.group] = message.yes
+        if not message.yes:
+            coordination.no_code = message.code or "aborted"
+            coordination.no_key = message.key
+            self._decide(now_ms, coordination, False, out)
+        elif all(coordination.votes.get(p.group) for p in coordination.parts):
+            self._decide(now_ms, coordination, True, out)
+
+    def _decide(self, now_ms: float, coordination: _Coordination, commit: bool, out: Effects) -> None:
+        self._counts["decided_commit" if commit else "decided_abort"] += 1
+        if coordination.read_only:
+            coordination.decision = commit
+            coordination.move(CoordinatorState.DECIDED)
+            self._answer_clients(coordination, out)
+            self._send_decisions(coordination, out)
+            del self._coordinating[coordination.txn]
+            return
+        coordination.move(CoordinatorState.DECIDING)
+        coordination.proposing = True
+        self._propose(now_ms, RecordDecideOp(txn=coordination.txn, commit=commit), "record_decide",
+                      coordination.txn, out)
+
+    def _answer_clients(self, coordination: _Coordination, out: Effects) -> None:
+        for client, request_id in coordination.clients:
+            if coordination.decision:
+                self._reply(out, client, request_id, TxnOutcome(txn=coordination.txn, committed=True))
+            elif coordination.no_code == "conflict":
+                self._refuse(out, client, request_id, ConflictError(
+                    f"transaction {coordination.txn} lost a conflict on {coordination.no_key!r}",
+                    key=coordination.no_key))
+            else:
+                self._refuse(out, client, request_id, TxnAbortedError(
+                    f"transaction {coordination.txn} aborted ({coordination.no_code or 'timeout'})",
+                    key=coordination.no_key))
+        coordination.clients.clear()
+
+    def _send_decisions(self, coordination: _Coordination, out: Effects) -> None:
+        commit = bool(coordination.decision)
+        for part in coordination.parts:
+            if part.group in coordination.acks:
+                continue
+            writes = part.writes if commit and mutant(MUTANT_COMMIT_WITHOUT_PREPARE) else ()
+            self._send_group(part.group, Decision(txn=coordination.txn, coordinator=self.group, commit=commit,
+                                                  writes=writes), out)
+
+    def _on_decision(self, now_ms: float, message: Decision, out: Effects) -> None:
+        ack = DecisionAck(txn=message.txn, group=self.group)
+        if self.machine.outcome(message.txn) is not None:
+            self._send_group(message.coordinator, ack, out)
+            return
+        if message.txn in self._deciding:
+            return
+        prep = self._preparing.get(message.txn)
+        prepared_here = self.machine.prepare_record(message.txn) is not None or (
+            prep is not None and (prep.proposed or prep.voted))
+        if message.commit and not prepared_here and not message.writes:
+            # A commit reaches a participant with nothing prepared only when its
+            # part was read-only (a yes vote otherwise needs a chosen record):
+            # release the read locks and acknowledge.
+            self._finish_locally(now_ms, message.txn, out)
+            self._send_group(message.coordinator, ack, out)
+            return
+        if prep is not None and not prepared_here:
+            # An abort overtook a prepare still taking its locks: stop it.
+            self._preparing.pop(message.txn, None)
+            for token in prep.waiting:
+                self._lock_waits.pop(token, None)
+        # Log the decision (an abort too, so a late duplicate prepare is refused).
+        self._deciding.add(message.txn)
+        self._in_doubt[message.txn] = (message.coordinator, now_ms)
+        self._propose(now_ms, DecideOp(txn=message.txn, commit=message.commit, writes=message.writes),
+                      "decide", message.txn, out)
+
+    def _on_decision_ack(self, now_ms: float, message: DecisionAck, out: Effects) -> None:
+        coordination = self._coordinating.get(message.txn)
+        if coordination is None or coordination.state is not CoordinatorState.DECIDED:
+            return
+        coordination.acks.add(message.group)
+        if all(p.group in coordination.acks for p in coordination.parts):
+            coordination.move(CoordinatorState.FORGETTING)
+            coordination.proposing = True
+            self._propose(now_ms, RecordForgetOp(txn=message.txn), "forget", message.txn, out)
+
+    def _on_decision_query(self, message: DecisionQuery, out: Effects) -> None:
+        state = self.machine.record_state(message.txn)
+        if state == PENDING or (message.txn in self._coordinating and state is None):
+            return  # still deciding; the decision will be sent
+        commit = state == COMMITTED
+        self._counts["presumed_abort" if state is None else "answered_query"] += 1
+        self._send_group(message.group, Decision(txn=message.txn, coordinator=self.group, commit=commit), out)
+
+    # ================================================================ applied proposals
+
+    def _on_applied(self, now_ms: float, request_id: int, result: Message, out: Effects) -> None:
+        proposal = self._proposals.pop(request_id, None)
+        if proposal is None:
+            return
+        kind, txn = proposal
+        if not isinstance(result, CommandResult):
+            self._counts[f"proposal_failed_{kind}"] += 1
+            self._proposal_failed(kind, txn)
+            return
+        try:
+            applied = decode(result.result)
+        except RemoteProtocolError:
+            applied = OpResult(status="refused", detail="undecodable result")
+        invariant(isinstance(applied, OpResult), f"shard op answered with {type(applied).__name__}")
+        assert isinstance(applied, OpResult)
+        match kind:
+            case "fast":
+                self._applied_fast(now_ms, txn, applied, out)
+            case "prepare":
+                self._applied_prepare(now_ms, txn, applied, out)
+            case "decide":
+                self._applied_decide(now_ms, txn, out)
+            case "begin" | "record_decide" | "forget":
+                self._applied_record(now_ms, kind, txn, applied, out)
+            case _:
+                invariant(False, f"unknown proposal kind {kind}")
+
+    def _proposal_failed(self, kind: str, txn: str) -> None:
+        """The replica refused the command (overloaded): let the tick retry."""
+        if kind in ("fast", "prepare"):
+            prep = self._preparing.get(txn)
+            if prep is not None:
+                prep.proposed = False
+        elif kind == "decide":
+            self._deciding.discard(txn)
+        else:
+            coordination = self._coordinating.get(txn)
+            if coordination is not None:
+                coordination.proposing = False
+
+    def _applied_fast(self, now_ms: float, txn: str, applied: OpResult, out: Effects) -> None:
+        prep = self._preparing.pop(txn, None)
+        self._finish_locally(now_ms, txn, out)
+        if prep is None or prep.fast_client is None:
+            return
+        client, request_id = prep.fast_client
+        if applied.status == "refused":
+            self._refuse(out, client, request_id, TxnAbortedError(applied.detail))
+        else:
+            self._counts["fast_commits"] += 1
+            self._reply(out, client, request_id, TxnOutcome(txn=txn, committed=True))
+
+    def _applied_prepare(self, now_ms: float, txn: str, applied: OpResult, out: Effects) -> None:
+        prep = self._preparing.pop(txn, None)
+        if prep is None:
+            return
+        if applied.status == "refused" or applied.detail == ABORTED:
+            self._finish_locally(now_ms, txn, out)
+            self._vote(txn, prep.coordinator, out, False, "aborted", "")
+            return
+        self._in_doubt[txn] = (prep.coordinator, now_ms)
+        self._vote(txn, prep.coordinator, out, True)
+
+    def _applied_decide(self, now_ms: float, txn: str, out: Effects) -> None:
+        self._deciding.discard(txn)
+        coordinator = self._in_doubt.get(txn, ("", 0.0))[0]
+        self._finish_locally(now_ms, txn, out)
+        if coordinator:
+            self._send_group(coordinator, DecisionAck(txn=txn, group=self.group), out)
+
+    def _applied_record(self, now_ms: float, kind: str, txn: str, applied: OpResult, out: Effects) -> None:
+        coordination = self._coordinating.get(txn)
+        if coordination is None:
+            return
+        coordination.proposing = False
+        if kind == "begin":
+            if applied.status == "refused":
+                coordination.no_code = "aborted"
+                coordination.decision = False
+                self._answer_clients(coordination, out)
+                del self._coordinating[txn]
+                return
+            coordination.move(CoordinatorState.VOTING)
+            self._send_prepares(coordination, out)
+        elif kind == "record_decide":
+            # The first decision chosen wins; ``detail`` is the one that did.
+            coordination.decision = applied.detail == COMMITTED
+            coordination.move(CoordinatorState.DECIDED)
+            self._answer_clients(coordination, out)
+            self._send_decisions(coordination, out)
+        else:
+            del self._coordinating[txn]
+
+    # ================================================================ the tick
+
+    def _tick(self, now_ms: float, out: Effects) -> None:
+        """Re-send what has no answer yet; time out pending records and idle locks."""
+        for coordination in list(self._coordinating.values()):
+            if coordination.proposing:
+                continue
+            match coordination.state:
+                case CoordinatorState.VOTING:
+                    if now_ms >= coordination.deadline_ms:
+                        coordination.no_code = "timeout"
+                        self._counts["record_timeouts"] += 1
+                        self._decide(now_ms, coordination, False, out)
+                    else:
+                        self._send_prepares(coordination, out)
+                case CoordinatorState.DECIDED:
+                    self._send_decisions(coordination, out)
+                case CoordinatorState.BEGINNING:
+                    coordination.proposing = True
+                    self._propose(now_ms, RecordBeginOp(txn=coordination.txn, ts=coordination.ts,
+                                                        parts=coordination.parts), "begin", coordination.txn, out)
+                case CoordinatorState.DECIDING:
+                    coordination.proposing = True
+                    self._propose(now_ms, RecordDecideOp(txn=coordination.txn, commit=False), "record_decide",
+                                  coordination.txn, out)
+                case CoordinatorState.FORGETTING:
+                    coordination.proposing = True
+                    self._propose(now_ms, RecordForgetOp(txn=coordination.txn), "forget", coordination.txn, out)
+        for prep in list(self._preparing.values()):
+            if not prep.proposed and not prep.waiting and prep.txn in self._preparing:
+                self._prepare_locked(now_ms, prep, out)
+        for txn, (coordinator, since_ms) in list(self._in_doubt.items()):
+            if now_ms - since_ms >= 2 * self.config.resend_ms and txn not in self._deciding:
+                self._counts["in_doubt_queries"] += 1
+                self._send_group(coordinator, DecisionQuery(txn=txn, group=self.group), out)
+        for txn in self.locks.idle(now_ms, self.config.txn_idle_ms):
+            if txn not in self._preparing:
+                self._counts["idle_aborts"] += 1
+                self._abort_locally(now_ms, txn, "idle", out)
+
+    # ================================================================ observability
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready_ballot is not None
+
+    def in_doubt(self) -> list[str]:
+        """Transactions prepared here with no decision applied yet."""
+        return [record.txn for record in self.machine.prepared()]
+
+    def statistics(self) -> TxnStatistics:
+        return TxnStatistics(
+            node=self.node, group=self.group, ready=self.is_ready, ballot=self.ready_ballot,
+            revision=self.machine.revision, applied_ops=self.machine.applied, locked_txns=len(self.locks.txns),
+            lock_waiters=len(self.locks.waiters), preparing=len(self._preparing),
+            coordinating=len(self._coordinating), in_doubt=len(self._in_doubt),
+            counts=tuple(sorted(self._counts.items())),
+        )
+
+    def status_line(self) -> str:
+        return (f"{self.node}/{self.group} {'ready' if self.is_ready else '-'} rev={self.machine.revision} "
+                f"locked={len(self.locks.txns)} preparing={len(self._preparing)} "
+                f"coordinating={len(self._coordinating)} | {self.replica.status_line()}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardServerFactory:
+    """A ``synod.core.CoreFactory`` building replicas of one shard. ``engine`` builds
+    the storage engine for a node (default: an in-memory SQLite database)."""
+
+    group: str
+    shard_map: ShardMap
+    config: TxnConfig | None = None
+    paxos_config: PaxosConfig | None = None
+    engine: Callable[[NodeId], Engine] | None = None
+    observer: Callable[[NodeId, int, Value], None] | None = None
+
+    def __call__(self, node: NodeId, rng: random.Random) -> ShardServer:
+        engine = self.engine(node) if self.engine is not None else None
+        return ShardServer(node, rng, group=self.group, shard_map=self.shard_map, config=self.config,
+                           paxos_config=self.paxos_config, engine=engine, observer=self.observer)

@@ -1,0 +1,104 @@
+"""The shard map: which Paxos group serves which key range, on which replicas.
+
+The issue puts the map in the lock service (a small file clients cache and
+re-read when a shard answers ``wrong_shard``). Until that service's client lands,
+the map sits behind ``ShardMapSource``: ``current()`` gives the cached map and
+``refresh(seen_version)`` a newer one (or the same, if there is none). The
+static source serves a fixed map; a lock-service source only has to implement
+those two methods.
+
+Ranges are half-open ``[start, end)`` over keys ordered as Python strings (code
+points), ``end == ""`` meaning "to the end"; they tile the whole key space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from synod.core.errors import ConfigError
+from synod.core.ids import NodeId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shard:
+    group: str
+    start: str
+    end: str
+    replicas: tuple[NodeId, ...]
+
+    def covers(self, key: str) -> bool:
+        return self.start <= key and (not self.end or key < self.end)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardMap:
+    """A versioned tiling of the key space by shards."""
+
+    version: int
+    shards: tuple[Shard, ...]
+
+    def __post_init__(self) -> None:
+        if not self.shards:
+            raise ConfigError("a shard map needs at least one shard")
+        if self.shards[0].start != "" or self.shards[-1].end != "":
+            raise ConfigError("shard ranges must cover the whole key space")
+        for before, after in zip(self.shards, self.shards[1:], strict=False):
+            if before.end != after.start or not before.end:
+                raise ConfigError(f"shard ranges must tile the key space ({before.group}, {after.group})")
+        groups = [s.group for s in self.shards]
+        if len(set(groups)) != len(groups):
+            raise ConfigError("shard group names must be unique")
+
+    def shard_for(self, key: str) -> Shard:
+        for shard in self.shards:
+            if shard.covers(key):
+                return shard
+        raise ConfigError(f"no shard covers {key!r}")  # unreachable: the ranges tile
+
+    def shard(self, group: str) -> Shard:
+        for shard in self.shards:
+            if shard.group == group:
+                return shard
+        raise KeyError(group)
+
+    def groups(self) -> tuple[str, ...]:
+        return tuple(s.group for s in self.shards)
+
+    def shards_overlapping(self, start: str, end: str) -> list[Shard]:
+        return [s for s in self.shards if (not end or s.start < end) and (not s.end or start < s.end)]
+
+
+def uniform_map(shard_count: int, replicas_per_shard: int, *, version: int = 1,
+                node_prefix: str = "n") -> ShardMap:
+    """``shard_count`` groups ``s1..``, split evenly over lower-case first letters,
+    replicas ``n1..`` assigned in order (``n1..n3`` to ``s1``, ...)."""
+    if shard_count < 1 or replicas_per_shard < 1:
+        raise ConfigError("shard_count and replicas_per_shard must be positive")
+    bounds = [""] + [chr(ord("a") + (26 * i) // shard_count) for i in range(1, shard_count)] + [""]
+    shards = []
+    for i in range(shard_count):
+        replicas = tuple(NodeId(f"{node_prefix}{i * replicas_per_shard + r + 1}") for r in range(replicas_per_shard))
+        shards.append(Shard(group=f"s{i + 1}", start=bounds[i], end=bounds[i + 1], replicas=replicas))
+    return ShardMap(version=version, shards=tuple(shards))
+
+
+class ShardMapSource(Protocol):
+    """Where a client or a server gets the shard map."""
+
+    def current(self) -> ShardMap: ...
+
+    def refresh(self, seen_version: int) -> ShardMap: ...
+
+
+class StaticShardMapSource:
+    """A fixed map (tests, the simulator, a static cluster file)."""
+
+    def __init__(self, shard_map: ShardMap) -> None:
+        self._map = shard_map
+
+    def current(self) -> ShardMap:
+        return self._map
+
+    def refresh(self, seen_version: int) -> ShardMap:
+        return self._map
