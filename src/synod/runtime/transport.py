@@ -34,7 +34,7 @@ import ssl
 from collections.abc import Callable
 
 from synod.codec.frames import FrameDecoder, frame
-from synod.codec.registry import Message, decode, encode
+from synod.codec.registry import Message, UnknownMessageType, decode, encode
 from synod.core.errors import LocalProtocolError, RemoteProtocolError
 from synod.runtime.auth import (
     AcceptorHandshake,
@@ -53,8 +53,7 @@ MessageHandler = Callable[["Connection", Message], None]
 
 def classify_decode_error(error: RemoteProtocolError) -> str:
     """The counter a decoding failure is filed under."""
-    text = str(error)
-    if text.startswith("unknown message tag"):
+    if isinstance(error, UnknownMessageType):
         return "frames_unknown_type"
     return "frames_garbage"
 
