@@ -7,12 +7,19 @@ Each map task counts the words of its split in a ``Counter`` (``mapper_init`` /
 word). ``mapper_block`` receives about 1 MB of lines per call, so the counting is
 done by ``Counter``'s C code rather than one Python call per line; the per-line
 form, ``def mapper(self, key, line): self.counts.update(line.split())``, gives
-the same output a little more slowly. The combiner merges counts across spills,
-and the reducer sums. Output lines: ``word<TAB>count``, sorted by word in each part.
+the same output a little more slowly. ``REDUCE_WITH = operator.add`` makes the
+combiner and the reducer a sum of each word's counts, done in bulk; the
+classic form is
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+
+Output lines: ``word<TAB>count``, sorted by word in each part.
 """
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Iterator
 
@@ -20,6 +27,8 @@ from synod.mapreduce import Job, RecordBlock
 
 
 class WordCount(Job):
+    REDUCE_WITH = operator.add
+
     def mapper_init(self) -> None:
         self.counts: Counter[str] = Counter()
 
@@ -29,9 +38,3 @@ class WordCount(Job):
     def mapper_final(self) -> Iterator[tuple[str, int]]:
         self.increment_counter("words", "distinct_in_maps", len(self.counts))
         yield from self.counts.items()
-
-    def combiner(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
-        yield word, sum(counts)
-
-    def reducer(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
-        yield word, sum(counts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import signal
 from collections.abc import Iterator
@@ -117,3 +118,18 @@ class AlwaysKilled(CountWords):
     def mapper(self, key: None, line: str) -> Iterator[tuple[str, int]]:
         os.kill(os.getpid(), signal.SIGKILL)
         yield from ()
+
+
+class FoldWords(Job):
+    """Word count with REDUCE_WITH, one pair per word (so maps fold duplicates)."""
+
+    REDUCE_WITH = operator.add
+
+    def mapper(self, key: None, line: str) -> Iterator[tuple[str, int]]:
+        for word in line.split():
+            yield word, 1
+
+
+class FoldAndReducer(FoldWords):
+    def reducer(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
+        yield word, sum(counts)

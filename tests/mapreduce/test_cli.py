@@ -79,3 +79,16 @@ def test_unknown_config_field(tmp_path: Path) -> None:
     source = data.write_lines(tmp_path / "in.txt", ["x"])
     code, output = invoke(WORD_COUNT, str(source), "-o", str(tmp_path / "out"), "--set", "nope=1")
     assert code == 1 and "unknown config field 'nope'" in output
+
+
+def test_config_file(tmp_path: Path) -> None:
+    source = data.write_lines(tmp_path / "in.txt", ["b a", "a"])
+    config = tmp_path / "synod.toml"
+    config.write_text("[mapreduce]\nreducers = 3\nfsync_output = false\n")
+    code, output = invoke(WORD_COUNT, str(source), "-o", str(tmp_path / "out"), "--runner", "inline",
+                          "--config", str(config))
+    assert code == 0, output
+    assert len(list((tmp_path / "out").glob("part-*"))) == 3
+    config.write_text("[mapreduce]\nreducers = -1\n")
+    code, output = invoke(WORD_COUNT, str(source), "-o", str(tmp_path / "out2"), "--config", str(config))
+    assert code == 1 and "reducers must be >= 0" in output

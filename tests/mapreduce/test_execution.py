@@ -169,3 +169,28 @@ def test_msgpack_output_and_whole_file_input(tmp_path: Path) -> None:
             pairs.extend(chunk)
     assert pairs == [("x", (5, b"he")), ("y", (3, b"\x00\x01"))]
     assert Counter(p.name for p in (tmp_path / "out").iterdir()) == Counter(["_SUCCESS", "part-00000"])
+
+
+def test_reduce_with_folds_like_a_reducer(tmp_path: Path) -> None:
+    from tests.mapreduce.jobs import FoldWords
+
+    lines = data.zipf_lines(31, 2000)
+    source = data.write_lines(tmp_path / "in.txt", lines)
+    for name, config in (("memory", MapReduceConfig()), ("tiny", MapReduceConfig.sim())):
+        run_job(FoldWords, [source], tmp_path / name, runner="inline", reducers=3, config=config)
+        parts = data.read_parts(tmp_path / name)
+        assert sorted(line for part in parts for line in part) == data.word_count_reference(lines)
+        for part in parts:
+            keys = [line.split("\t")[0] for line in part]
+            assert keys == sorted(keys)
+
+
+def test_reduce_with_and_a_reducer_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from synod.mapreduce import JobLoadError
+    from tests.mapreduce.jobs import FoldAndReducer
+
+    source = data.write_lines(tmp_path / "in.txt", ["a"])
+    with pytest.raises(JobLoadError, match="reduce_with has no combiner or reducer"):
+        run_job(FoldAndReducer, [source], tmp_path / "out", runner="inline")

@@ -110,3 +110,33 @@ def test_a_task_that_kills_every_worker_fails_the_job_cleanly(tmp_path: Path) ->
         run_job(AlwaysKilled, [source], tmp_path / "out", workers=2, reducers=1,
                 config=MapReduceConfig(task_attempts_max=3))
     assert not (tmp_path / "out").exists()
+
+
+def test_worker_killed_from_outside_during_the_map_phase(tmp_path: Path) -> None:
+    """The test, not the job, sends the SIGKILL: once the first map task is done,
+    to whichever worker the driver names first (busy or idle)."""
+    import os
+    import signal
+
+    from synod.mapreduce.runner import LocalDriver
+
+    source, _ = corpus(tmp_path)
+    drivers: list[LocalDriver] = []
+    killed: list[int] = []
+
+    def on_driver(driver: object) -> None:
+        assert isinstance(driver, LocalDriver)
+        drivers.append(driver)
+
+    def progress(update: object) -> None:
+        if killed or getattr(update, "maps_completed", 0) < 1:
+            return
+        pid = sorted(drivers[0].worker_pids().values())[0]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    config = MapReduceConfig(chunk_records_max=8, split_bytes_min=2048, fsync_output=False)
+    run_job(CountWords, [source], tmp_path / "out", workers=2, reducers=3, config=config,
+            progress=progress, on_driver=on_driver)
+    assert killed
+    assert data.read_parts(tmp_path / "out") == clean_output(tmp_path, source)

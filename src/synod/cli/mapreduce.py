@@ -1,7 +1,8 @@
 """``synod mr``: run MapReduce jobs (see ``synod.mapreduce`` and docs/mapreduce.md).
 
     synod mr run JOB.py INPUT... -o OUTDIR [--runner inline|local] [--workers N]
-                 [--reducers R] [--overwrite] [--job-class NAME] [--set key=value]
+                 [--reducers R] [--overwrite] [--job-class NAME] [--config FILE]
+                 [--set key=value]
 
 A live progress bar shows map and reduce tasks done, records/s and MB/s; a summary
 with the job's counters follows. Errors (a job file that does not import, missing
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from synod.core.config import config_from_mapping, parse_overrides
+from synod.core.config import config_from_mapping, load_toml, parse_overrides
 from synod.core.errors import ConfigError
 from synod.mapreduce import (
     JobError,
@@ -111,15 +112,23 @@ def _summary(console: Console, result: JobResult) -> None:
 @click.option("--reducers", type=click.IntRange(min=1), default=None, help="Reduce tasks R (default: workers).")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
 @click.option("--job-class", default=None, help="The Job subclass to run, if the file defines several.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="A TOML file whose [mapreduce] table sets MapReduceConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a MapReduceConfig field (e.g. map_buffer_bytes_max=67108864).")
 def run_command(job_file: Path, inputs: tuple[Path, ...], output: Path, runner: str,
                 workers: int | None, reducers: int | None, overwrite: bool, job_class: str | None,
-                overrides: tuple[str, ...]) -> None:
+                config_file: Path | None, overrides: tuple[str, ...]) -> None:
     """Run the job in JOB_FILE over INPUT files or directories into OUTPUT."""
     console = Console(stderr=True, soft_wrap=True)
     try:
-        config = config_from_mapping(MapReduceConfig, parse_overrides(overrides))
+        config = MapReduceConfig.local()
+        if config_file is not None:
+            table = load_toml(config_file).get("mapreduce", {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"config file {config_file}: [mapreduce] must be a table")
+            config = config_from_mapping(MapReduceConfig, table, base=config)
+        config = config_from_mapping(MapReduceConfig, parse_overrides(overrides), base=config)
         job = load_job(job_file, job_class)
         view = _ProgressView(console)
         with view.progress:

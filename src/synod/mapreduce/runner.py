@@ -508,8 +508,10 @@ def _run_steps(job: type[Job], files: list[tuple[str, int]], output: Path, work:
                driver: _Driver, *, worker_count: int, reducers: int, config: MapReduceConfig,
                progress: ProgressCallback | None, seed: int) -> JobResult:
     started = time.monotonic()
-    prototype = job()
-    steps = prototype.steps()
+    try:
+        steps = job().steps()
+    except Exception as error:
+        raise JobLoadError(f"{job.__name__}.steps() failed: {type(error).__name__}: {error}") from error
     if not steps:
         raise JobLoadError(f"{job.__name__}.steps() returned no steps")
     reader = job.INPUT

@@ -66,6 +66,7 @@ JobFactory = Callable[[], Job]
 
 _SCALARS = frozenset({str, int, bytes, float, bool, type(None)})
 _KEY0 = itemgetter(0)
+_MISSING: Any = object()
 _VALUE1 = itemgetter(1)
 #: Mapper output is buffered in batches of this many pairs.
 _BATCH_RECORDS = 4096
@@ -264,6 +265,46 @@ def _combine(
     return combined
 
 
+def _fold_sorted(fold: Callable[[Any, Any], Any], pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Fold the values of each key of sorted ``pairs`` (insertion order keeps the
+    result sorted)."""
+    keys = list(map(_KEY0, pairs))
+    if not any(map(operator.eq, keys, keys[1:])):
+        return pairs
+    return _fold_into_dict(fold, pairs)
+
+
+def _fold_into_dict(fold: Callable[[Any, Any], Any], pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    totals: dict[Any, Any] = {}
+    get = totals.get
+    missing = _MISSING
+    try:
+        for key, value in pairs:
+            current = get(key, missing)
+            totals[key] = value if current is missing else fold(current, value)
+    except Exception as error:
+        raise UserCodeError(f"reduce_with raised: {_describe(error)}", detail=traceback.format_exc()) from error
+    return list(totals.items())
+
+
+def _fold_stream(fold: Callable[[Any, Any], Any], pairs: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+    """Fold consecutive equal keys of a sorted stream."""
+    current_key: Any = _MISSING
+    total: Any = None
+    try:
+        for key, value in pairs:
+            if current_key is not _MISSING and key == current_key:
+                total = fold(total, value)
+                continue
+            if current_key is not _MISSING:
+                yield current_key, total
+            current_key, total = key, value
+    except Exception as error:
+        raise UserCodeError(f"reduce_with raised: {_describe(error)}", detail=traceback.format_exc()) from error
+    if current_key is not _MISSING:
+        yield current_key, total
+
+
 def _combine_stream(
     combiner: Callable[[Any, Iterator[Any]], Any], pairs: Iterable[tuple[Any, Any]], batch: int
 ) -> Iterator[tuple[Any, Any]]:
@@ -289,6 +330,7 @@ class _MapBuffer:
         self.buckets: list[list[tuple[Any, Any]]] = [[] for _ in range(reducers)]
         self.partitioner = step.partitioner
         self.combiner = step.combiner
+        self.fold = step.reduce_with
         self.config = config
         self.prefix = prefix
         self.count = 0
@@ -368,6 +410,8 @@ class _MapBuffer:
         result = []
         for bucket in self.buckets:
             _sort(bucket, "the mapper")
+            if self.fold is not None and bucket:
+                bucket = _fold_sorted(self.fold, bucket)
             if self.combiner is not None and bucket:
                 combined = _combine(self.combiner, bucket)
                 if combined is not bucket:
@@ -414,6 +458,8 @@ class _MapBuffer:
             )
             if self.combiner is not None:
                 stream = _combine_stream(self.combiner, stream, self.config.chunk_records_max)
+            if self.fold is not None:
+                stream = _fold_stream(self.fold, stream)
             return stream
 
         try:
@@ -593,7 +639,8 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
         temp_path = os.path.join(temp_dir, f"{part_name(assign.task)}.attempt-{assign.attempt}")
     records_out = 0
     stream = _reduce_input(assign.inputs, config,
-                           os.path.join(scratch_dir, f"s{assign.step}-r{assign.task}-a{assign.attempt}"))
+                           os.path.join(scratch_dir, f"s{assign.step}-r{assign.task}-a{assign.attempt}"),
+                           step.reduce_with)
     try:
         with open(temp_path, "wb") as handle:
             pending: list[tuple[Any, Any]] = []
@@ -618,8 +665,9 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
                         flush()
 
             _reduce_hook(step.reducer_init, "reducer_init", collect)
-            if reducer is None:
-                # The identity reducer: the sorted pairs are the output.
+            if reducer is None or step.reduce_with is not None:
+                # The identity reducer, or a fold already applied to the input:
+                # the sorted pairs are the output.
                 if isinstance(stream, list):
                     for start in range(0, len(stream), config.chunk_records_max):
                         pending.extend(stream[start : start + config.chunk_records_max])
@@ -688,20 +736,30 @@ def _reduce_hook(hook: Callable[[], Any] | None, name: str, collect: Callable[[A
         raise UserCodeError(f"{name} raised: {_describe(error)}", detail=traceback.format_exc()) from error
 
 
-def _reduce_input(refs: tuple[MapOutputRef, ...], config: MapReduceConfig,
-                  scratch_prefix: str) -> list[tuple[Any, Any]] | Iterator[tuple[Any, Any]]:
-    """The bucket's pairs from every map task, in key order."""
+def _reduce_input(refs: tuple[MapOutputRef, ...], config: MapReduceConfig, scratch_prefix: str,
+                  fold: Callable[[Any, Any], Any] | None = None,
+                  ) -> list[tuple[Any, Any]] | Iterator[tuple[Any, Any]]:
+    """The bucket's pairs from every map task, in key order (folded by key when
+    the step has ``reduce_with``)."""
     segments = [(ref.path, ref.offset, ref.length) for ref in refs if ref.length > 0]
     total = sum(length for _, _, length in segments)
     if total <= config.reduce_memory_bytes_max:
+        if fold is not None:
+            # Hash aggregation: no sort of the pairs, only of the distinct keys.
+            stream = itertools.chain.from_iterable(
+                chunk for segment in segments for chunk in iter_chunks(*segment))
+            folded = _fold_into_dict(fold, stream)
+            _sort(folded, "the mappers")
+            return folded
         pairs: list[tuple[Any, Any]] = []
         for segment in segments:
             for chunk in iter_chunks(*segment):
                 pairs.extend(chunk)
         _sort(pairs, "the mappers")
         return pairs
-    return merge_segments(segments, fan_in=config.merge_fan_in_max,
-                          chunk_records=config.chunk_records_max, scratch_prefix=scratch_prefix)
+    merged = merge_segments(segments, fan_in=config.merge_fan_in_max,
+                            chunk_records=config.chunk_records_max, scratch_prefix=scratch_prefix)
+    return merged if fold is None else _fold_stream(fold, merged)
 
 
 # -------------------------------------------------------------------- attempts
