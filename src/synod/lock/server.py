@@ -95,6 +95,7 @@ from synod.lock.namespace import Namespace
 from synod.paxos.config import PaxosConfig
 from synod.paxos.messages import Command, CommandResult, Read, ReadMode, ReadResult, Value
 from synod.paxos.replica import PaxosReplica
+from synod.paxos.server import StatusQuery, StatusReply
 
 MUTANT_INVALIDATION_NOT_AWAITED = declare_mutant(
     "lock.invalidation_not_awaited",
@@ -110,6 +111,12 @@ PARKED_CALLS_MAX = 10_000
 SUBSCRIPTIONS_PER_SESSION_MAX = 1_000
 
 _READ_ONLY = (GetContents, Stat, ListChildren, CheckSequencer)
+
+
+def principal_of(source: NodeId) -> str:
+    """The authenticated principal behind a message source: the runtime names a
+    client connection ``<principal>#<n>``; the simulator names clients by node."""
+    return source.partition("#")[0]
 
 
 class Role(enum.Enum):
@@ -220,6 +227,9 @@ class LockServer:
 
     def on_message(self, now_ms: float, source: NodeId, message: Message) -> Effects:
         self._now_ms = now_ms
+        if isinstance(message, ClientRequest) and isinstance(message.body, StatusQuery):
+            self._reply(source, message.request_id, self.status())
+            return self._drain()
         if isinstance(message, ClientRequest) and isinstance(message.body, LockCall | KeepAlive):
             match message.body:
                 case LockCall():
@@ -335,7 +345,7 @@ class LockServer:
         if own:
             self._own_changing[internal] = call.changing
         if not own:
-            client = f"{call.client}#{call.call.incarnation}"
+            client = f"{principal_of(call.client)}#{call.call.incarnation}"
             seq, seen_below = call.call.seq, call.call.seen_below
         else:
             # One exactly-once client per leadership (its ballot is unique), so a
@@ -437,15 +447,15 @@ class LockServer:
         principal = self.namespace.principal_of(session)
         if principal is None or session not in self.sessions:
             return OpError(code="session_expired", detail=f"session {session} has ended")
-        if principal != str(source):
-            return OpError(code="permission_denied", detail=f"session {session} is not {source}'s")
+        if principal != principal_of(source):
+            return OpError(code="permission_denied", detail=f"session {session} is not {principal_of(source)}'s")
         return None
 
     def _stamped(self, op: Message, source: NodeId, now_ms: float) -> Message:
         stamp = self._stamp(now_ms)
         match op:
             case OpenSession():
-                return OpenSession(principal=str(source), now_ms=stamp)
+                return OpenSession(principal=principal_of(source), now_ms=stamp)
             case CloseSession() | Acquire():
                 return dataclasses.replace(op, now_ms=stamp)
             case _:
@@ -663,6 +673,21 @@ class LockServer:
             keepalives=self._counts["keepalives"],
         )
 
+    def status(self) -> StatusReply:
+        """What ``synod cluster status`` shows. The role is the master's
+        ("leader" only once its epoch began, so tools that wait for a leader
+        wait for a master)."""
+        replica = self.replica
+        role = "leader" if self.is_master else ("candidate" if replica.is_leader else "follower")
+        leader = replica.leader or ""
+        return StatusReply(
+            node=self.node, role=role, leader=leader,
+            ballot=str(replica.ballot if replica.is_leader else replica.leader_ballot),
+            chosen_index=replica.chosen_index, members=tuple(replica.members_history[-1][1]),
+            elections_started=replica.statistics().elections_started,
+            leaderships=replica.statistics().leaderships, digest=self.namespace.digest(),
+        )
+
     def status_line(self) -> str:
         return f"{self.node} {self.role.value} epoch={self.epoch} sessions={len(self.sessions)}"
 
@@ -681,3 +706,16 @@ class LockServerFactory:
         return LockServer(node, rng, members=self.members, config=self.config, paxos=self.paxos,
                           observer=self.observer, event_observer=self.event_observer)
 
+
+
+def lock_factory(nodes: tuple[NodeId, ...]) -> LockServerFactory:
+    """The core builder for ``synod cluster up --core synod.lock.server:lock_factory``:
+    a cell ``/ls/local`` on processes of one machine (``LockConfig.local()``,
+    ``PaxosConfig.local()``)."""
+    return LockServerFactory(members=tuple(sorted(nodes)), config=LockConfig.local(),
+                             paxos=PaxosConfig.local())
+
+
+def lock_lan_factory(nodes: tuple[NodeId, ...]) -> LockServerFactory:
+    """As ``lock_factory`` with the LAN presets (Chubby's lease, lock-delay, grace)."""
+    return LockServerFactory(members=tuple(sorted(nodes)), config=LockConfig.lan(), paxos=PaxosConfig.lan())
