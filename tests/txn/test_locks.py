@@ -1,0 +1,118 @@
+"""The lock table: strict 2PL with wound-wait, ballots on locks, range locks."""
+
+from __future__ import annotations
+
+from synod.core.faults import enable_mutant
+from synod.core.ids import NodeId
+from synod.paxos.messages import Ballot
+from synod.txn.locks import LockTable, Mode, Request
+
+B1 = Ballot(round=1, node=NodeId("n1"))
+B2 = Ballot(round=2, node=NodeId("n1"))
+OLD, YOUNG = 10, 20
+
+
+def table() -> LockTable:
+    return LockTable(waiters_max=4, txns_max=16, aborted_max=16)
+
+
+def ask(locks: LockTable, token: int, txn: str, ts: int, key: str, mode: Mode, end: str | None = None):  # type: ignore[no-untyped-def]
+    return locks.acquire(Request(token=token, txn=txn, key=key, mode=mode, end=end), ts, B1, 0.0)
+
+
+def test_shared_locks_are_compatible() -> None:
+    locks = table()
+    assert ask(locks, 1, "a", OLD, "k", Mode.SHARED).granted == [1]
+    assert ask(locks, 2, "b", YOUNG, "k", Mode.SHARED).granted == [2]
+    locks.check_invariants()
+
+
+def test_an_older_transaction_wounds_a_younger_holder() -> None:
+    locks = table()
+    ask(locks, 1, "young", YOUNG, "k", Mode.SHARED)
+    outcome = ask(locks, 2, "old", OLD, "k", Mode.EXCLUSIVE)
+    assert outcome.granted == [2] and outcome.wounded == {"young": "k"}
+    assert locks.entry("young") is None and locks.aborted["young"] == "k"
+    locks.check_invariants()
+
+
+def test_a_younger_transaction_waits_for_an_older_holder_then_gets_the_lock() -> None:
+    locks = table()
+    ask(locks, 1, "old", OLD, "k", Mode.EXCLUSIVE)
+    outcome = ask(locks, 2, "young", YOUNG, "k", Mode.SHARED)
+    assert outcome.waiting and not outcome.granted and not outcome.wounded
+    woken, _ = locks.release("old")
+    assert woken.granted == [2]
+    locks.check_invariants()
+
+
+def test_a_prepared_transaction_is_never_wounded() -> None:
+    locks = table()
+    ask(locks, 1, "young", YOUNG, "k", Mode.EXCLUSIVE)
+    locks.mark_prepared("young")
+    outcome = ask(locks, 2, "old", OLD, "k", Mode.SHARED)
+    assert outcome.waiting and outcome.wounded == {}
+    assert locks.entry("young") is not None
+
+
+def test_the_planted_bug_wounds_a_prepared_transaction() -> None:
+    enable_mutant("txn.wound_prepared")
+    locks = table()
+    ask(locks, 1, "young", YOUNG, "k", Mode.EXCLUSIVE)
+    locks.mark_prepared("young")
+    assert ask(locks, 2, "old", OLD, "k", Mode.SHARED).wounded == {"young": "k"}
+
+
+def test_the_first_timestamp_decides_across_retries() -> None:
+    # A retry runs under a new transaction id but its first timestamp: it wins
+    # against a transaction that started after its first attempt.
+    locks = table()
+    ask(locks, 1, "later", YOUNG, "k", Mode.EXCLUSIVE)
+    assert ask(locks, 2, "retry-2", OLD, "k", Mode.EXCLUSIVE).wounded == {"later": "k"}
+
+
+def test_locks_under_an_old_ballot_do_not_count_and_are_purged() -> None:
+    locks = table()
+    ask(locks, 1, "t", OLD, "k", Mode.SHARED)
+    assert locks.holds("t", ("k",), (), B1) is None
+    assert locks.holds("t", ("k",), (), B2) == "k"
+    assert locks.purge(B2) == ["t"]
+    assert locks.entry("t") is None and "k" not in locks.holders
+
+
+def test_stale_ballot_mutant_keeps_old_locks() -> None:
+    enable_mutant("txn.vote_with_stale_ballot_locks")
+    locks = table()
+    ask(locks, 1, "t", OLD, "k", Mode.SHARED)
+    locks.purge(B2)
+    assert locks.holds("t", ("k",), (), B2) is None
+
+
+def test_a_range_lock_blocks_a_write_inside_the_range() -> None:
+    locks = table()
+    ask(locks, 1, "scanner", OLD, "a", Mode.SHARED, end="m")
+    assert ask(locks, 2, "writer", YOUNG, "f", Mode.EXCLUSIVE).waiting
+    assert ask(locks, 3, "other", YOUNG + 1, "z", Mode.EXCLUSIVE).granted == [3]
+    assert locks.holds("scanner", (), (("a", "m"),), B1) is None
+
+
+def test_a_range_lock_waits_for_a_write_inside_it() -> None:
+    locks = table()
+    ask(locks, 1, "writer", OLD, "f", Mode.EXCLUSIVE)
+    assert ask(locks, 2, "scanner", YOUNG, "a", Mode.SHARED, end="m").waiting
+
+
+def test_waiters_are_bounded() -> None:
+    locks = table()
+    ask(locks, 1, "old", 1, "k", Mode.EXCLUSIVE)
+    for i in range(4):
+        assert ask(locks, 10 + i, f"y{i}", 100 + i, "k", Mode.EXCLUSIVE).waiting
+    assert ask(locks, 20, "y9", 200, "k", Mode.EXCLUSIVE).refused == "overloaded"
+    locks.check_invariants()
+
+
+def test_idle_unprepared_transactions_are_found() -> None:
+    locks = table()
+    locks.acquire(Request(token=1, txn="idle", key="k", mode=Mode.SHARED), 1, B1, 0.0)
+    locks.acquire(Request(token=2, txn="busy", key="j", mode=Mode.SHARED), 2, B1, 900.0)
+    assert locks.idle(1000.0, 500.0) == ["idle"]

@@ -1,0 +1,165 @@
+"""The shard state machine: prepare records, decisions, fast path, transaction
+records, watches, bad input, and the SQLite engine (snapshots, atomic applied index)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from synod.codec.registry import decode, encode
+from synod.core.faults import enable_mutant
+from synod.core.ids import NodeId
+from synod.paxos.messages import Ballot
+from synod.txn.config import TxnConfig
+from synod.txn.engine import SqliteEngine
+from synod.txn.machine import ShardMachine
+from synod.txn.messages import (
+    DecideOp,
+    FastCommitOp,
+    OpResult,
+    Part,
+    PrepareOp,
+    RecordBeginOp,
+    RecordDecideOp,
+    RecordForgetOp,
+    Write,
+)
+
+BALLOT = Ballot(round=1, node=NodeId("n1"))
+
+
+def apply(machine: ShardMachine, op: object) -> OpResult:
+    result = decode(machine.apply(encode(op)))  # type: ignore[arg-type]
+    assert isinstance(result, OpResult)
+    return result
+
+
+def prepare(txn: str, *writes: Write, reads: tuple[str, ...] = ()) -> PrepareOp:
+    return PrepareOp(txn=txn, ts=1, coordinator="s1", part=Part(group="s1", read_keys=reads, writes=writes),
+                     lock_ballot=BALLOT)
+
+
+def test_prepare_then_commit_applies_the_prepared_writes_once() -> None:
+    machine = ShardMachine()
+    assert apply(machine, prepare("t1", Write(key="a", value="1"), Write(key="b", value=None))).status == "ok"
+    assert machine.get("a") == (None, 0)
+    assert [r.txn for r in machine.prepared()] == ["t1"]
+    result = apply(machine, DecideOp(txn="t1", commit=True))
+    assert (result.status, result.revision) == ("ok", 1)
+    assert machine.get("a") == ("1", 1)
+    assert machine.prepared() == []
+    assert machine.outcome("t1") is True
+    assert apply(machine, DecideOp(txn="t1", commit=True)).status == "duplicate"
+    assert apply(machine, prepare("t1", Write(key="a", value="2"))).detail == "committed"
+    assert machine.get("a") == ("1", 1)
+    assert machine.revision == 1
+
+
+def test_prepare_then_abort_applies_nothing() -> None:
+    machine = ShardMachine()
+    apply(machine, prepare("t1", Write(key="a", value="1")))
+    assert apply(machine, DecideOp(txn="t1", commit=False)).detail == "aborted"
+    assert machine.items() == {}
+    assert machine.outcome("t1") is False
+
+
+def test_commit_without_prepare_record_is_refused_and_changes_nothing() -> None:
+    machine = ShardMachine()
+    result = apply(machine, DecideOp(txn="t9", commit=True, writes=(Write(key="a", value="x"),)))
+    assert result.status == "refused"
+    assert machine.items() == {} and machine.outcome("t9") is None
+
+
+def test_commit_without_prepare_mutant_applies_the_writes() -> None:
+    enable_mutant("txn.commit_without_prepare")
+    machine = ShardMachine()
+    assert apply(machine, DecideOp(txn="t9", commit=True, writes=(Write(key="a", value="x"),))).status == "ok"
+    assert machine.get("a")[0] == "x"
+
+
+def test_fast_commit_over_the_key_limit_is_refused_whole() -> None:
+    config = TxnConfig(key_bytes_max=8)
+    machine = ShardMachine(config=config)
+    writes = (Write(key="ok", value="1"), Write(key="k" * 9, value="2"))
+    result = apply(machine, FastCommitOp(txn="t1", ts=1, writes=writes, lock_ballot=BALLOT))
+    assert result.status == "refused" and "key_too_large" in result.detail
+    assert machine.items() == {} and machine.revision == 0 and machine.outcome("t1") is None
+    assert machine.applied == 1
+
+
+def test_prepare_over_the_size_limit_is_refused_whole() -> None:
+    machine = ShardMachine(config=TxnConfig(txn_keys_max=2))
+    result = apply(machine, prepare("t1", Write(key="a", value="1"), Write(key="b", value="1"), reads=("c",)))
+    assert result.status == "refused" and "txn_too_large" in result.detail
+    assert machine.prepared() == []
+
+
+def test_garbage_op_is_refused_deterministically() -> None:
+    machine = ShardMachine()
+    assert decode(machine.apply(b"\xff\x00nonsense")) == decode(ShardMachine().apply(b"\xff\x00nonsense"))
+    assert machine.items() == {}
+
+
+def test_transaction_record_lifecycle_first_decision_wins() -> None:
+    machine = ShardMachine()
+    begin = RecordBeginOp(txn="t1", ts=1, parts=(Part(group="s1"), Part(group="s2")))
+    assert apply(machine, RecordBeginOp(txn="t1", ts=1, parts=())).status == "ok"
+    assert apply(machine, begin).status == "duplicate"
+    assert machine.record_state("t1") == "pending"
+    assert apply(machine, RecordForgetOp(txn="t1")).status == "refused"
+    assert apply(machine, RecordDecideOp(txn="t1", commit=True)).detail == "committed"
+    late = apply(machine, RecordDecideOp(txn="t1", commit=False))
+    assert (late.status, late.detail) == ("duplicate", "committed")
+    assert apply(machine, RecordForgetOp(txn="t1")).status == "ok"
+    assert machine.record_state("t1") is None
+    assert apply(machine, RecordDecideOp(txn="t2", commit=True)).status == "refused"
+
+
+def test_watch_history_and_compaction() -> None:
+    machine = ShardMachine(config=TxnConfig(watch_history_max=2))
+    for i in range(4):
+        apply(machine, FastCommitOp(txn=f"t{i}", ts=i, writes=(Write(key=f"k{i}", value=str(i)),),
+                                    lock_ballot=BALLOT))
+    changes, kept = machine.changes("", "", 3, 10)
+    assert kept and [(c.revision, c.key) for c in changes] == [(3, "k2"), (4, "k3")]
+    assert machine.changes("", "", 1, 10) == ([], False)
+    changes, _ = machine.changes("k3", "k4", 2, 10)
+    assert [c.key for c in changes] == ["k3"]
+
+
+def test_snapshot_restores_the_same_state_in_another_engine() -> None:
+    machine = ShardMachine()
+    apply(machine, prepare("t1", Write(key="a", value="1")))
+    for i in range(600):
+        apply(machine, FastCommitOp(txn=f"f{i}", ts=i, writes=(Write(key=f"k{i:04}", value="v"),),
+                                    lock_ballot=BALLOT))
+    apply(machine, RecordBeginOp(txn="t2", ts=1, parts=()))
+    chunks = list(machine.snapshot())
+    assert len(chunks) > 3
+    other = ShardMachine()
+    other.restore(chunks)
+    assert other.digest() == machine.digest()
+    assert [r.txn for r in other.prepared()] == ["t1"]
+    assert other.scan("k0100", "k0103", 10) == ([("k0100", "v"), ("k0101", "v"), ("k0102", "v")], False)
+
+
+def test_file_engine_stores_the_applied_index_with_the_data(tmp_path: Path) -> None:
+    path = str(tmp_path / "shard.db")
+    machine = ShardMachine(SqliteEngine(path))
+    apply(machine, FastCommitOp(txn="t1", ts=1, writes=(Write(key="a", value="1"),), lock_ballot=BALLOT))
+    machine.engine.close()
+    reopened = ShardMachine(SqliteEngine(path))
+    assert reopened.applied == 1 and reopened.get("a") == ("1", 1)
+
+
+def test_a_failing_apply_rolls_back_everything() -> None:
+    machine = ShardMachine()
+
+    def boom(writes: tuple[Write, ...]) -> int:
+        raise RuntimeError("disk on fire")
+
+    machine._write = boom  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        machine.apply(encode(FastCommitOp(txn="t1", ts=1, writes=(Write(key="a", value="1"),), lock_ballot=BALLOT)))
+    assert machine.applied == 0 and machine.outcome("t1") is None

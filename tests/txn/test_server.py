@@ -1,0 +1,181 @@
+"""Shard servers driven by hand: the fast path, 2PC across shards, conflicts,
+bad input (typed errors, nothing partially applied), and failover."""
+
+from __future__ import annotations
+
+from synod.codec.kernel import ErrorReply
+from synod.core.effects import Send
+from synod.core.ids import NodeId
+from synod.txn.config import TxnConfig
+from synod.txn.messages import (
+    Part,
+    TxnCommit,
+    TxnGet,
+    TxnOutcome,
+    TxnRelease,
+    TxnRows,
+    TxnScan,
+    TxnValue,
+    Vote,
+    Write,
+)
+from tests.txn.harness import Shards
+
+# uniform_map(2, 3): s1 holds keys below "n" (n1..n3), s2 the rest (n4..n6).
+
+
+def values(shards: Shards, group: str) -> list[dict[str, str]]:
+    return [s.machine.items() for s in shards.servers(group)]
+
+
+def test_single_shard_fast_path_commits_without_a_transaction_record() -> None:
+    shards = Shards()
+    assert isinstance(shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple")), TxnValue)
+    outcome = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="red"),)),)))
+    assert outcome == TxnOutcome(txn="t1", committed=True)
+    shards.sim.run_for(100.0)
+    assert values(shards, "s1") == [{"apple": "red"}] * 3
+    leader = shards.leader("s1")
+    assert not leader.machine.records() and dict(leader.statistics().counts).get("fast_commits") == 1
+
+
+def test_cross_shard_commit_applies_on_every_shard_and_leaves_nothing_in_doubt() -> None:
+    shards = Shards()
+    shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple"))
+    shards.ask("s2", TxnGet(txn="t1", ts=1, key="zebra"))
+    outcome = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),)),
+        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),)),
+    )), wait_ms=300.0)
+    assert outcome == TxnOutcome(txn="t1", committed=True)
+    shards.sim.run_for(300.0)
+    assert values(shards, "s1") == [{"apple": "1"}] * 3
+    assert values(shards, "s2") == [{"zebra": "2"}] * 3
+    for group in ("s1", "s2"):
+        for server in shards.servers(group):
+            assert server.in_doubt() == [] and server.machine.records() == []
+    rows = shards.ask("s2", TxnScan(txn="t2", ts=2, start="n", end="", limit=10))
+    assert isinstance(rows, TxnRows) and rows.rows == (("zebra", "2"),)
+
+
+def test_an_older_transaction_wounds_a_younger_one_whose_commit_gets_a_conflict_naming_the_key() -> None:
+    shards = Shards()
+    shards.ask("s1", TxnGet(txn="young", ts=20, key="apple"))
+    shards.ask("s1", TxnGet(txn="old", ts=10, key="apple"))
+    assert shards.ask("s1", TxnCommit(txn="old", ts=10, parts=(
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="old"),)),))) == \
+        TxnOutcome(txn="old", committed=True)
+    refused = shards.ask("s1", TxnCommit(txn="young", ts=20, parts=(
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="young"),)),)))
+    assert isinstance(refused, ErrorReply) and refused.code == "conflict" and refused.hint == "apple"
+    assert shards.leader("s1").machine.get("apple")[0] == "old"
+
+
+def test_a_younger_transaction_waits_for_an_older_one() -> None:
+    shards = Shards()
+    shards.ask("s1", TxnGet(txn="old", ts=10, key="apple"))
+    pending = shards.send("s1", TxnCommit(txn="young", ts=20, parts=(
+        Part(group="s1", writes=(Write(key="apple", value="young"),)),)))
+    shards.sim.run_for(100.0)
+    assert shards.reply(pending) is None
+    shards.ask("s1", TxnRelease(txn="old"))
+    assert shards.reply(pending) == TxnOutcome(txn="young", committed=True)
+
+
+def test_commit_of_an_aborted_transaction_is_a_typed_error() -> None:
+    shards = Shards()
+    shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple"))
+    assert shards.ask("s1", TxnRelease(txn="t1")) == TxnOutcome(txn="t1", committed=False)
+    refused = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="x"),)),)))
+    assert isinstance(refused, ErrorReply) and refused.code in ("conflict", "aborted")
+    assert values(shards, "s1") == [{}] * 3
+
+
+def test_operations_after_commit_are_refused() -> None:
+    shards = Shards()
+    shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(Part(group="s1", writes=(Write(key="a", value="1"),)),)))
+    refused = shards.ask("s1", TxnGet(txn="t1", ts=1, key="a"))
+    assert isinstance(refused, ErrorReply) and refused.code == "bad_state"
+
+
+def test_a_transaction_over_the_size_limit_is_refused_and_nothing_applies() -> None:
+    shards = Shards(config=TxnConfig(txn_keys_max=3, txn_idle_ms=600.0, txn_record_timeout_ms=600.0,
+                                     resend_ms=40.0))
+    writes = tuple(Write(key=f"k{i}", value="v") for i in range(2))
+    refused = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
+        Part(group="s1", writes=writes), Part(group="s2", writes=(Write(key="z1", value="v"), Write(key="z2", value="v"))))))
+    assert isinstance(refused, ErrorReply) and refused.code == "txn_too_large"
+    shards.sim.run_for(200.0)
+    assert values(shards, "s1") == [{}] * 3 and values(shards, "s2") == [{}] * 3
+    assert not shards.leader("s1").machine.records()
+
+
+def test_keys_over_the_size_limit_are_refused_and_nothing_applies() -> None:
+    shards = Shards()
+    long_key = "a" * (shards.config.key_bytes_max + 1)
+    refused = shards.ask("s1", TxnGet(txn="t1", ts=1, key=long_key))
+    assert isinstance(refused, ErrorReply) and refused.code == "key_too_large"
+    refused = shards.ask("s1", TxnCommit(txn="t2", ts=2, parts=(
+        Part(group="s1", writes=(Write(key="apple", value="ok"), Write(key=long_key, value="x"))),)))
+    assert isinstance(refused, ErrorReply) and refused.code == "key_too_large"
+    empty = shards.ask("s1", TxnGet(txn="t3", ts=3, key=""))
+    assert isinstance(empty, ErrorReply) and empty.code == "key_too_large"
+    assert values(shards, "s1") == [{}] * 3
+
+
+def test_a_key_of_another_shard_is_a_wrong_shard_error() -> None:
+    shards = Shards()
+    refused = shards.ask("s1", TxnGet(txn="t1", ts=1, key="zebra"))
+    assert isinstance(refused, ErrorReply) and refused.code == "wrong_shard"
+
+
+def test_a_vote_for_an_unknown_transaction_is_ignored_and_counted() -> None:
+    shards = Shards()
+    leader = shards.leader("s1")
+    before = leader.machine.digest()
+    shards.sim.execute_for(NodeId("n4"), [Send(to=leader.node, message=Vote(txn="ghost", group="s2", yes=True))])
+    shards.sim.run_for(100.0)
+    assert dict(leader.statistics().counts).get("vote_for_unknown_txn") == 1
+    assert leader.machine.digest() == before and not leader.machine.records()
+
+
+def test_coordinator_leader_crash_between_prepare_and_decision_is_resumed() -> None:
+    shards = Shards()
+    shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple"))
+    shards.ask("s2", TxnGet(txn="t1", ts=1, key="zebra"))
+    coordinator = shards.leader("s1")
+    participant = shards.leader("s2")
+    # Hold the participant's vote back so the coordinator crashes undecided.
+    shards.sim.cut(participant.node, coordinator.node, 2000.0)
+    request = shards.send("s1", TxnCommit(txn="t1", ts=1, parts=(
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),)),
+        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),)),
+    )))
+    for _ in range(40):
+        shards.sim.run_for(20.0)
+        if coordinator.machine.record_state("t1") == "pending" and participant.in_doubt() == ["t1"]:
+            break
+    assert coordinator.machine.record_state("t1") == "pending"
+    shards.sim.crash(coordinator.node)
+    shards.sim.run_for(2500.0)
+    shards.sim.restart(coordinator.node)
+    shards.sim.run_for(1000.0)
+    # Whatever was decided, it was decided once and applied everywhere.
+    s1 = values(shards, "s1")
+    s2 = values(shards, "s2")
+    assert len({str(v) for v in s1}) == 1 and len({str(v) for v in s2}) == 1
+    assert (s1[0].get("apple") == "1") == (s2[0].get("zebra") == "2")
+    for group in ("s1", "s2"):
+        for server in shards.servers(group):
+            assert server.in_doubt() == [] and not [r for st, r in server.machine.records() if st == "pending"]
+    # The client lost its coordinator; asking the new one again gives the outcome.
+    assert shards.reply(request) is None
+    again = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),)),
+        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),)),
+    )), wait_ms=300.0)
+    committed = s1[0].get("apple") == "1"
+    assert again == TxnOutcome(txn="t1", committed=True) if committed else (
+        isinstance(again, ErrorReply) and again.code in ("aborted", "conflict"))
