@@ -1,0 +1,174 @@
+"""``synod kv``: the sharded transactional key-value store from the command line.
+
+    synod kv up --shards 2 --dir /tmp/kv          # 2 shards x 3 replicas on 127.0.0.1
+    synod kv put --cluster /tmp/kv alice 100
+    synod kv get --cluster /tmp/kv alice
+    synod kv del --cluster /tmp/kv alice
+    synod kv scan --cluster /tmp/kv a z
+    synod kv txn --cluster /tmp/kv transfer.txt   # a script, run as ONE transaction
+
+A ``kv txn`` script has one operation per line: ``get KEY``, ``put KEY VALUE``,
+``del KEY``, ``scan START [END]``; ``#`` starts a comment. The whole script runs
+in one serializable transaction, again from the top on a retryable conflict
+(keeping its first timestamp); what it read is printed once it committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+import click
+
+from synod.core.ids import NodeId
+from synod.txn.client import Transaction, TxnClient
+from synod.txn.errors import TxnError
+from synod.txn.node import LocalTxnCluster, shard_map_for
+from synod.txn.shardmap import StaticShardMapSource
+
+T = TypeVar("T")
+
+
+def _client(cluster: Path) -> TxnClient:
+    path = cluster / "cluster.json" if cluster.is_dir() else cluster
+    try:
+        spec = json.loads(path.read_text())
+        nodes = {str(n): (str(a[0]), int(a[1])) for n, a in spec["nodes"].items()}
+        key = Path(spec["user_key_file"]).read_text().strip().encode()
+        shard_map = shard_map_for(tuple(NodeId(n) for n in nodes), int(spec.get("replicas", 3)))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise click.UsageError(f"cannot read cluster file {path}: {error}") from None
+    return TxnClient(StaticShardMapSource(shard_map), nodes, principal=str(spec["user"]), key=key)
+
+
+def _run(cluster: Path, action: Callable[[TxnClient], Awaitable[T]]) -> T:
+    async def main() -> T:
+        client = _client(cluster)
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+    try:
+        return asyncio.run(main())
+    except TxnError as error:
+        key = f" (key {error.key!r})" if error.key else ""
+        click.echo(f"error: {error.code}: {error.detail}{key}", err=True)
+        sys.exit(1)
+
+
+_cluster_option = click.option("--cluster", type=click.Path(path_type=Path), default=Path("synod-kv"),
+                               show_default=True, help="The cluster's directory (or its cluster.json).")
+
+
+@click.group("kv")
+def kv_group() -> None:
+    """The sharded key-value store with serializable transactions."""
+
+
+@kv_group.command("up")
+@click.option("--shards", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option("--replicas", type=click.IntRange(1, 5), default=3, show_default=True)
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path("synod-kv"), show_default=True)
+def up(shards: int, replicas: int, workdir: Path) -> None:
+    """Start SHARDS x REPLICAS shard replicas on 127.0.0.1 until interrupted."""
+    cluster = LocalTxnCluster(workdir, shards=shards, replicas=replicas)
+    cluster.start()
+    for shard in cluster.shard_map.shards:
+        members = ", ".join(f"{n}:{cluster.ports[n]}" for n in shard.replicas)
+        click.echo(f"{shard.group} [{shard.start!r}, {shard.end!r}): {members}")
+    click.echo(f"cluster file {workdir / 'cluster.json'}; Ctrl-C stops it")
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        cluster.stop()
+
+
+@kv_group.command("get")
+@_cluster_option
+@click.argument("key")
+def get(cluster: Path, key: str) -> None:
+    """Print KEY's value (nothing and status 1 if absent)."""
+    value = _run(cluster, lambda c: c.get(key))
+    if value is None:
+        sys.exit(1)
+    click.echo(value)
+
+
+@kv_group.command("put")
+@_cluster_option
+@click.argument("key")
+@click.argument("value")
+def put(cluster: Path, key: str, value: str) -> None:
+    """Set KEY to VALUE."""
+    _run(cluster, lambda c: c.put(key, value))
+
+
+@kv_group.command("del")
+@_cluster_option
+@click.argument("key")
+def delete(cluster: Path, key: str) -> None:
+    """Delete KEY."""
+    _run(cluster, lambda c: c.delete(key))
+
+
+@kv_group.command("scan")
+@_cluster_option
+@click.argument("start")
+@click.argument("end", default="")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+def scan(cluster: Path, start: str, end: str, limit: int) -> None:
+    """Print keys in [START, END) with their values."""
+    for key, value in _run(cluster, lambda c: c.scan(start, end, limit)):
+        click.echo(f"{key}\t{value}")
+
+
+def parse_script(text: str) -> list[list[str]]:
+    """The operations of a ``kv txn`` script; ``click.UsageError`` on a bad line."""
+    operations = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        arity = {"get": (2,), "put": (3,), "del": (2,), "scan": (2, 3)}.get(words[0])
+        if arity is None or len(words) not in arity:
+            raise click.UsageError(f"line {number}: expected get KEY | put KEY VALUE | del KEY | scan START [END]")
+        operations.append(words)
+    return operations
+
+
+@kv_group.command("txn")
+@_cluster_option
+@click.argument("script", type=click.File("r"))
+def txn(cluster: Path, script: TextIO) -> None:
+    """Run SCRIPT (a file, or - for stdin) as one transaction."""
+    operations = parse_script(script.read())
+
+    async def body(t: Transaction) -> list[str]:
+        lines = []
+        for words in operations:
+            match words:
+                case ["get", key]:
+                    lines.append(f"{key}\t{await t.get(key)}")
+                case ["put", key, value]:
+                    t.put(key, value)
+                case ["del", key]:
+                    t.delete(key)
+                case ["scan", start, *rest]:
+                    for key, value in await t.scan(start, rest[0] if rest else ""):
+                        lines.append(f"{key}\t{value}")
+        return lines
+
+    for line in _run(cluster, lambda c: c.run(body)):
+        click.echo(line)
+    click.echo("committed")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(kv_group)
