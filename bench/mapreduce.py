@@ -181,10 +181,15 @@ def wc_pool(source: Path, output: Path, workers: int) -> dict[str, Any]:
 
 def _synod(example: str, source: Path, output: Path, workers: int, reducers: int | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "src"))
-    from synod.mapreduce import load_job, run_job
+    from synod.mapreduce import MapReduceConfig, load_job, run_job
 
+    config = MapReduceConfig()
+    budget_mb = int(os.environ.get("BENCH_SYNOD_BUDGET_MB", "0"))
+    if budget_mb:
+        config = MapReduceConfig(map_buffer_bytes_max=budget_mb * MB, reduce_memory_bytes_max=budget_mb * MB)
     job = load_job(EXAMPLES / example)
-    result = run_job(job, [source], output, workers=workers, reducers=reducers or workers, overwrite=True)
+    result = run_job(job, [source], output, workers=workers, reducers=reducers, overwrite=True,
+                     config=config)
     return {"records_in": result.records_in, "records_out": result.records_out,
             "attempts": sum(s.attempts_started for s in result.steps)}
 
@@ -504,6 +509,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", default="wc,sort,index,startup")
     parser.add_argument("--frameworks", action="store_true", help="install and run mrjob, dask, pyspark")
+    parser.add_argument("--synod-budget-mb", type=int, default=0,
+                        help="synod's map and reduce memory budgets (default: MapReduceConfig's)")
     args = parser.parse_args()
     if args.run_one:
         kind, name, source, output, workers = args.run_one
@@ -511,6 +518,8 @@ def main() -> None:
         return
     if args.full:
         args.wc_mb, args.sort_mb, args.index_mb = 1024, 1024, 100
+    if args.synod_budget_mb:
+        os.environ["BENCH_SYNOD_BUDGET_MB"] = str(args.synod_budget_mb)
     only = set(args.only.split(","))
     print(f"synod MapReduce benchmark  {time.strftime('%Y-%m-%d %H:%M')}  "
           f"cpus={os.cpu_count()}  python={sys.version.split()[0]}")
