@@ -310,6 +310,9 @@ class ClientSession:
         del self._pending[seq]
         out.append(CancelTimer(key=f"{TIMER_PREFIX}call/{seq}"))
         result = body.result
+        if self.state is SessionState.OPENING and body.epoch > self.epoch:
+            # The epoch the session starts in: not a failover.
+            self.epoch = body.epoch
         if isinstance(result, Contents) and body.cacheable and self.lease_safe(now_ms):
             path = result.meta.path
             if self.cache.invalidated.get(path, 0) <= body.invalidation_mark:

@@ -45,7 +45,7 @@ from synod.check.invariants import check_converged
 from synod.check.linearizability import check_linearizability
 from synod.codec.kernel import ClientReply, ClientRequest, ErrorReply
 from synod.codec.registry import Message, message
-from synod.core.effects import ClientResult, Effects, Recovered, Send, SetTimer
+from synod.core.effects import CancelTimer, ClientResult, Effects, Recovered, Send, SetTimer
 from synod.core.ids import NodeId
 from synod.lock.client import ClientSession, SessionState
 from synod.lock.config import LockConfig
@@ -215,7 +215,13 @@ class LockWorkload:
             return []
         if isinstance(message, ClientReply) and message.request_id in self.resource_requests:
             self.resource_requests.pop(message.request_id)
-            return []
+            out: Effects = []
+            if self.writing is not None:
+                # The write is done (accepted or fenced off): now let go of the lock.
+                self.writing = None
+                out.append(CancelTimer(key="wl/rewrite"))
+                self._release(now_ms, out)
+            return out
         return self.session.on_message(now_ms, source, message)
 
     def on_timer(self, now_ms: float, key: str) -> Effects:
@@ -232,6 +238,8 @@ class LockWorkload:
                     self._next_op(now_ms, out)
             elif key == "wl/fenced":
                 self._fenced_write(now_ms, out)
+            elif key == "wl/rewrite":
+                self._rewrite(now_ms, out)
             return out
         return self.session.on_timer(now_ms, key)
 
@@ -358,11 +366,8 @@ class LockWorkload:
             return
         self.counter += 1
         value = f"{self.node}:{self.counter}"
-        request_id = self.request_next
-        self.request_next += 1
-        self.resource_requests[request_id] = value
-        send = Send(to=RESOURCE, message=ClientRequest(request_id=request_id,
-                                                       body=FencedWrite(sequencer=sequencer, value=value)))
+        self.writing = FencedWrite(sequencer=sequencer, value=value)
+        send = self._resource_send(self.writing)
         if self.rng.random() < self.config.pause_probability:
             # Checked the lease, then stopped for longer than the lease: the
             # write goes out late, from a holder that may no longer hold.
@@ -372,7 +377,28 @@ class LockWorkload:
             out.append(SetTimer(key="wl/unpause", delay_ms=pause_ms))
             return
         out.append(send)
-        self._release(now_ms, out)
+        out.append(SetTimer(key="wl/rewrite", delay_ms=150.0))
+
+    def _resource_send(self, write: FencedWrite) -> Send:
+        request_id = self.request_next
+        self.request_next += 1
+        self.resource_requests[request_id] = write.value
+        return Send(to=RESOURCE, message=ClientRequest(request_id=request_id, body=write))
+
+    def _rewrite(self, now_ms: float, out: Effects) -> None:
+        """No answer from the resource yet: send the write again, but only while
+        the lease is certainly held. Never release before the write is answered
+        (a clean release has no lock-delay to cover a write still in flight):
+        without an answer the holder lets its session lapse instead."""
+        if self.writing is None:
+            return
+        if not self.session.lease_safe(now_ms):
+            self.writing = None
+            self.holding = None
+            self.busy = False
+            return
+        out.append(self._resource_send(self.writing))
+        out.append(SetTimer(key="wl/rewrite", delay_ms=150.0))
 
     def _release(self, now_ms: float, out: Effects) -> None:
         sequencer = self.holding
@@ -388,8 +414,7 @@ class LockWorkload:
 
     def _unpause(self, now_ms: float) -> Effects:
         self.paused_until = float("-inf")
-        out: Effects = [self.delayed_send]
-        self._release(now_ms, out)
+        out: Effects = [self.delayed_send, SetTimer(key="wl/rewrite", delay_ms=150.0)]
         buffered, self.buffered = self.buffered, []
         for kind, source, item in buffered:
             if kind == "message":
@@ -401,6 +426,7 @@ class LockWorkload:
         return out
 
     now_hint = 0.0
+    writing: FencedWrite | None = None
     subscribed_ms = float("inf")
     delayed_send: Send
     pending_effects: Effects
