@@ -125,3 +125,15 @@ def test_partitioner_out_of_range(tmp_path: Path) -> None:
     source = data.write_lines(tmp_path / "in.txt", ["a b"])
     with pytest.raises(JobFailed, match=r"partitioner put key 'a' in bucket 2, not in \[0, 2\)"):
         run_job(BadPartitioner, [source], tmp_path / "out", runner="inline", reducers=2)
+
+
+def test_mapper_output_that_is_not_a_pair(tmp_path: Path) -> None:
+    from synod.mapreduce import Job
+
+    class Strings(Job):
+        def mapper(self, key: None, line: str):  # type: ignore[no-untyped-def]
+            yield line  # "ab" is two characters, not a (key, value) pair
+
+    source = data.write_lines(tmp_path / "in.txt", ["ab"])
+    with pytest.raises(JobFailed, match=r"in\.txt at byte offset 0: mapper raised: TypeError: mapper output 'ab' is not a \(key, value\) pair"):
+        run_job(Strings, [source], tmp_path / "out", runner="inline")

@@ -67,6 +67,7 @@ JobFactory = Callable[[], Job]
 _SCALARS = frozenset({str, int, bytes, float, bool, type(None)})
 _KEY0 = itemgetter(0)
 _MISSING: Any = object()
+_PAIR_TYPES: frozenset[type] = frozenset({tuple, list})
 _VALUE1 = itemgetter(1)
 #: Mapper output is buffered in batches of this many pairs.
 _BATCH_RECORDS = 4096
@@ -355,23 +356,18 @@ class _MapBuffer:
     def _add_batch(self, batch: list[tuple[Any, Any]]) -> None:
         if not batch:
             return
-        try:
-            keys = list(map(_KEY0, batch))
-            values = list(map(_VALUE1, batch))
-        except (TypeError, IndexError):
-            for pair in batch:  # find the culprit for the message
-                if not isinstance(pair, tuple | list) or len(pair) != 2:
-                    raise TypeError(f"mapper output {pair!r} is not a (key, value) pair") from None
-            raise
+        pair_kinds: set[type] = set(map(type, batch))
+        if not pair_kinds <= _PAIR_TYPES or set(map(len, batch)) != {2}:
+            bad: Any = next(p for p in batch if type(p) not in _PAIR_TYPES or len(p) != 2)
+            raise TypeError(f"mapper output {bad!r} is not a (key, value) pair")
+        keys = list(map(_KEY0, batch))
+        values = list(map(_VALUE1, batch))
+        if pair_kinds != {tuple}:
+            batch = list(zip(keys, values))
         key_kinds = set(map(type, keys))
         _check_column(keys, key_kinds, "key")
         _check_column(values, set(map(type, values)), "value")
         reducers = self.reducers
-        if set(map(type, batch)) != {tuple} or set(map(len, batch)) != {2}:
-            if set(map(len, batch)) != {2}:
-                bad = next(pair for pair in batch if len(pair) != 2)
-                raise TypeError(f"mapper output {bad!r} is not a (key, value) pair")
-            batch = list(zip(keys, values))
         if reducers == 1:
             self.buckets[0].extend(batch)
         else:
