@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -58,6 +59,9 @@ from synod.runtime.transport import ConnectionClosed
 log = logging.getLogger("synod.paxos.client")
 
 T = TypeVar("T")
+
+#: Call deadlines are grouped into buckets this long, one timer per bucket.
+_EXPIRY_BUCKET_S = 0.05
 
 #: Answers after which an item is simply sent again (same seq), after a pause.
 _RETRY_CODES = frozenset({"not_leader", "overloaded", "busy"})
@@ -174,6 +178,7 @@ class PaxosClient:
         self._batches: set[asyncio.Task[None]] = set()
         self._next_seq = 1
         self._unanswered: dict[int, None] = {}   # insertion order == seq order
+        self._expiry: dict[int, list[_Item]] = {}
         self._closed = False
         self._counts = dict.fromkeys(ClientStatistics.__slots__, 0)
 
@@ -203,10 +208,12 @@ class PaxosClient:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(LocalProtocolError("PaxosClient closed"))
+        for items in (self._queue, *self._expiry.values()):
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(LocalProtocolError("PaxosClient closed"))
         self._queue.clear()
+        self._expiry.clear()
         await self._drop_connection()
 
     # ------------------------------------------------------------ KV API
@@ -296,17 +303,33 @@ class PaxosClient:
         timeout = self.config.timeout_s if timeout_s is None else timeout_s
         if timeout <= 0:
             raise LocalProtocolError("timeout_s must be positive")
-        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         async with self._calls:
-            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            self._queue.append(_Item(seq=seq, op=op, mode=mode, future=future, deadline=deadline))
+            future: asyncio.Future[bytes] = loop.create_future()
+            item = _Item(seq=seq, op=op, mode=mode, future=future, deadline=deadline)
+            self._queue.append(item)
             self._wake.set()
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + 0.5):
-                    return await future
-            except TimeoutError:
+            self._arm_expiry(loop, item)
+            return await future
+
+    def _arm_expiry(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
+        """Fail ``item`` with ``PaxosTimeout`` at its deadline. Deadlines share one
+        timer per ``_EXPIRY_BUCKET_S`` (a timer per call would cost more than the
+        call's own work under load), so a call may end up to that much late."""
+        bucket = math.ceil(item.deadline / _EXPIRY_BUCKET_S)
+        items = self._expiry.get(bucket)
+        if items is None:
+            items = self._expiry[bucket] = []
+            loop.call_at(bucket * _EXPIRY_BUCKET_S, self._expire, bucket)
+        items.append(item)
+
+    def _expire(self, bucket: int) -> None:
+        for item in self._expiry.pop(bucket, ()):
+            if not item.future.done():
                 self._counts["timeouts"] += 1
-                raise PaxosTimeout(f"no answer from the cluster within {timeout} s") from None
+                item.future.set_exception(PaxosTimeout(
+                    "no answer from the cluster in time (the outcome is unknown)"))
 
     async def _send_loop(self) -> None:
         assert self._wake is not None and self._slots is not None
@@ -322,16 +345,10 @@ class PaxosClient:
                 self._slots.release()
                 raise
             batch: list[_Item] = []
-            now = time.monotonic()
             while self._queue and len(batch) < self.config.batch_items_max:
                 item = self._queue.popleft()
-                if item.future.done():
-                    continue
-                if now >= item.deadline:
-                    self._counts["timeouts"] += 1
-                    item.future.set_exception(PaxosTimeout("no answer from the cluster in time"))
-                    continue
-                batch.append(item)
+                if not item.future.done():   # done: it expired or was cancelled
+                    batch.append(item)
             if not batch:
                 self._slots.release()
                 continue
