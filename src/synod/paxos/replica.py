@@ -387,8 +387,15 @@ class PaxosReplica:
             out.append(SetTimer(key="election", delay_ms=min(wait_ms + 0.5, self.config.election_timeout_ms)))
             return
         self.role = Role.CANDIDATE
-        self.round_seen = max(self.round_seen, self.promised.round) + 1
+        top = max(self.round_seen, self.promised.round)
+        if top == self.promised.round and self.promised.node < self.node and buggify(self.rng, "paxos.ballot_tie"):
+            # Simulation only: tie the round of the ballot I promised (still a
+            # higher ballot, by node id), so that rival candidates share a round.
+            self.round_seen = top
+        else:
+            self.round_seen = top + 1
         self.ballot = Ballot(round=self.round_seen, node=self.node)
+        invariant(self.ballot > self.promised, "a new ballot exceeds every ballot promised here")
         self.promised = self.ballot
         self.leader = None
         self._counts["elections_started"] += 1
