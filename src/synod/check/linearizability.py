@@ -97,9 +97,11 @@ _DOMINATED: list[int] = []
 #: The ways ``check_linearizability`` can search (see ``check_partition``).
 SEARCHES = frozenset({"auto", "depth-first", "just-in-time"})
 
-#: Budget of the depth-first search per operation before the breadth-first one
-#: takes over (see ``check_partition``).
-DEPTH_FIRST_STEPS_PER_OPERATION = 50
+#: Budget of the depth-first search before the just-in-time one takes over (see
+#: ``check_partition``): a good history needs a few to a few hundred steps per
+#: operation, depending on how many indeterminate operations are pending.
+DEPTH_FIRST_STEPS_PER_OPERATION = 100
+DEPTH_FIRST_STEPS_MIN = 50_000
 
 #: How many operations a report lists before the stuck point.
 EXPLANATION_TAIL = 8
@@ -181,19 +183,21 @@ def check_partition(
     """Decide one partition (``ok`` and ``info`` operations only: the caller
     drops ``fail`` ones).
 
-    The depth-first search runs first, on a budget that suffices for good
-    histories (it finds their linearization almost without backtracking); if it
-    runs out, the breadth-first just-in-time search decides with what is left
-    of ``steps_max``: a bad history that would make the first exhaust every
-    alternative is rejected by the second at the violation. ``search`` may
-    force one of them alone: ``"depth-first"`` or ``"just-in-time"``.
+    The depth-first search is the fastest on good histories (it finds their
+    linearization almost without backtracking), so it runs first, on a budget
+    proportional to the partition's size; the breadth-first just-in-time search
+    rejects a bad history at the violation, where the first would exhaust every
+    alternative, so it takes over with what is left of ``steps_max``.
+    ``search`` may force one of them alone: ``"depth-first"`` or
+    ``"just-in-time"``.
     """
     if search == "depth-first":
         return _Search(partition, operations, model, steps_max).run()
     if search == "just-in-time":
         return _JitSearch(partition, operations, model, steps_max).run()
     depth_first_max = min(
-        steps_max // 2, DEPTH_FIRST_STEPS_PER_OPERATION * len(operations) + 50_000
+        steps_max // 2,
+        max(DEPTH_FIRST_STEPS_MIN, DEPTH_FIRST_STEPS_PER_OPERATION * len(operations)),
     )
     verdict = _Search(partition, operations, model, max(1, depth_first_max)).run()
     if verdict.linearizable is not None:
