@@ -73,7 +73,6 @@ from synod.lock.sequencer import LockMode, Sequencer
 from synod.runtime.client import ClientConnection, connect
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.host import new_event_loop
-from synod.runtime.transport import ConnectionClosed
 
 T = TypeVar("T")
 
@@ -170,10 +169,12 @@ class LockClient:
         try:
             connection = await self._connection(send.to)
             reply = await connection.request(request.body, timeout_s)
-        except (TimeoutError_, ConnectionClosed, OSError, LocalProtocolError, TimeoutError):
+        except (TimeoutError_, TimeoutError):
             return  # the session core's own timers retry elsewhere
-        except Exception:  # an authentication refusal and the like: same as unreachable
-            return
+        except Exception:  # closed, refused, unreachable: all the same here
+            # Tell the core at once that this node cannot serve, so it moves on
+            # to the next one instead of waiting out its timers.
+            reply = ErrorReply(code="not_master", detail=f"{send.to} unreachable")
         if not self._closed:
             self._execute(self.session.on_message(
                 self._now_ms(), send.to, ClientReply(request_id=request.request_id, body=reply)))
@@ -243,6 +244,11 @@ class LockClient:
     @property
     def state(self) -> SessionState:
         return self.session.state
+
+    def lease_safe(self) -> bool:
+        """True while the session's local lease certainly holds: the moment to
+        act on a lock (and, with a sequencer, on the servers it fences)."""
+        return self.session.lease_safe(self._now_ms())
 
     async def _wait(self, start: Callable[[Callable[[Message], None]], Effects],
                     timeout_s: float | None = None) -> Message:
