@@ -42,7 +42,7 @@ def test_loads_from_a_mapping_like_toml() -> None:
 def test_tags_are_in_the_gossip_range() -> None:
     ours = {tag: cls for tag, cls in registered_messages().items()
             if cls.__module__ == "synod.gossip.messages"}
-    assert set(ours) == set(range(500, 514))
+    assert set(ours) == set(range(500, 516))
     assert all(tag in TAG_RANGES["gossip"] for tag in ours)
 
 

@@ -43,8 +43,7 @@ class ScaleFigure:
     all_failed_ms: float  # crash to the last live member's verdict
     datagrams_per_member_period: float  # steady state, push-pull excluded
     bytes_per_member_period: float
-    push_pull_bytes_per_member_period: float  # measured over the run
-    wall_s: float = 0.0
+    push_pull_bytes_per_member_period: float  # two full tables per stretched period
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

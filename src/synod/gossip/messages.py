@@ -248,3 +248,24 @@ Update: TypeAlias = Alive | Suspect | Dead | Left | UserEvent
 
 #: Every gossip datagram or stream message a member receives.
 GossipMessage: TypeAlias = Ping | Ack | PingReq | Nack | Gossip | PushPull | PushPullReply
+
+
+@message(514)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembersQuery(Message):
+    """Ask an agent for its view (``synod members``); answered by the agent glue."""
+
+    request_id: int
+
+
+@message(515)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembersReply(Message):
+    """An agent's view, for ``synod members``."""
+
+    request_id: int
+    members: tuple[MemberState, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.members) > MEMBERS_MAX:
+            raise ValueError("members reply: too many members")
