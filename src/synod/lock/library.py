@@ -230,6 +230,14 @@ class LockClient:
         if self.session.usable:
             with contextlib.suppress(LockError, TimeoutError_):
                 await self._wait(lambda done: self.session.close(self._now_ms(), done), timeout_s=2.0)
+        await self.abandon()
+
+    async def abandon(self) -> None:
+        """Stop talking to the cell WITHOUT closing the session, as a crashed or
+        frozen process would: the master expires the session when its lease
+        runs out, and its locks then stay unavailable for their lock-delay."""
+        if self._closed:
+            return
         self._closed = True
         for handle in self._timers.values():
             handle.cancel()
