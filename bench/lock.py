@@ -1,0 +1,503 @@
+"""Benchmark of the lock service (issue 5, item 11) against ZooKeeper 3.8 and etcd 3.4.
+
+    uv run --with kazoo --with grpcio python -m bench.lock                # ~4 minutes
+    uv run --with kazoo --with grpcio python -m bench.lock --seconds 2 --skip-sessions
+
+Three systems, each 3 servers on 127.0.0.1, started in the same run and stopped
+by PID: a synod lock cell (``synod cluster up --core synod.lock.server:lock_factory``:
+WAL with fsync), a ZooKeeper ensemble (Debian ``zookeeper``, kazoo client), an
+etcd cluster (``bench/refs.py``, the gRPC client of ``bench/etcd_client.py``). One
+load generator (``bench/loadgen.py``) drives all of them with the same shapes:
+
+* ``write``: durable writes of 100-byte files over 100 keys (synod ``write``,
+  ZooKeeper ``setData``, etcd ``put``);
+* ``read``: uncached linearizable reads (synod ``read(cache=False)``, ZooKeeper
+  ``getData`` (served by the connected server), etcd linearizable ``range``);
+* ``mix``: 90 % reads / 10 % writes over 100 files from 128 sessions (64 per load
+  process). synod reads go through its client cache; every write waits for the
+  caches holding the file to be invalidated. Stale reads are counted as errors:
+  each worker remembers, per file, the newest value whose write it saw
+  complete, and a read that returns an older one is stale;
+* ``lock``: acquire + release pairs (synod ``try_acquire``/``release``; etcd's
+  ``Lock``/``Unlock`` API with a lease);
+* ``sessions``: idle sessions one cell holds with KeepAlives (all SAFE after a
+  hold of a few leases);
+* ``failover``: SIGKILL of the synod master, time until a client's write in its
+  old session succeeds.
+
+Figures are printed with ratios; ``bench/RESULTS.md`` keeps the latest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bench.loadgen import LoadResult, run_load
+
+LOAD_PROCESSES = 2
+KEYS = 100
+VALUE_BYTES = 100
+MIX_SESSIONS_PER_PROCESS = 64
+ROOT = "/ls/local/bench"
+
+
+# ---------------------------------------------------------------- synod driver
+
+
+class _WriteHistory:
+    """One worker's own writes per key, to find stale reads soundly: a read is
+    stale if it returns the value of one of our writes W while another of our
+    writes to that key started after W completed and completed before the read
+    began (so W was certainly overwritten before the read)."""
+
+    def __init__(self) -> None:
+        self.writes: dict[int, list[tuple[int, float, float]]] = {}
+
+    def note_write(self, key: int, stamp: int, started: float, ended: float) -> None:
+        rows = self.writes.setdefault(key, [])
+        rows.append((stamp, started, ended))
+        del rows[:-64]
+
+    def check_read(self, key: int, stamp: int, started: float) -> None:
+        rows = self.writes.get(key, [])
+        source = next((row for row in rows if row[0] == stamp), None)
+        if source is None:
+            return
+        if any(other[1] > source[2] and other[2] < started for other in rows):
+            raise RuntimeError(f"stale read of key {key}")
+
+
+class SynodLockDriver:
+    """``kind``: write, read, mix, lock (see the module comment)."""
+
+    def __init__(self, index: int, *, nodes: dict[str, list[Any]], principal: str, key_hex: str | None,
+                 insecure: bool = False, kind: str = "write", sessions: int = 1) -> None:
+        self.index = index
+        self.nodes = {name: (str(a[0]), int(a[1])) for name, a in nodes.items()}
+        self.principal = principal
+        self.key = bytes.fromhex(key_hex) if key_hex else None
+        self.insecure = insecure
+        self.kind = kind
+        self.session_count = sessions
+        self.clients: list[Any] = []
+        self.rng = random.Random(index)
+        self.history = _WriteHistory()
+        self.counter = 0
+        self.ops = 0
+        self.failures: dict[str, int] = {}
+        self.write_ms: list[float] = []
+
+    async def setup(self) -> None:
+        from synod.lock.library import LockClient
+        from synod.runtime.config import RuntimeConfig
+
+        async def one() -> Any:
+            client = LockClient(self.nodes, principal=self.principal, key=self.key,
+                                runtime=RuntimeConfig(insecure=self.insecure), call_timeout_s=30.0)
+            await client.open()
+            return client
+
+        self.clients = list(await asyncio.gather(*(one() for _ in range(self.session_count))))
+        first = self.clients[0]
+        await first.ensure(ROOT, directory=True)
+        if self.kind == "lock":
+            await first.ensure(f"{ROOT}/locks-{self.index}", directory=True)
+            await asyncio.gather(*(first.ensure(f"{ROOT}/locks-{self.index}/l{i}") for i in range(KEYS)))
+        else:
+            await asyncio.gather(*(first.ensure(f"{ROOT}/k{i}") for i in range(KEYS)))
+
+    def _value(self) -> tuple[int, bytes]:
+        self.counter += 1
+        stamp = time.time_ns() * 16 + self.index
+        return stamp, str(stamp).encode().ljust(VALUE_BYTES, b".")
+
+    async def op(self, i: int) -> None:
+        try:
+            await self._op(i)
+        except Exception as error:
+            name = f"{type(error).__name__}: {str(error)[:60]}"
+            self.failures[name] = self.failures.get(name, 0) + 1
+            raise
+
+    async def _op(self, i: int) -> None:
+        # The generator's i is the same modulo 100 within one worker: draw our own key.
+        self.ops += 1
+        key = self.ops % KEYS
+        path = f"{ROOT}/k{key}"
+        if self.kind == "write":
+            await self.clients[0].write(path, self._value()[1])
+        elif self.kind == "read":
+            await self.clients[0].read(path, cache=False)
+        elif self.kind == "mix":
+            client = self.clients[i % len(self.clients)]
+            key = self.rng.randrange(KEYS)
+            path = f"{ROOT}/k{key}"
+            if self.rng.random() < 0.1:
+                stamp, value = self._value()
+                started = time.monotonic()
+                await client.write(path, value)
+                self.history.note_write(key, stamp, started, time.monotonic())
+                self.write_ms.append((time.monotonic() - started) * 1000.0)
+            else:
+                started = time.monotonic()
+                data = await client.read(path, cache=True)
+                self.history.check_read(key, int(data.contents.split(b".")[0] or b"0"), started)
+        elif self.kind == "lock":
+            lock = f"{ROOT}/locks-{self.index}/l{key}"
+            await self.clients[0].try_acquire(lock)
+            await self.clients[0].release(lock)
+        else:
+            raise ValueError(self.kind)
+
+    async def close(self) -> None:
+        hits = sum(c.session.statistics().cache_hits for c in self.clients)
+        misses = sum(c.session.statistics().cache_misses for c in self.clients)
+        if self.kind == "mix":
+            ordered = sorted(self.write_ms) or [float("nan")]
+            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+            print(f"    [synod worker {self.index}] cache hits {hits}, misses {misses}; writes (each "
+                  f"waits for invalidations) p50 {ordered[len(ordered) // 2]:.1f} ms p99 {p99:.1f} ms",
+                  flush=True)
+        if self.failures:
+            print(f"    [synod worker {self.index}] failures {self.failures}", flush=True)
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+
+
+def synod_lock_driver(index: int, **options: Any) -> SynodLockDriver:
+    return SynodLockDriver(index, **options)
+
+
+# ---------------------------------------------------------------- ZooKeeper
+
+
+class ZooKeeperDriver:
+    """kazoo, with its async calls bridged to asyncio. Same shapes as synod's."""
+
+    def __init__(self, index: int, *, hosts: str, kind: str = "write", sessions: int = 1) -> None:
+        self.index = index
+        self.hosts = hosts
+        self.kind = kind
+        self.session_count = sessions
+        self.clients: list[Any] = []
+        self.rng = random.Random(index)
+        self.history = _WriteHistory()
+        self.ops = 0
+
+    async def setup(self) -> None:
+        from kazoo.client import KazooClient
+
+        loop = asyncio.get_running_loop()
+
+        def start() -> Any:
+            client = KazooClient(hosts=self.hosts, timeout=30.0)
+            client.start(timeout=30)
+            return client
+
+        self.clients = [await loop.run_in_executor(None, start) for _ in range(self.session_count)]
+        first = self.clients[0]
+        await loop.run_in_executor(None, first.ensure_path, "/bench")
+        for i in range(KEYS):
+            if not await loop.run_in_executor(None, first.exists, f"/bench/k{i}"):
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(None, first.create, f"/bench/k{i}", b"0")
+
+    async def _call(self, method: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def done(result: Any) -> None:
+            def settle() -> None:
+                if future.done():
+                    return
+                try:
+                    future.set_result(result.get_nowait())
+                except Exception as error:
+                    future.set_exception(error)
+            loop.call_soon_threadsafe(settle)
+
+        method(*args).rawlink(done)
+        return await future
+
+    async def op(self, i: int) -> None:
+        self.ops += 1
+        key = self.ops % KEYS
+        if self.kind == "write":
+            stamp = time.time_ns() * 16 + self.index
+            await self._call(self.clients[0].set_async, f"/bench/k{key}", str(stamp).encode().ljust(VALUE_BYTES, b"."))
+        elif self.kind == "read":
+            await self._call(self.clients[0].get_async, f"/bench/k{key}")
+        elif self.kind == "mix":
+            client = self.clients[i % len(self.clients)]
+            key = self.rng.randrange(KEYS)
+            if self.rng.random() < 0.1:
+                stamp = time.time_ns() * 16 + self.index
+                started = time.monotonic()
+                await self._call(client.set_async, f"/bench/k{key}", str(stamp).encode().ljust(VALUE_BYTES, b"."))
+                self.history.note_write(key, stamp, started, time.monotonic())
+            else:
+                started = time.monotonic()
+                data, _stat = await self._call(client.get_async, f"/bench/k{key}")
+                self.history.check_read(key, int(data.split(b".")[0] or b"0"), started)
+        else:
+            raise ValueError(self.kind)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, client.stop)
+                await loop.run_in_executor(None, client.close)
+
+
+def zookeeper_driver(index: int, **options: Any) -> ZooKeeperDriver:
+    return ZooKeeperDriver(index, **options)
+
+
+class EtcdLockDriver:
+    """etcd's Lock/Unlock API, the same shape as synod's ``lock``: uncontended
+    acquire + release pairs over ``KEYS`` lock names per worker, with a lease."""
+
+    def __init__(self, index: int, *, endpoints: list[str]) -> None:
+        self.index = index
+        self.endpoint = endpoints[0]
+        self.client: Any = None
+        self.lease = 0
+        self.ops = 0
+
+    async def setup(self) -> None:
+        from bench.etcd_client import EtcdClient
+
+        self.client = EtcdClient(self.endpoint)
+        self.lease = await self.client.lease_grant(60)
+
+    async def op(self, i: int) -> None:
+        self.ops += 1
+        held = await self.client.lock(b"bench-lock-%d-%d" % (self.index, self.ops % KEYS), self.lease)
+        await self.client.unlock(held)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def etcd_lock_driver(index: int, **options: Any) -> EtcdLockDriver:
+    return EtcdLockDriver(index, **options)
+
+
+class ZooKeeperEnsemble:
+    """``members`` ZooKeeper servers on 127.0.0.1, each its own JVM, stopped by PID."""
+
+    def __init__(self, members: int = 3, base_port: int = 22181) -> None:
+        self.members = members
+        self.base_port = base_port
+        self.root = Path(tempfile.mkdtemp(prefix="synod-bench-zk-"))
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(f"127.0.0.1:{self.base_port + i}" for i in range(self.members))
+
+    def start(self) -> ZooKeeperEnsemble:
+        from bench.refs import ensure_apt, wait_port
+
+        ensure_apt("java", "default-jre-headless")
+        if not Path("/usr/share/java/zookeeper.jar").exists():
+            ensure_apt("zkCli", "zookeeper")
+        servers = "\n".join(
+            f"server.{i + 1}=127.0.0.1:{self.base_port + 100 + i}:{self.base_port + 200 + i}"
+            for i in range(self.members))
+        for i in range(self.members):
+            data = self.root / f"d{i + 1}"
+            data.mkdir(parents=True)
+            (data / "myid").write_text(f"{i + 1}\n")
+            config = self.root / f"zoo{i + 1}.cfg"
+            config.write_text(
+                f"tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={data}\n"
+                f"clientPort={self.base_port + i}\nclientPortAddress=127.0.0.1\n"
+                f"admin.enableServer=false\nmaxClientCnxns=0\n{servers}\n")
+            log = open(self.root / f"zk{i + 1}.log", "ab")  # noqa: SIM115 - the child keeps it
+            self.processes.append(subprocess.Popen(
+                ["java", "-Xmx512m", "-cp", "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar",
+                 "-Dzookeeper.root.logger=WARN,CONSOLE", "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                 str(config)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True))
+            log.close()
+        for i in range(self.members):
+            wait_port(self.base_port + i, timeout_s=60)
+        return self
+
+    def stop(self) -> None:
+        from bench.refs import stop_pids
+
+        stop_pids([p.pid for p in self.processes if p.poll() is None])
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+
+    def __enter__(self) -> ZooKeeperEnsemble:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def synod_options(cluster: Any) -> dict[str, Any]:
+    info = cluster.connection()
+    return {"nodes": {n: list(a) for n, a in info.nodes.items()}, "principal": info.principal,
+            "key_hex": info.key.hex() if info.key else None, "insecure": info.insecure}
+
+
+def held_sessions(cluster: Any, count: int, hold_s: float) -> tuple[int, int, float]:
+    """Open ``count`` sessions (in this process, on shared connections per
+    client object), hold them idle for ``hold_s``; (opened, still safe, open s)."""
+    from synod.lock.library import LockClient
+    from synod.runtime.host import run
+
+    info = cluster.connection()
+
+    async def body() -> tuple[int, int, float]:
+        started = time.monotonic()
+        clients: list[Any] = []
+        batch = 200
+        for first in range(0, count, batch):
+            group = [LockClient(info.nodes, call_timeout_s=60.0, **info.client_options())
+                     for _ in range(min(batch, count - first))]
+            results = await asyncio.gather(*(c.open() for c in group), return_exceptions=True)
+            clients += [c for c, r in zip(group, results, strict=True) if not isinstance(r, BaseException)]
+        opened_s = time.monotonic() - started
+        await asyncio.sleep(hold_s)
+        safe = sum(1 for c in clients if c.lease_safe() or c.state.value == "safe")
+        await asyncio.gather(*(c.abandon() for c in clients), return_exceptions=True)
+        return len(clients), safe, opened_s
+
+    return run(body())
+
+
+def synod_failover(cluster: Any) -> float:
+    """SIGKILL the master; seconds until a write in an existing session succeeds."""
+    from synod.lock.library import LockClient
+    from synod.runtime.host import run
+
+    info = cluster.connection()
+    master = cluster.wait_leader()
+
+    async def body() -> float:
+        async with LockClient(info.nodes, call_timeout_s=60.0, **info.client_options()) as client:
+            await client.ensure(f"{ROOT}/failover")
+            await client.write(f"{ROOT}/failover", b"before")
+            killed = time.monotonic()
+            cluster.kill(master)
+            while True:
+                try:
+                    await client.write(f"{ROOT}/failover", b"after")
+                    return time.monotonic() - killed
+                except Exception:  # the session may be in jeopardy: keep trying
+                    await asyncio.sleep(0.01)
+
+    try:
+        return run(body())
+    finally:
+        cluster.restart(master)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:5.2f}x" if b else "   n/a"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
+    parser.add_argument("--skip-sessions", action="store_true")
+    parser.add_argument("--skip-zookeeper", action="store_true")
+    parser.add_argument("--skip-etcd", action="store_true")
+    parser.add_argument("--zk-port", type=int, default=22181)
+    parser.add_argument("--etcd-port", type=int, default=23890)
+    args = parser.parse_args()
+
+    from synod.cli.cluster import LocalCluster
+
+    rows: dict[str, dict[str, LoadResult]] = {}
+    seconds = args.seconds
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="synod-bench-lock-")))
+        cluster = stack.enter_context(LocalCluster(root / "cell", 3, core="synod.lock.server:lock_factory"))
+        cluster.wait_leader()
+        base = synod_options(cluster)
+        spec = "bench.lock:synod_lock_driver"
+        print("synod lock cell (3 nodes, fsync):", flush=True)
+        rows["synod"] = {}
+        for kind, sessions in (("write", 1), ("read", 1), ("mix", MIX_SESSIONS_PER_PROCESS), ("lock", 1)):
+            result = run_load(spec, in_flight=args.in_flight, processes=LOAD_PROCESSES, duration_s=seconds,
+                              options={**base, "kind": kind, "sessions": sessions})
+            rows["synod"][kind] = result
+            print(f"  {kind:6s} {result.summary()}", flush=True)
+        failover_s = synod_failover(cluster)
+        print(f"  master failover: first write in the old session {failover_s * 1000:.0f} ms after SIGKILL",
+              flush=True)
+        sessions_row = None
+        if not args.skip_sessions:
+            sessions_row = held_sessions(cluster, args.sessions, hold_s=3 * 1.5)
+            print(f"  sessions: {sessions_row[0]} opened in {sessions_row[2]:.1f} s, "
+                  f"{sessions_row[1]} safe after holding {3 * 1.5:.1f} s idle", flush=True)
+        cluster.stop()
+
+        if not args.skip_zookeeper:
+            zk = stack.enter_context(ZooKeeperEnsemble(3, args.zk_port))
+            time.sleep(2.0)
+            print("ZooKeeper 3.8 (3 servers):", flush=True)
+            rows["zookeeper"] = {}
+            for kind, sessions in (("write", 1), ("read", 1), ("mix", MIX_SESSIONS_PER_PROCESS)):
+                result = run_load("bench.lock:zookeeper_driver", in_flight=args.in_flight,
+                                  processes=LOAD_PROCESSES, duration_s=seconds,
+                                  options={"hosts": zk.hosts, "kind": kind, "sessions": sessions})
+                rows["zookeeper"][kind] = result
+                print(f"  {kind:6s} {result.summary()}", flush=True)
+            zk.stop()
+
+        if not args.skip_etcd:
+            from bench.refs import EtcdCluster
+
+            etcd = stack.enter_context(EtcdCluster(members=3, base_port=args.etcd_port))
+            print("etcd 3.4 (3 members):", flush=True)
+            rows["etcd"] = {}
+            for kind, etcd_kind in (("write", "put"), ("read", "get"), ("lock", "lock")):
+                if kind == "lock":
+                    result = run_load("bench.lock:etcd_lock_driver", in_flight=args.in_flight,
+                                      processes=LOAD_PROCESSES, duration_s=seconds,
+                                      options={"endpoints": etcd.client_endpoints})
+                else:
+                    result = run_load("bench.drivers_etcd:etcd_driver", in_flight=args.in_flight,
+                                      processes=LOAD_PROCESSES, duration_s=seconds,
+                                      options={"endpoints": etcd.client_endpoints, "kind": etcd_kind,
+                                               "keys": KEYS})
+                rows["etcd"][kind] = result
+                print(f"  {kind:6s} {result.summary()}", flush=True)
+
+    synod = rows["synod"]
+    print("\nratios (synod / reference):")
+    for other in ("zookeeper", "etcd"):
+        for kind, result in rows.get(other, {}).items():
+            print(f"  {kind:6s} vs {other:9s} {ratio(synod[kind].ops_per_s, result.ops_per_s)}"
+                  f"  ({synod[kind].ops_per_s:.0f} vs {result.ops_per_s:.0f} ops/s)")
+    print(f"  mix stale reads (errors): synod {synod['mix'].errors}"
+          + (f", zookeeper {rows['zookeeper']['mix'].errors}" if "zookeeper" in rows else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
