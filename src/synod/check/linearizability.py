@@ -99,8 +99,10 @@ SEARCHES = frozenset({"auto", "depth-first", "just-in-time"})
 
 #: Budget of the depth-first search before the just-in-time one takes over (see
 #: ``check_partition``): a good history needs a few to a few hundred steps per
-#: operation, depending on how many indeterminate operations are pending.
+#: operation, more the more indeterminate operations there are (each stuck
+#: point tries those pending), so the budget per operation grows with them.
 DEPTH_FIRST_STEPS_PER_OPERATION = 100
+DEPTH_FIRST_STEPS_PER_PENDING = 10
 DEPTH_FIRST_STEPS_MIN = 50_000
 
 #: How many operations a report lists before the stuck point.
@@ -195,9 +197,10 @@ def check_partition(
         return _Search(partition, operations, model, steps_max).run()
     if search == "just-in-time":
         return _JitSearch(partition, operations, model, steps_max).run()
+    indeterminate = sum(1 for op in operations if op.is_info)
+    per_operation = DEPTH_FIRST_STEPS_PER_OPERATION + DEPTH_FIRST_STEPS_PER_PENDING * indeterminate
     depth_first_max = min(
-        steps_max // 2,
-        max(DEPTH_FIRST_STEPS_MIN, DEPTH_FIRST_STEPS_PER_OPERATION * len(operations)),
+        steps_max // 2, max(DEPTH_FIRST_STEPS_MIN, per_operation * len(operations))
     )
     verdict = _Search(partition, operations, model, max(1, depth_first_max)).run()
     if verdict.linearizable is not None:
@@ -554,7 +557,12 @@ class _JitSearch:
         )
         count = len(self.definite)
         self.first_info = count
-        self.definite_mask = (1 << count) - 1
+        # Read-only definite operations: a configuration that can linearize one
+        # now does (see ``_saturate``).
+        self.read_mask = 0
+        for index in range(count):
+            if model.is_read_only(self.calls[index]):
+                self.read_mask |= 1 << index
         # Interchangeable indeterminate operations: the next equal one by
         # invocation (see ``_Search``).
         self.next_same = [-1] * len(self.operations)
@@ -581,6 +589,8 @@ class _JitSearch:
         for _, kind, index in self.events:
             if kind == 0:
                 pending |= 1 << index
+                if self.read_mask >> index & 1:
+                    configurations = self._saturate_all(configurations, index)
                 continue
             pending &= ~(1 << index)
             survivors = self._return(configurations, pending, index)
@@ -607,6 +617,8 @@ class _JitSearch:
         for (state, definite_bits), info_sets in configurations.items():
             for info_bits in info_sets:
                 if definite_bits & bit:
+                    # Already linearized; configurations are saturated (pending
+                    # reads that fit their state are linearized), so no change.
                     _add(survivors, (state, definite_bits & ~bit), info_bits)
                     continue
                 if not self._closure(state, definite_bits, info_bits, pending, index, survivors):
@@ -638,9 +650,11 @@ class _JitSearch:
                 return False
             allowed, after = step(current, calls[index], target.result, True)
             if allowed:
-                _add(survivors, (after, current_definite), current_info)
+                saturated = self._saturate(after, current_definite, pending)
+                _add(survivors, (after, saturated), current_info)
             linearized = current_definite | current_info
-            candidates = pending & ~linearized
+            # Pending reads are never candidates: those that fit are linearized.
+            candidates = pending & ~linearized & ~self.read_mask
             while candidates:
                 low = candidates & -candidates
                 candidates ^= low
@@ -656,10 +670,36 @@ class _JitSearch:
                 if not allowed or (is_info and after == current):
                     continue
                 next_definite = current_definite if is_info else current_definite | low
+                next_definite = self._saturate(after, next_definite, pending)
                 next_info = current_info | low if is_info else current_info
                 if _add(seen, (after, next_definite), next_info):
                     queue.append((after, next_definite, next_info))
         return True
+
+    def _saturate(self, state: Any, definite_bits: int, pending: int) -> int:
+        """Linearize every pending read that fits ``state``. A configuration that
+        has done so dominates one that has not: a read changes nothing, and
+        doing it now only removes a constraint on what comes later."""
+        reads = pending & self.read_mask & ~definite_bits
+        while reads:
+            low = reads & -reads
+            reads ^= low
+            index = low.bit_length() - 1
+            self.steps += 1
+            if self.model.step(state, self.calls[index], self.operations[index].result, True)[0]:
+                definite_bits |= low
+        return definite_bits
+
+    def _saturate_all(
+        self, configurations: dict[tuple[Any, int], list[int]], index: int
+    ) -> dict[tuple[Any, int], list[int]]:
+        """Configurations after the read ``index`` is invoked (see ``_saturate``)."""
+        saturated: dict[tuple[Any, int], list[int]] = {}
+        for (state, definite_bits), info_sets in configurations.items():
+            key = (state, self._saturate(state, definite_bits, 1 << index))
+            for info_bits in info_sets:
+                _add(saturated, key, info_bits)
+        return saturated
 
     def _has_later_equal(self, index: int, pending: int, linearized: int) -> bool:
         later = self.next_same[index]
