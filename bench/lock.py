@@ -98,7 +98,7 @@ class SynodLockDriver:
         self.write_ms: list[float] = []
 
     async def setup(self) -> None:
-        from synod.lock.library import LockClient
+        from synod.lock.client import LockClient
         from synod.runtime.config import RuntimeConfig
 
         async def one() -> Any:
@@ -364,7 +364,7 @@ def synod_options(cluster: Any) -> dict[str, Any]:
 def held_sessions(cluster: Any, count: int, hold_s: float) -> tuple[int, int, float]:
     """Open ``count`` sessions (in this process, on shared connections per
     client object), hold them idle for ``hold_s``; (opened, still safe, open s)."""
-    from synod.lock.library import LockClient
+    from synod.lock.client import LockClient
     from synod.runtime.host import run
 
     info = cluster.connection()
@@ -389,7 +389,7 @@ def held_sessions(cluster: Any, count: int, hold_s: float) -> tuple[int, int, fl
 
 def synod_failover(cluster: Any) -> float:
     """SIGKILL the master; seconds until a write in an existing session succeeds."""
-    from synod.lock.library import LockClient
+    from synod.lock.client import LockClient
     from synod.runtime.host import run
 
     info = cluster.connection()

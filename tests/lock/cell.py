@@ -11,10 +11,10 @@ from collections.abc import Callable
 from synod.codec.registry import Message
 from synod.core.effects import Effects, Recovered
 from synod.core.ids import NodeId
-from synod.lock.client import ClientSession
 from synod.lock.config import LockConfig
 from synod.lock.messages import Event
 from synod.lock.server import LockServer, LockServerFactory
+from synod.lock.session import ClientSession
 from synod.paxos.config import PaxosConfig
 from synod.sim import SimConfig, Simulation
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from synod.cli.cluster import read_connection
-from synod.lock.library import LockClient
+from synod.lock.client import LockClient
 from synod.runtime.host import run
 
 PATH = "/ls/local/leader"

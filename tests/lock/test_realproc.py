@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from synod.cli.cluster import LocalCluster
-from synod.lock.library import SyncLockClient
+from synod.lock.client import SyncLockClient
 from synod.lock.sequencer import Fence, LockMode, Sequencer, StaleSequencerError
 
 pytestmark = pytest.mark.realproc

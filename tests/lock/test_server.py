@@ -4,7 +4,6 @@ client session, on a calm simulated cell."""
 from __future__ import annotations
 
 from synod.core.ids import NodeId
-from synod.lock.client import SessionState
 from synod.lock.messages import (
     Acquire,
     Acquired,
@@ -17,6 +16,7 @@ from synod.lock.messages import (
     Write,
 )
 from synod.lock.sequencer import LockMode
+from synod.lock.session import SessionState
 from tests.lock.cell import Cell
 
 C1, C2 = NodeId("c1"), NodeId("c2")

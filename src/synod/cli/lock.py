@@ -2,7 +2,7 @@
 
 Reads the connection file that ``synod cluster up --data DIR --core
 synod.lock.server:lock_factory`` writes and talks to the cell through
-``synod.lock.library``. Paths are absolute and inside the cell (``/ls/local/...``).
+``synod.lock.client``. Paths are absolute and inside the cell (``/ls/local/...``).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _session(data_dir: Path, timeout_s: float, action: Callable[[Any], Awaitable
     """Open a session on the cell, run ``action(client)``, close it; typed errors
     and an unreachable cell become one-line messages."""
     from synod.cli.cluster import read_connection
+    from synod.lock.client import LockClient, LockTimeout
     from synod.lock.errors import LockError
-    from synod.lock.library import LockClient, LockTimeout
     from synod.runtime.host import run
 
     if timeout_s <= 0:

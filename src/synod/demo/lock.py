@@ -9,8 +9,8 @@ import time
 import synod.lock.scenarios  # noqa: F401  (registers the "lock" scenario)
 from synod.cli.cluster import LocalCluster
 from synod.demo.tour import Step, StepContext
+from synod.lock.client import LockClient
 from synod.lock.errors import LockBusyError
-from synod.lock.library import LockClient
 from synod.lock.sequencer import Fence, StaleSequencerError
 from synod.runtime.host import run
 from synod.sim.scenarios import run_scenario

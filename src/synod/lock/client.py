@@ -1,484 +1,559 @@
-"""The client library's core: one session, its lease, its cache (sans-IO).
+"""The lock service's client library: ``LockClient`` (async), ``SyncLockClient``,
+and the recipes (lock, leader election, service discovery, configuration).
 
 Theory of operation
 -------------------
-Burrows, *The Chubby lock service*, sections 2.5 (caching) and 2.8 (sessions,
-jeopardy, grace period). A ``ClientSession`` opens a session at the cell's
-master and keeps one KeepAlive outstanding at all times. Its *local lease* ends
-at the time it **sent** the KeepAlive whose reply granted it plus the lease the
-reply carried, so it ends before the master's.
+``LockClient`` drives one ``synod.lock.session.ClientSession`` (the sans-IO
+session core: lease, jeopardy, grace period, cache) on asyncio: each ``Send``
+the core returns becomes a request on an authenticated runtime connection to
+that node (``synod.runtime.client.connect``), whose answer goes back to the core
+as a ``ClientReply``; each ``SetTimer`` becomes a ``loop.call_later``. The core
+does every retry, failover and cache decision; this module only moves bytes and
+turns results into values or typed errors (``synod.lock.errors``).
 
-Lifecycle (``TRANSITIONS``)::
+Blocking acquire: try; on ``lock_busy``/``lock_delay``, wait for a
+``LOCK_RELEASED`` event on the lock (subscribed once) or a short poll (a
+lock-delay ends without an event), until the deadline.
 
-    NEW --open--> OPENING --opened--> SAFE --lease ends--> JEOPARDY
-    JEOPARDY --reply--> SAFE      JEOPARDY --grace ends--> EXPIRED
-    SAFE/JEOPARDY --close--> CLOSED    (any) --session_expired reply--> EXPIRED
-
-In JEOPARDY the cache is disabled (emptied): the master may since have expired
-the session and let others write. A KeepAlive reply that says ``failover`` makes
-the client flush its cache and subscribe again (it may have missed events).
-
-*Cache*: ``read(path, cache=True)`` answers from the cache without a round trip
-while the session is SAFE; otherwise it asks the master for cacheable contents.
-Invalidations arrive on KeepAlive replies; the entry is dropped *before* the next
-KeepAlive acknowledges it. A read reply carries the number of the last
-invalidation the master had issued when it read; if an invalidation of the same
-path numbered above that has already arrived, the contents are stale and are not
-cached. Writes go through to the master (write-through) and drop the entry.
-
-*Calls* are exactly-once: each carries ``(seq, seen_below)``; a call that times
-out or meets a non-master is sent again, with the same seq, to the next server.
+Recipes: ``lock()`` (an async context manager that yields the sequencer, which
+the holder passes to the servers it writes to), ``elect()`` (hold a lock, write
+your identity into it, watch it), ``register()``/``discover()`` (ephemeral files
+under a directory), ``watch_contents()`` (configuration distribution: the current
+contents, then again after every change).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import enum
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from synod.codec.kernel import ClientReply, ClientRequest, ErrorReply
 from synod.codec.registry import Message
 from synod.core.effects import CancelTimer, Effects, Send, SetTimer
-from synod.core.errors import LocalProtocolError, invariant
+from synod.core.errors import ConfigError, LocalProtocolError, TimeoutError_
 from synod.core.ids import NodeId
 from synod.lock.config import LockConfig
+from synod.lock.errors import (
+    ExistsError,
+    LockBusyError,
+    LockDelayError,
+    LockError,
+    SessionExpiredError,
+    error_from_code,
+)
 from synod.lock.messages import (
-    CloseSession,
+    ANY_GENERATION,
+    Acquire,
+    Acquired,
+    CheckSequencer,
+    Children,
     Contents,
     Create,
     Delete,
+    Done,
     Event,
     EventKind,
-    GetContents,
-    KeepAlive,
-    KeepAliveReply,
-    LockCall,
-    LockReply,
-    OpenSession,
+    ListChildren,
+    NodeMeta,
     OpError,
-    SessionOpened,
+    Release,
+    SequencerValidity,
     SetAcl,
-    Subscribe,
+    Stat,
     Write,
 )
+from synod.lock.sequencer import LockMode, Sequencer
+from synod.lock.session import ClientSession, SessionState
+from synod.runtime.client import ClientConnection, connect
+from synod.runtime.config import RuntimeConfig
+from synod.runtime.host import new_event_loop
 
-#: Timer keys of the client start with this.
-TIMER_PREFIX = "ls/"
-#: Calls in flight per session, at most.
-CALLS_IN_FLIGHT_MAX = 1_000
-#: Cached files per session, at most (the oldest entry goes first).
-CACHE_ENTRIES_MAX = 10_000
-#: Invalidations remembered to refuse stale read replies.
-INVALIDATIONS_REMEMBERED_MAX = 10_000
+T = TypeVar("T")
 
-
-class SessionState(enum.Enum):
-    NEW = "new"
-    OPENING = "opening"
-    SAFE = "safe"
-    JEOPARDY = "jeopardy"
-    EXPIRED = "expired"
-    CLOSED = "closed"
+#: Events buffered per watcher, at most (the oldest are dropped beyond).
+WATCH_QUEUE_MAX = 10_000
+#: How often a blocked acquire tries again without an event (lock-delay ends silently).
+ACQUIRE_POLL_S = 0.05
 
 
-TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
-    SessionState.NEW: frozenset({SessionState.OPENING}),
-    SessionState.OPENING: frozenset({SessionState.SAFE, SessionState.EXPIRED}),
-    SessionState.SAFE: frozenset({SessionState.JEOPARDY, SessionState.EXPIRED, SessionState.CLOSED}),
-    SessionState.JEOPARDY: frozenset({SessionState.SAFE, SessionState.EXPIRED, SessionState.CLOSED}),
-    SessionState.EXPIRED: frozenset(),
-    SessionState.CLOSED: frozenset(),
-}
-
-
-@dataclass(slots=True)
-class _Pending:
-    seq: int
-    op: Message
-    cache: bool
-    done: Callable[[Message], None]
-    request_id: int = 0
-    attempts: int = 0
+class LockTimeout(TimeoutError_):
+    """No answer, or no lock, within the deadline."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ClientStatistics:
-    state: str
-    session: int
-    epoch: int
-    cache_hits: int
-    cache_misses: int
-    calls: int
-    retries: int
-    events: int
-    failovers: int
+class FileData:
+    contents: bytes
+    meta: NodeMeta
 
 
-@dataclass(slots=True)
-class _Cache:
-    entries: dict[str, Contents] = field(default_factory=dict)
-    invalidated: dict[str, int] = field(default_factory=dict)
-
-
-class ClientSession:
-    """One session of one client with one cell (no I/O: effects out)."""
+class LockClient:
+    """An async client of one lock cell. ``nodes`` maps node id to (host, port).
+    Use as ``async with LockClient(...) as client``; the session opens on entry."""
 
     def __init__(
         self,
-        node: NodeId,
-        rng: random.Random,
+        nodes: Mapping[str, tuple[str, int]],
         *,
-        servers: tuple[NodeId, ...],
+        principal: str,
+        key: bytes | None,
+        runtime: RuntimeConfig | None = None,
         config: LockConfig | None = None,
-        call_timeout_ms: float = 200.0,
-        on_event: Callable[[Event], None] | None = None,
-        on_state: Callable[[SessionState], None] | None = None,
+        call_timeout_s: float = 10.0,
+        connect_timeout_s: float = 2.0,
     ) -> None:
-        if not servers:
-            raise LocalProtocolError("a lock client needs at least one server")
-        self.node = node
-        self.rng = rng
-        self.servers = servers
-        self.config = config or LockConfig()
-        self.call_timeout_ms = call_timeout_ms
-        self.on_event = on_event
-        self.on_state = on_state
-        self.state = SessionState.NEW
-        self.session = 0
-        self.epoch = 0
-        self.server_index = rng.randrange(len(servers))
-        self.incarnation = rng.getrandbits(62)
-        self.lease_end_ms = float("-inf")
-        self.jeopardy_since_ms = 0.0
-        self.cache = _Cache()
-        self.subscriptions: dict[str, tuple[EventKind, ...]] = {}
-        self._seq = 0
-        self._pending: dict[int, _Pending] = {}
-        self._request_next = 1
-        self._by_request: dict[int, int] = {}
-        self._keepalive_request = 0
-        self._keepalive_sent_ms = 0.0
-        self._keepalive_server = 0
-        self._events_acked = 0
-        self._invalidations_to_ack: list[int] = []
-        self._counts: dict[str, int] = {}
-
-    # ================================================================ lifecycle
-
-    def become(self, state: SessionState) -> None:
-        if state not in TRANSITIONS[self.state]:
-            raise LocalProtocolError(f"session cannot go from {self.state.value} to {state.value}")
-        self.state = state
-        if state is not SessionState.SAFE:
-            self.cache.entries.clear()
-        if self.on_state is not None:
-            self.on_state(state)
-
-    @property
-    def usable(self) -> bool:
-        return self.state in (SessionState.SAFE, SessionState.JEOPARDY)
-
-    def lease_safe(self, now_ms: float) -> bool:
-        """True while the local lease holds: the session is certainly alive."""
-        return self.state is SessionState.SAFE and now_ms < self.lease_end_ms
-
-    def open(self, now_ms: float, done: Callable[[Message], None] | None = None) -> Effects:
-        self.become(SessionState.OPENING)
-
-        def opened(result: Message) -> None:
-            if isinstance(result, SessionOpened):
-                self.session = result.session
-                self.lease_end_ms = now_ms + self.config.lease_ms - self.config.keepalive_early_ms
-                self.become(SessionState.SAFE)
-            elif self.state is SessionState.OPENING:
-                self.become(SessionState.EXPIRED)
-            if done is not None:
-                done(result)
-
-        out: Effects = []
-        self._submit(now_ms, OpenSession(principal=str(self.node), now_ms=0.0), False, opened, out)
-        out.append(SetTimer(key=f"{TIMER_PREFIX}tick", delay_ms=self._tick_ms))
-        return out
-
-    @property
-    def _tick_ms(self) -> float:
-        return max(1.0, self.config.keepalive_early_ms / 4)
-
-    # ================================================================ calls
-
-    def call(self, now_ms: float, op: Message, done: Callable[[Message], None], *, cache: bool = False) -> Effects:
-        """Send ``op`` (a ``synod.lock.messages`` operation of this session) to the
-        master; ``done`` gets the result (``OpError`` for refusals, ``ErrorReply``
-        if the session ended). Writes drop the path from the cache first."""
-        out: Effects = []
-        if not self.usable:
-            done(OpError(code="session_expired", detail=f"session is {self.state.value}"))
-            return out
-        if isinstance(op, Write | Delete | SetAcl | Create):
-            self.cache.entries.pop(op.path, None)
-        self._submit(now_ms, op, cache, done, out)
-        return out
-
-    def read(self, now_ms: float, path: str, done: Callable[[Message], None], *, cache: bool = True) -> Effects:
-        """Read a file; from the cache (no round trip) when possible."""
-        if cache and self.lease_safe(now_ms):
-            hit = self.cache.entries.get(path)
-            if hit is not None:
-                self._count("cache_hits")
-                done(hit)
-                return []
-        self._count("cache_misses")
-        return self.call(now_ms, GetContents(session=self.session, path=path), done, cache=cache)
-
-    def subscribe(self, now_ms: float, path: str, kinds: tuple[EventKind, ...],
-                  done: Callable[[Message], None] | None = None) -> Effects:
-        """Ask for events of ``kinds`` about ``path``; renewed after a failover."""
-        self.subscriptions[path] = kinds
-        return self._send_subscribe(now_ms, path, kinds, done)
-
-    def _send_subscribe(self, now_ms: float, path: str, kinds: tuple[EventKind, ...],
-                        done: Callable[[Message], None] | None) -> Effects:
-        return self.call(now_ms, Subscribe(session=self.session, epoch=self.epoch, path=path, kinds=kinds),
-                         done or (lambda result: None))
-
-    def close(self, now_ms: float, done: Callable[[Message], None] | None = None) -> Effects:
-        def closed(result: Message) -> None:
-            if self.usable:
-                self.become(SessionState.CLOSED)
-            if done is not None:
-                done(result)
-
-        return self.call(now_ms, CloseSession(session=self.session, now_ms=0.0), closed)
-
-    def _submit(self, now_ms: float, op: Message, cache: bool, done: Callable[[Message], None], out: Effects) -> None:
-        if len(self._pending) >= CALLS_IN_FLIGHT_MAX:
-            done(ErrorReply(code="overloaded", detail="too many calls in flight"))
-            return
-        self._seq += 1
-        pending = _Pending(seq=self._seq, op=op, cache=cache, done=done)
-        self._pending[pending.seq] = pending
-        self._count("calls")
-        self._send(now_ms, pending, out)
-
-    def _seen_below(self) -> int:
-        return min(self._pending) if self._pending else self._seq + 1
-
-    def _send(self, now_ms: float, pending: _Pending, out: Effects) -> None:
-        pending.attempts += 1
-        if pending.request_id:
-            self._by_request.pop(pending.request_id, None)
-        pending.request_id = self._new_request(pending.seq)
-        call = LockCall(epoch=self.epoch, incarnation=self.incarnation, seq=pending.seq, seen_below=self._seen_below(), op=pending.op,
-                        cache=pending.cache)
-        out.append(Send(to=self.servers[self.server_index],
-                        message=ClientRequest(request_id=pending.request_id, body=call)))
-        out.append(SetTimer(key=f"{TIMER_PREFIX}call/{pending.seq}", delay_ms=self.call_timeout_ms))
-
-    def _new_request(self, seq: int) -> int:
-        request_id = self._request_next
-        self._request_next += 1
-        self._by_request[request_id] = seq
-        return request_id
-
-    def _next_server(self) -> None:
-        self.server_index = (self.server_index + 1) % len(self.servers)
-
-    # ================================================================ inputs
-
-    def on_message(self, now_ms: float, source: NodeId, message: Message) -> Effects:
-        out: Effects = []
-        if not isinstance(message, ClientReply):
-            self._count("ignored_messages")
-            return out
-        if message.request_id == self._keepalive_request:
-            self._on_keepalive_reply(now_ms, source, message.body, out)
-            return out
-        seq = self._by_request.pop(message.request_id, None)
-        if seq is None or seq == 0:
-            return out
-        pending = self._pending.get(seq)
-        if pending is None:
-            return out
-        body = message.body
-        if isinstance(body, ErrorReply):
-            self._on_call_error(now_ms, source, pending, body, out)
-            return out
-        if not isinstance(body, LockReply):
-            return out
-        del self._pending[seq]
-        out.append(CancelTimer(key=f"{TIMER_PREFIX}call/{seq}"))
-        result = body.result
-        if self.state is SessionState.OPENING and body.epoch > self.epoch:
-            # The epoch the session starts in: not a failover.
-            self.epoch = body.epoch
-        if isinstance(result, Contents) and body.cacheable and self.lease_safe(now_ms):
-            path = result.meta.path
-            if self.cache.invalidated.get(path, 0) <= body.invalidation_mark:
-                self._cache_put(path, result)
-        if isinstance(result, OpError) and result.code == "session_expired" and self.usable:
-            self.become(SessionState.EXPIRED)
-        pending.done(result)
-        return out
-
-    def _on_call_error(self, now_ms: float, source: NodeId, pending: _Pending, error: ErrorReply, out: Effects) -> None:
-        if error.code in ("not_master", "not_leader"):
-            if error.hint and NodeId(error.hint) in self.servers:
-                self.server_index = self.servers.index(NodeId(error.hint))
-            else:
-                self._next_server()
-        elif error.code == "stale_epoch":
-            epoch = self.epoch
-            with contextlib.suppress(ValueError):
-                epoch = int(error.hint)
-            if epoch > self.epoch:
-                self._on_failover(now_ms, epoch, out)
-        elif error.code in ("overloaded", "result_forgotten", "too_large", "bad_request"):
-            del self._pending[pending.seq]
-            out.append(CancelTimer(key=f"{TIMER_PREFIX}call/{pending.seq}"))
-            pending.done(error)
-            return
-        self._count("retries")
-        out.append(SetTimer(key=f"{TIMER_PREFIX}retry/{pending.seq}", delay_ms=self._backoff_ms()))
-
-    def _backoff_ms(self) -> float:
-        return self.rng.uniform(5.0, 20.0)
-
-    def on_timer(self, now_ms: float, key: str) -> Effects:
-        out: Effects = []
-        name = key.removeprefix(TIMER_PREFIX)
-        if name == "tick":
-            self._on_tick(now_ms, out)
-            if self.state not in (SessionState.EXPIRED, SessionState.CLOSED):
-                out.append(SetTimer(key=key, delay_ms=self._tick_ms))
-        elif name.startswith("call/") or name.startswith("retry/"):
-            seq = int(name.split("/", 1)[1])
-            pending = self._pending.get(seq)
-            if pending is not None:
-                if name.startswith("call/"):
-                    self._next_server()
-                    self._count("retries")
-                self._send(now_ms, pending, out)
-        elif name == "keepalive":
-            if self._keepalive_request:
-                # No answer in time: the master may be gone; try the next one.
-                self._keepalive_request = 0
-                self._next_server()
-            self._send_keepalive(now_ms, out)
-        return out
-
-    # ================================================================ lease
-
-    def _on_tick(self, now_ms: float, out: Effects) -> None:
-        if self.state is SessionState.SAFE and now_ms >= self.lease_end_ms:
-            self.jeopardy_since_ms = now_ms
-            self.become(SessionState.JEOPARDY)
-        if self.state is SessionState.JEOPARDY and now_ms >= self.jeopardy_since_ms + self.config.grace_ms:
-            self.become(SessionState.EXPIRED)
-            self._fail_all(out)
-            return
-        if self.usable and not self._keepalive_request:
-            self._send_keepalive(now_ms, out)
-
-    def _fail_all(self, out: Effects) -> None:
-        pending = sorted(self._pending.items())
-        self._pending.clear()
-        for seq, call in pending:
-            out.append(CancelTimer(key=f"{TIMER_PREFIX}call/{seq}"))
-            call.done(OpError(code="session_expired", detail="the session expired"))
-
-    def _send_keepalive(self, now_ms: float, out: Effects) -> None:
-        acks = tuple(self._invalidations_to_ack)
-        body = KeepAlive(session=self.session, epoch=self.epoch, events_acked=self._events_acked,
-                         invalidations_acked=acks)
-        self._keepalive_request = self._new_request(0)
-        self._keepalive_sent_ms = now_ms
-        self._keepalive_server = self.server_index
-        out.append(Send(to=self.servers[self.server_index],
-                        message=ClientRequest(request_id=self._keepalive_request, body=body)))
-        # The master holds it up to lease_ms - keepalive_early_ms; wait a little
-        # longer. In jeopardy, hunt for the new master quickly.
-        wait_ms = self.config.lease_ms
-        if self.state is SessionState.JEOPARDY:
-            wait_ms = self.call_timeout_ms
-        out.append(SetTimer(key=f"{TIMER_PREFIX}keepalive", delay_ms=wait_ms))
-
-    def _on_keepalive_reply(self, now_ms: float, source: NodeId, body: Message, out: Effects) -> None:
-        self._keepalive_request = 0
-        out.append(CancelTimer(key=f"{TIMER_PREFIX}keepalive"))
-        if isinstance(body, ErrorReply):
-            if body.code == "session_expired" or body.code == "permission_denied":
-                if self.usable:
-                    self.become(SessionState.EXPIRED)
-                    self._fail_all(out)
-                return
-            if body.code == "not_master":
-                if body.hint and NodeId(body.hint) in self.servers:
-                    self.server_index = self.servers.index(NodeId(body.hint))
-                else:
-                    self._next_server()
-            out.append(SetTimer(key=f"{TIMER_PREFIX}keepalive", delay_ms=self._backoff_ms()))
-            return
-        if not isinstance(body, KeepAliveReply) or not self.usable:
-            return
-        if body.failover or body.epoch != self.epoch:
-            if body.epoch > self.epoch:
-                self._on_failover(now_ms, body.epoch, out)
-        else:
-            # Drop invalidated entries BEFORE the next KeepAlive acknowledges them.
-            self._invalidations_to_ack = []
-            for invalidation in body.invalidations:
-                self.cache.entries.pop(invalidation.path, None)
-                seen = self.cache.invalidated.get(invalidation.path, 0)
-                self.cache.invalidated[invalidation.path] = max(seen, invalidation.number)
-                self._invalidations_to_ack.append(invalidation.number)
-            while len(self.cache.invalidated) > INVALIDATIONS_REMEMBERED_MAX:
-                del self.cache.invalidated[next(iter(self.cache.invalidated))]
-            for item in body.events:
-                if item.seq > self._events_acked:
-                    self._events_acked = item.seq
-                    self._count("events")
-                    if self.on_event is not None:
-                        self.on_event(item.event)
-        self.lease_end_ms = max(self.lease_end_ms, self._keepalive_sent_ms + body.lease_ms)
-        if self.state is SessionState.JEOPARDY and now_ms < self.lease_end_ms:
-            self.become(SessionState.SAFE)
-        if self.usable:
-            self._send_keepalive(now_ms, out)
-
-    def _on_failover(self, now_ms: float, epoch: int, out: Effects) -> None:
-        """A new master: flush the cache (it cannot know what we hold), forget
-        event numbering, tell the application, and subscribe again."""
-        self._count("failovers")
-        self.epoch = epoch
-        self.cache.entries.clear()
-        self._invalidations_to_ack.clear()
-        self._events_acked = 0
-        if self.on_event is not None:
-            self.on_event(Event(kind=EventKind.MASTER_FAILED_OVER, path=self.config.root))
-        for path, kinds in sorted(self.subscriptions.items()):
-            out.extend(self._send_subscribe(now_ms, path, kinds, None))
-
-    def _cache_put(self, path: str, contents: Contents) -> None:
-        self.cache.entries[path] = contents
-        while len(self.cache.entries) > CACHE_ENTRIES_MAX:
-            del self.cache.entries[next(iter(self.cache.entries))]
-
-    def _count(self, name: str) -> None:
-        self._counts[name] = self._counts.get(name, 0) + 1
-
-    # ================================================================ inspection
-
-    def check_invariants(self) -> None:
-        invariant(self.state is SessionState.SAFE or not self.cache.entries,
-                  f"cache in use while {self.state.value}")
-        invariant(len(self._pending) <= CALLS_IN_FLIGHT_MAX, "too many calls in flight")
-
-    def statistics(self) -> ClientStatistics:
-        return ClientStatistics(
-            state=self.state.value, session=self.session, epoch=self.epoch,
-            cache_hits=self._counts.get("cache_hits", 0), cache_misses=self._counts.get("cache_misses", 0),
-            calls=self._counts.get("calls", 0), retries=self._counts.get("retries", 0),
-            events=self._counts.get("events", 0), failovers=self._counts.get("failovers", 0),
+        if not nodes:
+            raise ConfigError("LockClient needs at least one node address")
+        self.nodes = dict(nodes)
+        self.principal = principal
+        self.key = key
+        self.runtime = runtime or RuntimeConfig()
+        self.config = config or LockConfig.local()
+        self.call_timeout_s = call_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.session = ClientSession(
+            NodeId(principal), random.Random(), servers=tuple(NodeId(n) for n in sorted(self.nodes)),
+            config=self.config, call_timeout_ms=max(200.0, self.config.keepalive_early_ms),
+            on_event=self._on_event,
         )
+        self._t0 = time.monotonic()
+        self._connections: dict[str, ClientConnection] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watchers: dict[str, list[asyncio.Queue[Event]]] = {}
+        self._released: dict[str, asyncio.Event] = {}
+        self._closed = False
+
+    # ================================================================ driver
+
+    def _now_ms(self) -> float:
+        return (time.monotonic() - self._t0) * 1000.0
+
+    def _execute(self, effects: Effects) -> None:
+        loop = asyncio.get_running_loop()
+        for effect in effects:
+            match effect:
+                case Send():
+                    task = loop.create_task(self._deliver(effect))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                case SetTimer():
+                    old = self._timers.pop(effect.key, None)
+                    if old is not None:
+                        old.cancel()
+                    self._timers[effect.key] = loop.call_later(effect.delay_ms / 1000.0, self._fire, effect.key)
+                case CancelTimer():
+                    handle = self._timers.pop(effect.key, None)
+                    if handle is not None:
+                        handle.cancel()
+                case _:
+                    raise LocalProtocolError(f"a client core returned {type(effect).__name__}")
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        if not self._closed:
+            self._execute(self.session.on_timer(self._now_ms(), key))
+
+    async def _deliver(self, send: Send) -> None:
+        request = send.message
+        if not isinstance(request, ClientRequest):
+            return
+        # A KeepAlive is held up to a lease by the master.
+        timeout_s = max(self.call_timeout_s, 2 * self.config.lease_ms / 1000.0)
+        try:
+            connection = await self._connection(send.to)
+            reply = await connection.request(request.body, timeout_s)
+        except (TimeoutError_, TimeoutError):
+            return  # the session core's own timers retry elsewhere
+        except Exception:  # closed, refused, unreachable: all the same here
+            # Tell the core at once that this node cannot serve, so it moves on
+            # to the next one instead of waiting out its timers.
+            reply = ErrorReply(code="not_master", detail=f"{send.to} unreachable")
+        if not self._closed:
+            self._execute(self.session.on_message(
+                self._now_ms(), send.to, ClientReply(request_id=request.request_id, body=reply)))
+
+    async def _connection(self, node: str) -> ClientConnection:
+        existing = self._connections.get(node)
+        if existing is not None and not existing.closed:
+            return existing
+        lock = self._connecting.setdefault(node, asyncio.Lock())
+        async with lock:
+            existing = self._connections.get(node)
+            if existing is not None and not existing.closed:
+                return existing
+            async with asyncio.timeout(self.connect_timeout_s):
+                connection = await connect(self.nodes[node], self.principal, self.key, node=node,
+                                           config=self.runtime)
+            self._connections[node] = connection
+            return connection
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind in (EventKind.LOCK_RELEASED, EventKind.MASTER_FAILED_OVER):
+            for path, flag in self._released.items():
+                if event.kind is EventKind.MASTER_FAILED_OVER or path == event.path:
+                    flag.set()
+        targets = (list(self._watchers) if event.kind is EventKind.MASTER_FAILED_OVER
+                   else [event.path])
+        for path in targets:
+            for queue in self._watchers.get(path, []):
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(event)
+
+    # ================================================================ life cycle
+
+    async def __aenter__(self) -> LockClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the session (raises ``LockTimeout`` if no master answers)."""
+        result = await self._wait(lambda done: self.session.open(self._now_ms(), done))
+        if not self.session.usable:
+            raise self._error(result)
+
+    async def close(self) -> None:
+        """Close the session (its locks are released at once, its ephemeral files
+        deleted) and the connections."""
+        if self._closed:
+            return
+        if self.session.usable:
+            with contextlib.suppress(LockError, TimeoutError_):
+                await self._wait(lambda done: self.session.close(self._now_ms(), done), timeout_s=2.0)
+        await self.abandon()
+
+    async def abandon(self) -> None:
+        """Stop talking to the cell WITHOUT closing the session, as a crashed or
+        frozen process would: the master expires the session when its lease
+        runs out, and its locks then stay unavailable for their lock-delay."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for connection in self._connections.values():
+            with contextlib.suppress(Exception):
+                await connection.close()
+        self._connections.clear()
+
+    @property
+    def state(self) -> SessionState:
+        return self.session.state
+
+    def lease_safe(self) -> bool:
+        """True while the session's local lease certainly holds: the moment to
+        act on a lock (and, with a sequencer, on the servers it fences)."""
+        return self.session.lease_safe(self._now_ms())
+
+    async def _wait(self, start: Callable[[Callable[[Message], None]], Effects],
+                    timeout_s: float | None = None) -> Message:
+        if self._closed:
+            raise LocalProtocolError("LockClient is closed")
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+        def done(result: Message) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self._execute(start(done))
+        try:
+            async with asyncio.timeout(timeout_s or self.call_timeout_s):
+                return await future
+        except TimeoutError:
+            raise LockTimeout(f"no answer from the cell within {timeout_s or self.call_timeout_s} s") from None
+
+    def _error(self, result: Message) -> LockError:
+        if isinstance(result, OpError):
+            return error_from_code(result.code, result.detail)
+        if isinstance(result, ErrorReply):
+            return error_from_code(result.code, result.detail)
+        return LockError(f"unexpected answer {type(result).__name__}")
+
+    async def _op(self, op: Message, *, cache: bool = False) -> Message:
+        result = await self._wait(lambda done: self.session.call(self._now_ms(), op, done, cache=cache))
+        if isinstance(result, OpError | ErrorReply):
+            raise self._error(result)
+        return result
+
+    @property
+    def _session_id(self) -> int:
+        if not self.session.usable:
+            raise SessionExpiredError(f"session is {self.session.state.value}")
+        return self.session.session
+
+    # ================================================================ files
+
+    async def read(self, path: str, *, cache: bool = True) -> FileData:
+        """A file's contents and metadata; from the cache (no round trip) when it
+        holds them and the session is safe."""
+        result = await self._wait(lambda done: self.session.read(self._now_ms(), path, done, cache=cache))
+        if not isinstance(result, Contents):
+            raise self._error(result)
+        return FileData(contents=result.contents, meta=result.meta)
+
+    async def create(self, path: str, contents: bytes = b"", *, directory: bool = False,
+                     ephemeral: bool = False, sequential: bool = False) -> NodeMeta:
+        result = await self._op(Create(session=self._session_id, path=path, directory=directory,
+                                       ephemeral=ephemeral, sequential=sequential, contents=contents))
+        assert isinstance(result, NodeMeta)
+        return result
+
+    async def ensure(self, path: str, *, directory: bool = False) -> None:
+        """Create ``path`` unless it exists."""
+        with contextlib.suppress(ExistsError):
+            await self.create(path, directory=directory)
+
+    async def write(self, path: str, contents: bytes, *, expected_generation: int = ANY_GENERATION) -> NodeMeta:
+        result = await self._op(Write(session=self._session_id, path=path, contents=contents,
+                                      expected_generation=expected_generation))
+        assert isinstance(result, NodeMeta)
+        return result
+
+    async def delete(self, path: str, *, expected_generation: int = ANY_GENERATION) -> None:
+        await self._op(Delete(session=self._session_id, path=path, expected_generation=expected_generation))
+
+    async def list(self, path: str) -> tuple[str, ...]:
+        result = await self._op(ListChildren(session=self._session_id, path=path))
+        assert isinstance(result, Children)
+        return result.names
+
+    async def stat(self, path: str) -> NodeMeta:
+        result = await self._op(Stat(session=self._session_id, path=path))
+        assert isinstance(result, NodeMeta)
+        return result
+
+    async def set_acl(self, path: str, *, read: tuple[str, ...], write: tuple[str, ...],
+                      change: tuple[str, ...]) -> NodeMeta:
+        result = await self._op(SetAcl(session=self._session_id, path=path, read=read, write=write, change=change))
+        assert isinstance(result, NodeMeta)
+        return result
+
+    # ================================================================ locks
+
+    async def try_acquire(self, path: str, mode: LockMode = LockMode.EXCLUSIVE) -> Sequencer:
+        result = await self._op(Acquire(session=self._session_id, path=path, mode=mode, now_ms=0.0))
+        assert isinstance(result, Acquired)
+        return result.sequencer
+
+    async def acquire(self, path: str, mode: LockMode = LockMode.EXCLUSIVE, *,
+                      timeout_s: float | None = None) -> Sequencer:
+        """Take the lock, waiting up to ``timeout_s`` (None: forever) for it."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        flag = self._released.setdefault(path, asyncio.Event())
+        subscribed = False
+        try:
+            while True:
+                flag.clear()
+                try:
+                    return await self.try_acquire(path, mode)
+                except (LockBusyError, LockDelayError):
+                    pass
+                if not subscribed:
+                    await self.subscribe(path, (EventKind.LOCK_RELEASED,))
+                    subscribed = True
+                    continue
+                wait_s = ACQUIRE_POLL_S * 10
+                if deadline is not None:
+                    wait_s = min(wait_s, deadline - time.monotonic())
+                    if wait_s <= 0:
+                        raise LockTimeout(f"{path} not acquired within {timeout_s} s")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(wait_s, ACQUIRE_POLL_S)):
+                        await flag.wait()
+        finally:
+            self._released.pop(path, None)
+
+    async def release(self, path: str) -> None:
+        await self._op(Release(session=self._session_id, path=path))
+
+    async def check_sequencer(self, sequencer: Sequencer) -> bool:
+        result = await self._op(CheckSequencer(sequencer=sequencer))
+        assert isinstance(result, SequencerValidity)
+        return result.valid
+
+    # ================================================================ events
+
+    async def subscribe(self, path: str, kinds: tuple[EventKind, ...]) -> None:
+        merged = tuple(sorted(set(self.session.subscriptions.get(path, ())) | set(kinds)))
+        result = await self._wait(lambda done: self.session.subscribe(self._now_ms(), path, merged, done))
+        if not isinstance(result, Done):
+            raise self._error(result)
+
+    async def watch(self, path: str, kinds: tuple[EventKind, ...] = (EventKind.CONTENTS_MODIFIED,)
+                    ) -> AsyncGenerator[Event, None]:
+        """Events about ``path`` (and ``MASTER_FAILED_OVER``, after which the
+        caller should re-read: events may have been missed), as they come."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(WATCH_QUEUE_MAX)
+        self._watchers.setdefault(path, []).append(queue)
+        try:
+            await self.subscribe(path, kinds)
+            while True:
+                yield await queue.get()
+        finally:
+            self._watchers[path].remove(queue)
+
+    # ================================================================ recipes
+
+    @contextlib.asynccontextmanager
+    async def lock(self, path: str, mode: LockMode = LockMode.EXCLUSIVE, *,
+                   timeout_s: float | None = None) -> AsyncIterator[Sequencer]:
+        """Hold the lock on ``path`` (created if missing) for the ``async with``
+        body; yields the sequencer to pass to the servers the body writes to."""
+        await self.ensure(path)
+        sequencer = await self.acquire(path, mode, timeout_s=timeout_s)
+        try:
+            yield sequencer
+        finally:
+            if self.session.usable:
+                with contextlib.suppress(LockError, TimeoutError_):
+                    await self.release(path)
+
+    async def elect(self, path: str, identity: str, *, timeout_s: float | None = None) -> Sequencer:
+        """Become the leader named by ``path``: hold its lock and write
+        ``identity`` into it. Returns the sequencer (the leadership's fencing
+        token). Others learn the leader with ``leader(path)`` or ``watch``."""
+        await self.ensure(path)
+        sequencer = await self.acquire(path, timeout_s=timeout_s)
+        await self.write(path, identity.encode())
+        return sequencer
+
+    async def leader(self, path: str) -> str | None:
+        """The identity written by the current leader, or None if nobody holds it."""
+        meta = await self.stat(path)
+        if meta.lock_mode is LockMode.FREE:
+            return None
+        data = await self.read(path, cache=False)
+        return data.contents.decode(errors="replace") or None
+
+    async def register(self, directory: str, name: str, address: str) -> NodeMeta:
+        """Announce a service instance: an ephemeral file ``directory/name`` holding
+        ``address``, gone when this session ends."""
+        await self.ensure(directory, directory=True)
+        return await self.create(f"{directory}/{name}", address.encode(), ephemeral=True)
+
+    async def discover(self, directory: str) -> dict[str, str]:
+        """The service instances registered under ``directory``: name -> address."""
+        found: dict[str, str] = {}
+        for name in await self.list(directory):
+            with contextlib.suppress(LockError):
+                data = await self.read(f"{directory}/{name}")
+                found[name] = data.contents.decode(errors="replace")
+        return found
+
+    async def watch_contents(self, path: str) -> AsyncGenerator[bytes, None]:
+        """Configuration distribution: the contents of ``path`` now, then again
+        after every change (and after a failover, since events may be missed)."""
+        events = self.watch(path, (EventKind.CONTENTS_MODIFIED, EventKind.HANDLE_INVALID))
+        try:
+            first = asyncio.ensure_future(events.__anext__())
+            await asyncio.sleep(0)
+            last: bytes | None = None
+            data = await self.read(path, cache=False)
+            last = data.contents
+            yield last
+            pending = first
+            while True:
+                await pending
+                data = await self.read(path, cache=False)
+                if data.contents != last:
+                    last = data.contents
+                    yield last
+                pending = asyncio.ensure_future(events.__anext__())
+        finally:
+            await events.aclose()
+
+
+class SyncLockClient:
+    """A blocking wrapper of ``LockClient``. Its event loop runs in a daemon
+    thread so that KeepAlives continue between calls (the session stays alive
+    while the caller does other work). One caller at a time."""
+
+    def __init__(self, nodes: Mapping[str, tuple[str, int]], **options: Any) -> None:
+        self._loop = new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="synod-lock-client", daemon=True)
+        self._thread.start()
+        self._client = LockClient(nodes, **options)
+        try:
+            self._run(self._client.open())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, awaitable: Awaitable[T]) -> T:
+        async def wrapped() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5.0)
+        self._loop.close()
+
+    @property
+    def client(self) -> LockClient:
+        return self._client
+
+    def close(self) -> None:
+        try:
+            self._run(self._client.close())
+        finally:
+            self._stop_loop()
+
+    def __enter__(self) -> SyncLockClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def read(self, path: str, *, cache: bool = True) -> FileData:
+        return self._run(self._client.read(path, cache=cache))
+
+    def create(self, path: str, contents: bytes = b"", **flags: bool) -> NodeMeta:
+        return self._run(self._client.create(path, contents, **flags))
+
+    def write(self, path: str, contents: bytes, *, expected_generation: int = ANY_GENERATION) -> NodeMeta:
+        return self._run(self._client.write(path, contents, expected_generation=expected_generation))
+
+    def delete(self, path: str, *, expected_generation: int = ANY_GENERATION) -> None:
+        self._run(self._client.delete(path, expected_generation=expected_generation))
+
+    def list(self, path: str) -> tuple[str, ...]:
+        return self._run(self._client.list(path))
+
+    def stat(self, path: str) -> NodeMeta:
+        return self._run(self._client.stat(path))
+
+    def acquire(self, path: str, mode: LockMode = LockMode.EXCLUSIVE, *, timeout_s: float | None = None) -> Sequencer:
+        return self._run(self._client.acquire(path, mode, timeout_s=timeout_s))
+
+    def release(self, path: str) -> None:
+        self._run(self._client.release(path))
+
+    def check_sequencer(self, sequencer: Sequencer) -> bool:
+        return self._run(self._client.check_sequencer(sequencer))
+
+    def elect(self, path: str, identity: str, *, timeout_s: float | None = None) -> Sequencer:
+        return self._run(self._client.elect(path, identity, timeout_s=timeout_s))
+
+    def leader(self, path: str) -> str | None:
+        return self._run(self._client.leader(path))
+
+    def register(self, directory: str, name: str, address: str) -> NodeMeta:
+        return self._run(self._client.register(directory, name, address))
+
+    def discover(self, directory: str) -> dict[str, str]:
+        return self._run(self._client.discover(directory))

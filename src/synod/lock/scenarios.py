@@ -47,7 +47,6 @@ from synod.codec.kernel import ClientReply, ClientRequest, ErrorReply
 from synod.codec.registry import Message, message
 from synod.core.effects import CancelTimer, ClientResult, Effects, Recovered, Send, SetTimer
 from synod.core.ids import NodeId
-from synod.lock.client import ClientSession, SessionState
 from synod.lock.config import LockConfig
 from synod.lock.messages import (
     Acquire,
@@ -64,6 +63,7 @@ from synod.lock.messages import (
 )
 from synod.lock.sequencer import Fence, LockMode, Sequencer, StaleSequencerError
 from synod.lock.server import LockServer, LockServerFactory
+from synod.lock.session import ClientSession, SessionState
 from synod.paxos.config import PaxosConfig
 from synod.sim import (
     Crash,
