@@ -75,8 +75,16 @@ _BATCH_RECORDS = 4096
 _COMPRESS_REDUCERS_MAX = 16
 
 
-def _encode_utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
+def _stable_buckets(keys: list[Any], kinds: set[type], reducers: int) -> list[int]:
+    """``stable_hash(key) % reducers`` for each key, at C speed for str keys."""
+    if kinds == {str}:
+        try:
+            hashes = list(map(crc32, map(str.encode, keys)))
+        except UnicodeEncodeError:  # a lone surrogate: stable_hash's surrogatepass
+            hashes = list(map(stable_hash, keys))
+    else:
+        hashes = list(map(stable_hash, keys))
+    return list(map(operator.mod, hashes, itertools.repeat(reducers)))
 _READ_BYTES = 1 << 20
 _UNPACK_BUFFER_MAX = (1 << 31) - 1
 #: Estimated bytes of Python objects per buffered pair besides key and value:
@@ -372,11 +380,7 @@ class _MapBuffer:
             self.buckets[0].extend(batch)
         else:
             if self.partitioner is None:
-                if key_kinds == {str}:
-                    hashes = map(crc32, map(_encode_utf8, keys))
-                else:
-                    hashes = map(stable_hash, keys)
-                assignments = [h % reducers for h in hashes]
+                assignments = _stable_buckets(keys, key_kinds, reducers)
             else:
                 assignments = list(map(self.partitioner, keys, itertools.repeat(reducers)))
                 if set(map(type, assignments)) != {int} or min(assignments) < 0 or max(assignments) >= reducers:
