@@ -2,6 +2,7 @@
 
     uv run python -m bench.check [--operations 10000] [--clients 16] [--keys 10]
                                  [--info 0.05] [--seeds 3]
+                                 [--search auto|depth-first|just-in-time]
 
 Linearizability: a 10,000-operation key-value history shaped like a 3-replica run
 (many keys, concurrent clients with overlapping operations, a few percent
@@ -25,6 +26,7 @@ import platform
 import time
 
 from synod.check import check_linearizability, check_serializability
+from synod.check.linearizability import SEARCHES
 from synod.check.synthetic import KvWorkload, ListAppendWorkload, kv_history, list_append_history
 
 
@@ -44,7 +46,7 @@ def bench_linearizability(args: argparse.Namespace, seed: int) -> None:
         started = time.perf_counter()
         history = kv_history(workload, seed)
         generated = time.perf_counter()
-        result = check_linearizability(history)
+        result = check_linearizability(history, search=args.search)
         checked = time.perf_counter()
         counts = history.counts()
         verdict = "ok" if result.ok else f"{len(result.violations)} bad keys"
@@ -93,10 +95,12 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=10)
     parser.add_argument("--info", type=float, default=0.05, help="indeterminate fraction")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--search", default="auto", choices=sorted(SEARCHES))
     args = parser.parse_args()
     print(
         f"python {platform.python_version()} on {platform.machine()}, "
-        f"operations={args.operations} clients={args.clients} keys={args.keys} info={args.info}"
+        f"operations={args.operations} clients={args.clients} keys={args.keys} info={args.info} "
+        f"search={args.search}"
     )
     for seed in range(args.seeds):
         bench_linearizability(args, seed)

@@ -133,6 +133,12 @@ def check_linearizability(
     per partition that is not linearizable, and an inconclusive reason per
     partition whose search ran out of ``steps_max``. ``search`` picks the
     algorithm (``"auto"``: depth-first, then just-in-time if that runs long).
+
+    A violation's details always name the ``partition``, the ``stuck_operation``
+    and the ``concurrent_candidates``, and carry a one-line ``summary``; the
+    depth-first search adds ``state_at_stuck`` and ``last_linearized`` (its
+    deepest path), the just-in-time search ``possible_states_before`` and
+    ``last_completed``.
     """
     if steps_max <= 0:
         raise ValueError("steps_max must be positive")
