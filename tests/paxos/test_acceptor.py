@@ -174,3 +174,14 @@ def test_an_oversized_command_inside_a_batch_is_ignored() -> None:
     entry = Entry(slot=1, ballot=ballot(1, N2), value=Value(kind=ValueKind.COMMANDS, commands=(big,)))
     effects = replica.on_message(READY_MS, N2, Accept(ballot=ballot(1, N2), round=1, entries=(entry,), chosen_index=1))
     assert effects == [] and not replica.log
+
+
+def test_the_promise_equal_ballot_mutant_promises_a_lower_ballot_of_the_same_round() -> None:
+    from synod.paxos.replica import MUTANT_PROMISE_EQUAL_BALLOT
+
+    enable_mutant(MUTANT_PROMISE_EQUAL_BALLOT)
+    replica = fresh()
+    replica.on_message(READY_MS, N3, Prepare(ballot=ballot(5, N3), from_slot=1))
+    effects = replica.on_message(READY_MS, N2, Prepare(ballot=ballot(5, N2), from_slot=1))
+    assert isinstance(_only_reply(effects, Promise), Promise)
+    assert replica.promised == ballot(5, N2), "the promise went down: two leaders can share round 5"

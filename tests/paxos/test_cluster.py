@@ -72,6 +72,45 @@ def test_a_value_once_chosen_is_never_changed_across_leader_crashes() -> None:
     cluster.run_until(lambda: converged(cluster))
 
 
+def _leave_a_gap(cluster: Cluster) -> tuple[int, NodeId]:
+    """Propose two commands, the first reaching nobody and the second one
+    acceptor, then crash the leader: a gap only Phase 1 of the next leader can
+    close. Returns the gap's slot and the acceptor that has the second."""
+    leader = cluster.wait_leader()
+    others = [n for n in cluster.nodes if n != leader]
+    gap_slot = cluster.replicas[leader].next_slot
+
+    def drop(source: NodeId, destination: NodeId, message: object) -> bool:
+        if isinstance(message, Accept) and source == leader:
+            slots = {e.slot for e in message.entries}
+            if gap_slot in slots:
+                return True
+            if gap_slot + 1 in slots and destination != others[0]:
+                return True
+        return False
+
+    cluster.drop = drop
+    put(cluster, leader, "a", "1", 1)
+    put(cluster, leader, "b", "2", 2)
+    cluster.run(3)
+    cluster.crash(leader)
+    cluster.drop = lambda s, d, m: False
+    return gap_slot, others[0]
+
+
+def test_the_skip_gap_fill_mutant_stalls_the_new_leader() -> None:
+    from synod.core.faults import enable_mutant
+    from synod.paxos.replica import MUTANT_SKIP_GAP_FILL
+
+    enable_mutant(MUTANT_SKIP_GAP_FILL)
+    cluster = Cluster(3, seed=5)
+    gap_slot, _holder = _leave_a_gap(cluster)
+    cluster.run_until(lambda: cluster.leader() is not None)
+    cluster.run(2000)
+    new = cluster.leader()
+    assert new is not None and cluster.replicas[new].chosen_index < gap_slot
+
+
 def test_a_new_leader_fills_gaps_with_noops() -> None:
     cluster = Cluster(3, seed=5)
     leader = cluster.wait_leader()
