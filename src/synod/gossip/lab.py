@@ -125,8 +125,7 @@ class GossipLab:
         self._epoch[node] = self._epoch.get(node, 0) + 1
 
     def restart(self, node: NodeId, *, seeds: tuple[NodeId, ...] = ()) -> GossipMember:
-        invariant_up = node not in self.up
-        if not invariant_up:
+        if node in self.up:
             raise ValueError(f"{node} is running")
         return self.add_node(node, seeds=seeds, meta=self._meta.get(node, b""))
 
