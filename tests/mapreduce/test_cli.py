@@ -92,3 +92,24 @@ def test_config_file(tmp_path: Path) -> None:
     config.write_text("[mapreduce]\nreducers = -1\n")
     code, output = invoke(WORD_COUNT, str(source), "-o", str(tmp_path / "out2"), "--config", str(config))
     assert code == 1 and "reducers must be >= 0" in output
+
+
+def test_progress_view_renders_tasks_and_rates() -> None:
+    import io
+
+    from rich.console import Console
+
+    from synod.cli.mapreduce import _ProgressView
+    from synod.mapreduce import JobProgress
+
+    buffer = io.StringIO()
+    view = _ProgressView(Console(file=buffer, force_terminal=True, width=120))
+    with view.progress:
+        for done in range(3):
+            view(JobProgress(step=0, steps=1, maps_total=2, maps_completed=min(done, 2), reduces_total=1,
+                             reduces_completed=1 if done == 2 else 0, records_in=1000 * done,
+                             bytes_in=10**6 * done, input_bytes_total=2 * 10**6, elapsed_s=1.0 + done,
+                             workers_alive=2))
+    text = buffer.getvalue()
+    assert "map" in text and "reduce" in text and "rec/s" in text and "MB/s" in text
+    assert "2/2" in text
