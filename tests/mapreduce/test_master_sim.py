@@ -8,7 +8,7 @@ import pytest
 from synod.core import faults
 from synod.core.errors import InvariantViolation
 from synod.mapreduce.master import ACCEPT_LATE_MAP_COMPLETION
-from tests.mapreduce.master_harness import CheckFailed, check_run, simulate
+from synod.mapreduce.scenarios import CheckFailed, check_run, simulate
 
 SEEDS = range(300)
 
@@ -63,3 +63,12 @@ def test_invariants_catch_accept_late_map_completion() -> None:
     with pytest.raises(InvariantViolation):
         for seed in SEEDS:
             simulate(seed)
+
+
+def test_registered_scenario_runs_and_catches_the_planted_bug() -> None:
+    from synod.sim import assert_mutant_caught, run_scenario
+
+    result = run_scenario("mapreduce", 3)
+    assert result.ok and result.statistics["attempts"] > 0
+    assert run_scenario("mapreduce", 3).trace_digest == result.trace_digest
+    assert_mutant_caught("mapreduce", ACCEPT_LATE_MAP_COMPLETION, range(60))

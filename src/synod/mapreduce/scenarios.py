@@ -1,21 +1,40 @@
-"""A seeded, single-threaded simulation of the master core with fake workers.
+"""The ``mapreduce`` simulation scenario: the master core under faults.
 
-The simulator proper (``synod.sim``) is being written alongside; this harness is
-the MapReduce block's own: one event queue ordered by (virtual time, sequence), one
-``random.Random(seed)``, and workers that are plain functions of the assignment.
-It injects what the paper's master must survive: workers that die (with their
-results still in flight, or after their map output was consumed), duplicated and
-delayed messages, stragglers ten times slower than the rest, and a poison record
-that crashes its mapper every time. Map attempts are *non-deterministic*: each
-produces a fresh random token, and reduce attempts output the tokens of the map
-attempts they were bound to -- so a reducer bound to the wrong attempt is visible.
+``synod sim mapreduce --seeds N`` (or ``run_scenario("mapreduce", seed)``) runs one
+step of a job -- the sans-IO ``Master`` with fake workers -- in a seeded,
+single-threaded event loop: one queue ordered by (virtual time, sequence), one
+``random.Random(seed)``. Each seed draws M, R, the number of workers and the
+faults the paper's master must survive: workers that die (their results still
+in flight, their completed map output lost with them) and are replaced,
+duplicated and delayed messages, stragglers ten times slower than the rest, and a
+poison record that crashes its mapper every time (skipped after two failures).
+Map attempts are *non-deterministic*: each produces a fresh random token, and
+reduce attempts record the tokens of the map attempts they were bound to, so a
+reducer bound to the wrong attempt is visible.
 
-``check_run`` is the checker; it looks only at what the workers saw and what the
-master reported, never at the master's private state.
+``check_run`` is the checker; it judges from what the workers saw and what the
+master reported, never from the master's private state:
+
+* the step succeeded, with one part per reduce task, each from a completed
+  attempt of that task;
+* no worker ran two attempts at once; no reduce was bound to a map attempt that
+  never completed, or to output on a worker the master knew was dead;
+* every map task's output, as read by the committed reducers, comes from one
+  attempt -- unless that attempt's output was lost with its worker before the
+  later reducer was bound (the planted bug ``mapreduce.accept_late_map_completion``
+  breaks this);
+* counters are those of exactly one completed attempt per task;
+* exactly the poison records were skipped.
+
+This is the MapReduce block's own event loop rather than ``synod.sim.Simulation``:
+the master has no failure detector of its own (the local runner sees process
+exits; the cluster runner will use gossip), so the harness tells it of deaths
+with ``WorkerLost``, after a random detection delay.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import random
@@ -39,6 +58,7 @@ from synod.mapreduce.messages import (
     WorkerLost,
     WorkerReady,
 )
+from synod.sim.scenarios import ScenarioOptions, ScenarioResult, register_scenario
 
 DRIVER = NodeId("driver")
 POISON_OFFSET = 4242
@@ -68,11 +88,13 @@ class Run:
     trace: list[str] = field(default_factory=list)
 
 
-def simulate(seed: int, *, check_invariants: bool = True, events_max: int = 20000) -> Run:
+def simulate(seed: int, *, check_invariants: bool = True, events_max: int = 20000,
+             maps: int = 0, reducers: int = 0, workers: int = 0) -> Run:
+    """One run; ``maps``, ``reducers`` and ``workers`` are drawn from the seed when 0."""
     rng = random.Random(seed)
-    maps = rng.randint(1, 12)
-    reducers = rng.randint(1, 6)
-    workers_initial = rng.randint(1, 5)
+    maps = maps or rng.randint(1, 12)
+    reducers = reducers or rng.randint(1, 6)
+    workers_initial = workers or rng.randint(1, 5)
     deaths_max = rng.randint(0, 3)
     duplicate_probability = rng.choice([0.0, 0.1, 0.3])
     poison = rng.random() < 0.3
@@ -272,3 +294,34 @@ def check_run(run: Run) -> None:
     expected = {(f"in-{t}", POISON_OFFSET) for t in run.poisoned}
     if skipped != expected:
         raise CheckFailed(f"seed {run.seed}: skipped {skipped}, expected {expected}")
+
+
+def trace_digest(run: Run) -> str:
+    return hashlib.sha256("\n".join(run.trace).encode()).hexdigest()[:16]
+
+
+def mapreduce_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
+    """The MapReduce master under worker deaths, duplicates, stragglers and a poison record."""
+    run = simulate(seed, maps=options.get_int("maps", 0), reducers=options.get_int("reducers", 0),
+                   workers=options.get_int("workers", 0))
+    if options.trace_sink is not None:
+        for line in run.trace:
+            options.trace_sink(line)
+    violations: tuple[str, ...] = ()
+    try:
+        check_run(run)
+    except CheckFailed as failure:
+        violations = (str(failure),)
+    stats = run.master.statistics()
+    return ScenarioResult(
+        scenario="mapreduce", seed=seed, ok=not violations, violations=violations,
+        trace_digest=trace_digest(run),
+        statistics={
+            "steps": float(run.steps), "attempts": float(stats.attempts_started),
+            "backups": float(stats.backups_started), "map_reexecutions": float(stats.map_reexecutions),
+            "duplicates_ignored": float(stats.duplicates_ignored), "deaths": float(len(run.deaths)),
+        },
+    )
+
+
+register_scenario("mapreduce", mapreduce_scenario)
