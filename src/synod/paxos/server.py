@@ -28,6 +28,7 @@ the replica's exactly-once table answers).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -247,10 +248,24 @@ class ServerFactory:
         return PaxosServer(replica, self.server)
 
 
+def local_paxos_config() -> PaxosConfig:
+    """``PaxosConfig.local()`` with a Phase 2 window of 4 slots.
+
+    Why a small window: the replica proposes a slot as soon as a command arrives
+    while the window has room, so with 32 slots open the first 32 commands of a
+    burst each get a slot of their own (a WAL record, an Accept per peer, a vote
+    each). With 4, the rest of the burst waits a moment and leaves in ONE slot of
+    up to ``batch_commands_max`` commands; the group commit already merges the
+    fsyncs of slots in flight, so little pipelining is lost. Measured on loopback
+    (bench/paxos.py setup, 256 writes in flight): about 1.5-2x the writes/s of a
+    32-slot window, at equal latency for one write in flight."""
+    return dataclasses.replace(PaxosConfig.local(), window_slots_max=4)
+
+
 def kv_factory(nodes: tuple[NodeId, ...]) -> ServerFactory:
     """The core builder for ``synod.runtime.serve --core synod.paxos.server:kv_factory``:
-    a KV replica per node with ``PaxosConfig.local()`` (processes on one machine)."""
-    return ServerFactory(members=tuple(sorted(nodes)), paxos=PaxosConfig.local(), server=ServerConfig())
+    a KV replica per node with ``local_paxos_config()`` (processes on one machine)."""
+    return ServerFactory(members=tuple(sorted(nodes)), paxos=local_paxos_config(), server=ServerConfig())
 
 
 def kv_lan_factory(nodes: tuple[NodeId, ...]) -> ServerFactory:
