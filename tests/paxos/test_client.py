@@ -303,3 +303,16 @@ def test_sync_client_wraps_the_same_api(tmp_path: Path) -> None:
     finally:
         done.set()
         thread.join(30)
+
+
+def test_calls_beyond_the_in_flight_bound_wait_their_turn(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path) as local, local.client(calls_in_flight_max=3) as client:
+            await client.wait_leader()
+            done = await asyncio.gather(*(client.cas(f"k{i % 5}", None, str(i)) for i in range(40)))
+            assert sum(1 for swapped, _ in done if swapped) == 5   # one winner per key
+            assert client._calls_active == 0 and not client._calls_room
+            stats = client.statistics()
+            assert stats.items_sent >= 40 and stats.timeouts == 0
+
+    run(scenario())

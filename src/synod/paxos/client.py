@@ -173,7 +173,8 @@ class PaxosClient:
         self._queue: deque[_Item] = deque()
         self._wake: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._calls: asyncio.Semaphore | None = None
+        self._calls_active = 0
+        self._calls_room: deque[asyncio.Future[None]] = deque()
         self._sender: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._next_seq = 1
@@ -196,7 +197,6 @@ class PaxosClient:
         if self._sender is None:
             self._wake = asyncio.Event()
             self._slots = asyncio.Semaphore(self.config.batches_in_flight_max)
-            self._calls = asyncio.Semaphore(self.config.calls_in_flight_max)
             self._connecting = asyncio.Lock()
             self._sender = asyncio.create_task(self._send_loop())
 
@@ -299,19 +299,31 @@ class PaxosClient:
     # ------------------------------------------------------------ internals
 
     async def _call(self, seq: int, op: bytes, mode: ReadMode | None, timeout_s: float | None) -> bytes:
-        assert self._calls is not None and self._wake is not None
+        assert self._wake is not None
         timeout = self.config.timeout_s if timeout_s is None else timeout_s
         if timeout <= 0:
             raise LocalProtocolError("timeout_s must be positive")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with self._calls:
+        while self._calls_active >= self.config.calls_in_flight_max:
+            room: asyncio.Future[None] = loop.create_future()
+            self._calls_room.append(room)
+            await room   # back-pressure: wait for a call to finish
+        self._calls_active += 1
+        try:
             future: asyncio.Future[bytes] = loop.create_future()
             item = _Item(seq=seq, op=op, mode=mode, future=future, deadline=deadline)
             self._queue.append(item)
             self._wake.set()
             self._arm_expiry(loop, item)
             return await future
+        finally:
+            self._calls_active -= 1
+            while self._calls_room:
+                waiter = self._calls_room.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
 
     def _arm_expiry(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
         """Fail ``item`` with ``PaxosTimeout`` at its deadline. Deadlines share one
