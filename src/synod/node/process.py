@@ -1,0 +1,190 @@
+"""``Node``: one ``synod node`` process, composed from the blocks' own glue.
+
+Theory of operation
+-------------------
+A node is three servers on one asyncio loop:
+
+* an ``AsyncioHost`` (``synod.runtime``) running the node's core, a ``NodeMux``
+  of the lock-cell replica and the shard replicas placed here
+  (``synod.node.groups``), on the TCP ``bind`` address: peers and clients;
+  its write-ahead log in ``data_dir/wal`` (one log, every group: group commit);
+* a ``GossipAgent`` (``synod.gossip``) on UDP ``gossip_bind``, its incarnation
+  log in ``data_dir/gossip``; its metadata advertises the node's TCP and HTTP
+  addresses, so any node's dashboard finds every other;
+* the dashboard (``synod.web``) on ``http_bind``.
+
+Start: host first (recovering the log), then gossip, then HTTP. After a kill -9
+the same start recovers: the Paxos replicas from their records, gossip with a
+higher incarnation. A graceful ``stop`` hands every Paxos leadership held here
+to another live member (``TransferLeader``, waiting a bounded time), leaves the
+gossip group (the leave spreads before the socket closes), then stops the
+servers in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+from synod.codec.kernel import ClientRequest, Routed
+from synod.core.errors import ConfigError
+from synod.core.ids import NodeId
+from synod.gossip.agent import GossipAgent
+from synod.gossip.config import GossipConfig
+from synod.gossip.messages import MemberStatus
+from synod.lock.config import LockConfig
+from synod.node.config import NodeConfig, parse_host_port
+from synod.node.groups import NodeCoreFactory, NodeMux, place_shards
+from synod.paxos.config import PaxosConfig
+from synod.paxos.messages import TransferLeader
+from synod.paxos.replica import PaxosReplica
+from synod.runtime.auth import Keyring
+from synod.runtime.config import RuntimeConfig
+from synod.runtime.host import AsyncioHost, open_durable_log
+from synod.runtime.serve import read_secret
+from synod.txn.config import TxnConfig
+
+log = logging.getLogger("synod.node")
+
+#: Seconds a graceful stop waits for each leadership handed over.
+TRANSFER_WAIT_S = 3.0
+
+
+def build_keyring(config: NodeConfig) -> Keyring:
+    users = {name: read_secret(Path(path)) for name, _, path in (u.partition("=") for u in config.users)}
+    if config.secret_file is not None:
+        return Keyring.from_secret(read_secret(config.secret_file), users)
+    return Keyring()
+
+
+def runtime_config(config: NodeConfig) -> RuntimeConfig:
+    base = RuntimeConfig.local() if config.preset == "local" else RuntimeConfig.lan()
+    peers = {name: address for name, address in config.members().items() if name != config.node_id}
+    try:
+        return RuntimeConfig(
+            reconnect_delay_ms_min=base.reconnect_delay_ms_min, reconnect_delay_ms_max=base.reconnect_delay_ms_max,
+            insecure=config.insecure, tls_cert_file=config.tls_cert_file, tls_key_file=config.tls_key_file,
+            tls_ca_file=config.tls_ca_file, peers=peers)
+    except ConfigError as error:
+        raise ConfigError(f"NodeConfig: {error}") from None
+
+
+class Node:
+    """One node process (see the module comment). ``await start()``, then
+    ``await stop()`` (graceful) or just exit (a crash, which it recovers from)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.node = NodeId(config.node_id)
+        self.keyring = build_keyring(config)
+        members = tuple(sorted(NodeId(n) for n in config.members()))
+        self.members = members
+        local = config.preset == "local"
+        self.shard_map = place_shards(members, config.shards, config.replicas) if config.shards else None
+        self.factory = NodeCoreFactory(
+            members=members, shard_map=self.shard_map,
+            paxos=PaxosConfig.local() if local else PaxosConfig.lan(),
+            lock=LockConfig.local() if local else LockConfig.lan(),
+            txn=TxnConfig.local() if local else TxnConfig.lan(),
+            shard_dir=config.data_dir / "shards",
+        )
+        self.gossip_config = GossipConfig.local() if local else GossipConfig.lan()
+        self.host: AsyncioHost | None = None
+        self.gossip: GossipAgent | None = None
+        self.web: object | None = None
+        self.started_s = time.time()
+        self.http_address: tuple[str, int] | None = None
+
+    @property
+    def mux(self) -> NodeMux:
+        assert self.host is not None, "node not started"
+        core = self.host.core
+        assert isinstance(core, NodeMux)
+        return core
+
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        wal, recovered = open_durable_log(config.data_dir)
+        self.host = AsyncioHost(node=self.node, core_factory=self.factory, config=runtime_config(config),
+                                keyring=self.keyring, listen=parse_host_port("bind", config.bind),
+                                durable_log=wal, recovered=recovered)
+        await self.host.start()
+        http_text = ""
+        if config.http_bind:
+            from synod.web.server import DashboardServer
+
+            web = DashboardServer(self, parse_host_port("http_bind", config.http_bind))
+            self.http_address = await web.start()
+            self.web = web
+            http_text = f"{self.http_address[0]}:{self.http_address[1]}"
+        meta = json.dumps({"tcp": self.advertised_tcp(), "http": http_text}, separators=(",", ":")).encode()
+        seeds = []
+        for seed in config.seeds:
+            name, _, address = seed.partition("@")
+            seeds.append((NodeId(name), parse_host_port("seeds", address)))
+        self.gossip = GossipAgent(self.node, keyring=self.keyring, bind=parse_host_port("gossip_bind", config.gossip_bind),
+                                  advertise=config.gossip_advertise, seeds=seeds, config=self.gossip_config,
+                                  meta=meta, data_dir=config.data_dir / "gossip")
+        await self.gossip.start()
+        log.info("node %s up: tcp %s gossip %s http %s", self.node, self.host.address,
+                 self.gossip.address, self.http_address)
+
+    def advertised_tcp(self) -> str:
+        if self.config.advertise:
+            return self.config.advertise
+        host, port = self.config.members()[self.config.node_id]
+        return f"{host}:{port}"
+
+    def live_members(self) -> set[str]:
+        """Nodes gossip believes alive (this one included)."""
+        if self.gossip is None or self.gossip.member is None:
+            return {self.node}
+        view = self.gossip.member.view(self.gossip.now_ms())
+        return {str(m.node) for m in view.members if m.status is MemberStatus.ALIVE} | {self.node}
+
+    async def transfer_leadership(self) -> list[str]:
+        """Hand every Paxos group this node leads to another live member; the
+        groups handed over. Bounded by ``TRANSFER_WAIT_S`` per group."""
+        host = self.host
+        if host is None or host.failure is not None:
+            return []
+        live = self.live_members()
+        moved: list[str] = []
+        for number, (group, child) in enumerate(self.mux.children.items(), start=1):
+            replica = getattr(child, "replica", None)
+            if not isinstance(replica, PaxosReplica) or not replica.is_leader:
+                continue
+            targets = [m for m in replica.statistics().members if m != self.node and m in live]
+            if not targets:
+                continue
+            request = ClientRequest(request_id=number, body=Routed(group=group, body=TransferLeader(to=targets[0])))
+            host.execute(host.core.on_message(host.now_ms(), NodeId(f"{self.node}#admin"), request))
+            deadline = time.monotonic() + TRANSFER_WAIT_S
+            while replica.is_leader and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if not replica.is_leader:
+                moved.append(group)
+        return moved
+
+    async def stop(self) -> None:
+        """Graceful stop: leadership transfer, gossip leave, then the servers."""
+        try:
+            moved = await self.transfer_leadership()
+            if moved:
+                log.info("node %s handed over leadership of %s", self.node, ", ".join(moved))
+        except Exception:  # a failed courtesy must not block the stop
+            log.exception("node %s: leadership transfer failed", self.node)
+        if self.gossip is not None and self.gossip.member is not None:
+            await self.gossip.leave(self.config.stop_wait_s)
+            self.gossip.stop()
+        if self.web is not None:
+            from synod.web.server import DashboardServer
+
+            assert isinstance(self.web, DashboardServer)
+            await self.web.stop()
+        if self.host is not None:
+            await self.host.stop()
