@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import heapq
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -205,6 +206,8 @@ class LockServer:
         self.parked: list[_Parked] = []
         #: Paths with a change proposed and not yet applied: not cacheable.
         self.changing: Counter[str] = Counter()
+        #: (lease end, session) for every lease granted; see ``_on_tick``.
+        self._deadlines: list[tuple[float, int]] = []
         self._calls: dict[int, _Call | None] = {}
         self._internal_next = 1
         self._own_changing: dict[int, tuple[str, ...]] = {}
@@ -286,6 +289,7 @@ class LockServer:
         self.subscriptions.clear()
         self.cached_by.clear()
         self.parked.clear()
+        self._deadlines.clear()
         self._calls.clear()
         self._own_changing.clear()
         self.changing.clear()
@@ -307,6 +311,7 @@ class LockServer:
                 client=NodeId(principal), lease_end_ms=now_ms + self.config.lease_ms,
                 failover_pending=True,
             )
+            self._watch_lease(session, self.sessions[session])
         self._counts["masterships"] += 1
 
     @property
@@ -537,6 +542,7 @@ class LockServer:
         if isinstance(result, SessionOpened):
             self.sessions[result.session] = _SessionState(
                 client=call.client, lease_end_ms=self._now_ms + self.config.lease_ms)
+            self._watch_lease(result.session, self.sessions[result.session])
         if isinstance(op, CloseSession) and isinstance(result, Done):
             self._forget_session(op.session)
         self._reply(call.client, call.request_id, LockReply(
@@ -624,13 +630,30 @@ class LockServer:
             return
         if self.role is not Role.MASTER:
             return
-        for session, state in sorted(self.sessions.items()):
-            if not state.expiring and now_ms > state.lease_end_ms:
-                state.expiring = True
-                self._counts["sessions_expired"] += 1
-                command = ExpireSession(session=session, now_ms=self._stamp(now_ms))
-                self._submit(command, None, self._affected_paths(command))
+        if len(self._deadlines) > 2 * len(self.sessions) + 512:
+            # Entries of ended sessions wait for their time to come up; after
+            # many closes, rebuild rather than let them pile up.
+            self._deadlines = [(state.lease_end_ms, s) for s, state in self.sessions.items()]
+            heapq.heapify(self._deadlines)
+        # One heap entry per session, keyed by a lease end it had, so a tick
+        # costs O(leases that may have ended), not O(sessions): a cell holds many
+        # idle sessions. An entry whose lease was since extended goes back in.
+        while self._deadlines and self._deadlines[0][0] < now_ms:
+            _end, session = heapq.heappop(self._deadlines)
+            state = self.sessions.get(session)
+            if state is None or state.expiring:
+                continue
+            if now_ms <= state.lease_end_ms:
+                heapq.heappush(self._deadlines, (state.lease_end_ms, session))
+                continue
+            state.expiring = True
+            self._counts["sessions_expired"] += 1
+            command = ExpireSession(session=session, now_ms=self._stamp(now_ms))
+            self._submit(command, None, self._affected_paths(command))
         self._release_parked()
+
+    def _watch_lease(self, session: int, state: _SessionState) -> None:
+        heapq.heappush(self._deadlines, (state.lease_end_ms, session))
 
     def _forget_session(self, session: int) -> None:
         self.sessions.pop(session, None)
