@@ -351,7 +351,7 @@ class ClientSession:
         if name == "tick":
             self._on_tick(now_ms, out)
             if self.state not in (SessionState.EXPIRED, SessionState.CLOSED):
-                out.append(SetTimer(key=key, delay_ms=self._tick_ms))
+                out.append(SetTimer(key=key, delay_ms=self._next_tick_ms(now_ms)))
         elif name.startswith("call/") or name.startswith("retry/"):
             seq = int(name.split("/", 1)[1])
             pending = self._pending.get(seq)
@@ -369,6 +369,16 @@ class ClientSession:
         return out
 
     # ================================================================ lease
+
+    def _next_tick_ms(self, now_ms: float) -> float:
+        """When the tick must look again: soon while opening (to send the first
+        KeepAlive), else at the next deadline (lease end, grace end). Idle
+        sessions then cost one timer per lease, not one per tick interval."""
+        if self.state is SessionState.SAFE and self._keepalive_request:
+            return max(self._tick_ms, self.lease_end_ms - now_ms)
+        if self.state is SessionState.JEOPARDY:
+            return max(1.0, self.jeopardy_since_ms + self.config.grace_ms - now_ms)
+        return self._tick_ms
 
     def _on_tick(self, now_ms: float, out: Effects) -> None:
         if self.state is SessionState.SAFE and now_ms >= self.lease_end_ms:
@@ -444,6 +454,7 @@ class ClientSession:
         self.lease_end_ms = max(self.lease_end_ms, self._keepalive_sent_ms + body.lease_ms)
         if self.state is SessionState.JEOPARDY and now_ms < self.lease_end_ms:
             self.become(SessionState.SAFE)
+            out.append(SetTimer(key=f"{TIMER_PREFIX}tick", delay_ms=self._next_tick_ms(now_ms)))
         if self.usable:
             self._send_keepalive(now_ms, out)
 
