@@ -327,8 +327,18 @@ def register(group: click.Group) -> None:
     @click.option("--insecure", is_flag=True, help="no authentication (development only)")
     @click.option("--base-port", type=int, default=0, help="first port (default: free ports)")
     @click.option("--core", default=DEFAULT_CORE, show_default=True, help="core builder module:function")
-    def up(count: int, data_dir: Path, insecure: bool, base_port: int, core: str) -> None:
+    @click.option("--nodes", "whole_nodes", is_flag=True,
+                  help="start whole `synod node` processes (lock cell, KV shards, gossip, dashboard)")
+    @click.option("--shards", type=click.IntRange(0, 26), default=2, show_default=True,
+                  help="KV shards (with --nodes)")
+    def up(count: int, data_dir: Path, insecure: bool, base_port: int, core: str, whole_nodes: bool,
+           shards: int) -> None:
         """Start COUNT nodes, wait for a leader, run until Ctrl-C or SIGTERM."""
+        if whole_nodes:
+            from synod.cli.node import run_local_nodes
+
+            run_local_nodes(data_dir, count, shards)
+            return
         local = LocalCluster(data_dir, count, insecure=insecure, core=core, base_port=base_port)
         stop_requested = False
 
@@ -367,6 +377,14 @@ def register(group: click.Group) -> None:
     @click.option("--timeout", "timeout_s", type=float, default=2.0, show_default=True)
     def status(data_dir: Path, timeout_s: float) -> None:
         """Print each node's role, leader, ballot and chosen index."""
+        if (data_dir / CONNECTION_FILE).exists() and "node_layout" in (data_dir / CONNECTION_FILE).read_text():
+            from synod.cli.node import node_cluster_status
+
+            try:
+                click.echo("\n".join(node_cluster_status(data_dir, timeout_s)))
+            except ConfigError as error:
+                raise click.ClickException(str(error)) from None
+            return
         try:
             info = read_connection(data_dir)
         except ConfigError as error:
