@@ -1,8 +1,9 @@
 """``synod mr``: run MapReduce jobs (see ``synod.mapreduce`` and docs/mapreduce.md).
 
-    synod mr run JOB.py INPUT... -o OUTDIR [--runner inline|local] [--workers N]
+    synod mr run JOB.py INPUT... -o OUTDIR [--runner inline|local|cluster] [--workers N]
                  [--reducers R] [--overwrite] [--job-class NAME] [--config FILE]
-                 [--set key=value]
+                 [--set key=value] [--cluster DIR] [--seed ID@HOST:PORT]
+    synod mr worker --cluster DIR [--node NAME] [--seed ID@HOST:PORT] [--scratch PATH]
 
 A live progress bar shows map and reduce tasks done, records/s and MB/s; a summary
 with the job's counters follows. Errors (a job file that does not import, missing
@@ -106,8 +107,10 @@ def _summary(console: Console, result: JobResult) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="Output directory (must not exist unless --overwrite).")
-@click.option("--runner", type=click.Choice(["inline", "local"]), default="local", show_default=True,
-              help="inline: one process (for a debugger); local: a master and N worker processes.")
+@click.option("--runner", type=click.Choice(["inline", "local", "cluster"]), default="local",
+              show_default=True,
+              help="inline: one process (for a debugger); local: a master and N worker processes; "
+                   "cluster: the `synod mr worker`s of a cluster.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: cores).")
 @click.option("--reducers", type=click.IntRange(min=1), default=None, help="Reduce tasks R (default: workers).")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
@@ -116,9 +119,14 @@ def _summary(console: Console, result: JobResult) -> None:
               help="A TOML file whose [mapreduce] table sets MapReduceConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a MapReduceConfig field (e.g. map_buffer_bytes_max=67108864).")
+@click.option("--cluster", "cluster_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --runner cluster: the `synod cluster up --data` directory.")
+@click.option("--seed", "seeds", multiple=True, metavar="ID@HOST:PORT",
+              help="With --runner cluster: a gossip member to join (default: the announced workers).")
 def run_command(job_file: Path, inputs: tuple[Path, ...], output: Path, runner: str,
                 workers: int | None, reducers: int | None, overwrite: bool, job_class: str | None,
-                config_file: Path | None, overrides: tuple[str, ...]) -> None:
+                config_file: Path | None, overrides: tuple[str, ...], cluster_dir: Path | None,
+                seeds: tuple[str, ...]) -> None:
     """Run the job in JOB_FILE over INPUT files or directories into OUTPUT."""
     console = Console(stderr=True, soft_wrap=True)
     try:
@@ -130,10 +138,18 @@ def run_command(job_file: Path, inputs: tuple[Path, ...], output: Path, runner: 
             config = config_from_mapping(MapReduceConfig, table, base=config)
         config = config_from_mapping(MapReduceConfig, parse_overrides(overrides), base=config)
         job = load_job(job_file, job_class)
+        cluster = None
+        if runner == "cluster":
+            from synod.mapreduce.cluster import ClusterTarget
+
+            if cluster_dir is None:
+                raise ConfigError("--runner cluster needs --cluster DIR (the `synod cluster up --data` directory)")
+            cluster = ClusterTarget.from_dir(cluster_dir, seeds)
         view = _ProgressView(console)
         with view.progress:
             result = run_job(job, list(inputs), output, runner=runner, workers=workers,
-                             reducers=reducers, overwrite=overwrite, config=config, progress=view)
+                             reducers=reducers, overwrite=overwrite, config=config, progress=view,
+                             cluster=cluster)
     except (JobError, ConfigError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         if isinstance(error, JobFailed) and error.failure is not None and error.failure.detail:
@@ -145,6 +161,31 @@ def run_command(job_file: Path, inputs: tuple[Path, ...], output: Path, runner: 
         console.print("[red]interrupted[/red]; the output directory was removed")
         raise SystemExit(130) from None
     _summary(console, result)
+
+
+@mr.command("worker")
+@click.option("--cluster", "cluster_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The `synod cluster up --data` directory (secret, client key).")
+@click.option("--node", default=None, help="This worker's id (default: mr-<host>-<pid>).")
+@click.option("--seed", "seeds", multiple=True, metavar="ID@HOST:PORT",
+              help="A gossip member to join (default: the workers announced in the cluster directory).")
+@click.option("--scratch", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for map output (default: a temporary one, removed on exit).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def worker_command(cluster_dir: Path, node: str | None, seeds: tuple[str, ...], scratch: Path | None,
+                   host: str) -> None:
+    """Serve as a MapReduce worker of a cluster until SIGTERM or Ctrl-C."""
+    import os
+    import socket
+
+    from synod.mapreduce.cluster_worker import run_worker_process
+
+    try:
+        run_worker_process(cluster_dir, node=node or f"mr-{socket.gethostname()}-{os.getpid()}",
+                           seeds=seeds, scratch_dir=scratch, host=host)
+    except ConfigError as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from None
 
 
 def register(group: click.Group) -> None:

@@ -456,11 +456,15 @@ def run_job(
     progress: ProgressCallback | None = None,
     seed: int = 0,
     on_driver: Callable[[_Driver], None] | None = None,
+    cluster: Any = None,
 ) -> JobResult:
-    """Run ``job`` over ``inputs`` into ``output_dir``; see the module comment."""
+    """Run ``job`` over ``inputs`` into ``output_dir``; see the module comment.
+    ``runner="cluster"`` needs ``cluster``, a ``synod.mapreduce.cluster.ClusterTarget``."""
     config = config or MapReduceConfig.local()
-    if runner not in ("inline", "local"):
-        raise JobError(f"unknown runner {runner!r} (inline or local; cluster is not built yet)")
+    if runner not in ("inline", "local", "cluster"):
+        raise JobError(f"unknown runner {runner!r} (inline, local or cluster)")
+    if runner == "cluster" and cluster is None:
+        raise JobError("the cluster runner needs the cluster to submit to (--cluster DIR)")
     if workers is not None and workers < 1:
         raise JobError("workers must be at least 1")
     if reducers is not None and reducers < 1:
@@ -487,6 +491,15 @@ def run_job(
     try:
         if runner == "inline":
             driver = InlineDriver(job, str(work / "inline"), config)
+        elif runner == "cluster":
+            from synod.mapreduce.cluster import (
+                ClusterDriver,  # the cluster runner imports this module
+            )
+
+            job_file = getattr(sys.modules.get(job.__module__), "__file__", None)
+            if job_file is None:
+                raise JobLoadError(f"{job.__name__} was not loaded from a job file: workers cannot import it")
+            driver = ClusterDriver(job_file, job.__name__, cluster, config)
         else:
             driver = LocalDriver(job, worker_count, str(work), config)
         if on_driver is not None:
