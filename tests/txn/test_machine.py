@@ -16,6 +16,7 @@ from synod.txn.engine import SqliteEngine
 from synod.txn.machine import ShardMachine
 from synod.txn.messages import (
     DecideOp,
+    EpochOp,
     FastCommitOp,
     OpResult,
     Part,
@@ -35,13 +36,20 @@ def apply(machine: ShardMachine, op: object) -> OpResult:
     return result
 
 
+def fresh(config: TxnConfig | None = None, engine: SqliteEngine | None = None) -> ShardMachine:
+    """A machine whose current epoch is BALLOT (as after its leader's EpochOp)."""
+    machine = ShardMachine(engine, config)
+    assert apply(machine, EpochOp(ballot=BALLOT)).status == "ok"
+    return machine
+
+
 def prepare(txn: str, *writes: Write, reads: tuple[str, ...] = ()) -> PrepareOp:
     return PrepareOp(txn=txn, ts=1, coordinator="s1", part=Part(group="s1", read_keys=reads, writes=writes),
                      lock_ballot=BALLOT)
 
 
 def test_prepare_then_commit_applies_the_prepared_writes_once() -> None:
-    machine = ShardMachine()
+    machine = fresh()
     assert apply(machine, prepare("t1", Write(key="a", value="1"), Write(key="b", value=None))).status == "ok"
     assert machine.get("a") == (None, 0)
     assert [r.txn for r in machine.prepared()] == ["t1"]
@@ -57,7 +65,7 @@ def test_prepare_then_commit_applies_the_prepared_writes_once() -> None:
 
 
 def test_prepare_then_abort_applies_nothing() -> None:
-    machine = ShardMachine()
+    machine = fresh()
     apply(machine, prepare("t1", Write(key="a", value="1")))
     assert apply(machine, DecideOp(txn="t1", commit=False)).detail == "aborted"
     assert machine.items() == {}
@@ -65,7 +73,7 @@ def test_prepare_then_abort_applies_nothing() -> None:
 
 
 def test_commit_without_prepare_record_is_refused_and_changes_nothing() -> None:
-    machine = ShardMachine()
+    machine = fresh()
     result = apply(machine, DecideOp(txn="t9", commit=True, writes=(Write(key="a", value="x"),)))
     assert result.status == "refused"
     assert machine.items() == {} and machine.outcome("t9") is None
@@ -73,36 +81,36 @@ def test_commit_without_prepare_record_is_refused_and_changes_nothing() -> None:
 
 def test_commit_without_prepare_mutant_applies_the_writes() -> None:
     enable_mutant("txn.commit_without_prepare")
-    machine = ShardMachine()
+    machine = fresh()
     assert apply(machine, DecideOp(txn="t9", commit=True, writes=(Write(key="a", value="x"),))).status == "ok"
     assert machine.get("a")[0] == "x"
 
 
 def test_fast_commit_over_the_key_limit_is_refused_whole() -> None:
     config = TxnConfig(key_bytes_max=8)
-    machine = ShardMachine(config=config)
+    machine = fresh(config)
     writes = (Write(key="ok", value="1"), Write(key="k" * 9, value="2"))
     result = apply(machine, FastCommitOp(txn="t1", ts=1, writes=writes, lock_ballot=BALLOT))
     assert result.status == "refused" and "key_too_large" in result.detail
     assert machine.items() == {} and machine.revision == 0 and machine.outcome("t1") is None
-    assert machine.applied == 1
+    assert machine.applied == 2   # the epoch and the refused commit
 
 
 def test_prepare_over_the_size_limit_is_refused_whole() -> None:
-    machine = ShardMachine(config=TxnConfig(txn_keys_max=2))
+    machine = fresh(TxnConfig(txn_keys_max=2))
     result = apply(machine, prepare("t1", Write(key="a", value="1"), Write(key="b", value="1"), reads=("c",)))
     assert result.status == "refused" and "txn_too_large" in result.detail
     assert machine.prepared() == []
 
 
 def test_garbage_op_is_refused_deterministically() -> None:
-    machine = ShardMachine()
-    assert decode(machine.apply(b"\xff\x00nonsense")) == decode(ShardMachine().apply(b"\xff\x00nonsense"))
+    machine = fresh()
+    assert decode(machine.apply(b"\xff\x00nonsense")) == decode(fresh().apply(b"\xff\x00nonsense"))
     assert machine.items() == {}
 
 
 def test_transaction_record_lifecycle_first_decision_wins() -> None:
-    machine = ShardMachine()
+    machine = fresh()
     begin = RecordBeginOp(txn="t1", ts=1, parts=(Part(group="s1"), Part(group="s2")))
     assert apply(machine, RecordBeginOp(txn="t1", ts=1, parts=())).status == "ok"
     assert apply(machine, begin).status == "duplicate"
@@ -117,7 +125,7 @@ def test_transaction_record_lifecycle_first_decision_wins() -> None:
 
 
 def test_watch_history_and_compaction() -> None:
-    machine = ShardMachine(config=TxnConfig(watch_history_max=2))
+    machine = fresh(TxnConfig(watch_history_max=2))
     for i in range(4):
         apply(machine, FastCommitOp(txn=f"t{i}", ts=i, writes=(Write(key=f"k{i}", value=str(i)),),
                                     lock_ballot=BALLOT))
@@ -129,7 +137,7 @@ def test_watch_history_and_compaction() -> None:
 
 
 def test_snapshot_restores_the_same_state_in_another_engine() -> None:
-    machine = ShardMachine()
+    machine = fresh()
     apply(machine, prepare("t1", Write(key="a", value="1")))
     for i in range(600):
         apply(machine, FastCommitOp(txn=f"f{i}", ts=i, writes=(Write(key=f"k{i:04}", value="v"),),
@@ -137,7 +145,7 @@ def test_snapshot_restores_the_same_state_in_another_engine() -> None:
     apply(machine, RecordBeginOp(txn="t2", ts=1, parts=()))
     chunks = list(machine.snapshot())
     assert len(chunks) > 3
-    other = ShardMachine()
+    other = fresh()
     other.restore(chunks)
     assert other.digest() == machine.digest()
     assert [r.txn for r in other.prepared()] == ["t1"]
@@ -146,15 +154,15 @@ def test_snapshot_restores_the_same_state_in_another_engine() -> None:
 
 def test_file_engine_stores_the_applied_index_with_the_data(tmp_path: Path) -> None:
     path = str(tmp_path / "shard.db")
-    machine = ShardMachine(SqliteEngine(path))
+    machine = fresh(engine=SqliteEngine(path))
     apply(machine, FastCommitOp(txn="t1", ts=1, writes=(Write(key="a", value="1"),), lock_ballot=BALLOT))
     machine.engine.close()
     reopened = ShardMachine(SqliteEngine(path))
-    assert reopened.applied == 1 and reopened.get("a") == ("1", 1)
+    assert reopened.applied == 2 and reopened.get("a") == ("1", 1)
 
 
 def test_a_failing_apply_rolls_back_everything() -> None:
-    machine = ShardMachine()
+    machine = fresh()
 
     def boom(writes: tuple[Write, ...]) -> int:
         raise RuntimeError("disk on fire")
@@ -162,4 +170,16 @@ def test_a_failing_apply_rolls_back_everything() -> None:
     machine._write = boom  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         machine.apply(encode(FastCommitOp(txn="t1", ts=1, writes=(Write(key="a", value="1"),), lock_ballot=BALLOT)))
-    assert machine.applied == 0 and machine.outcome("t1") is None
+    assert machine.applied == 1 and machine.outcome("t1") is None  # only the epoch
+
+
+def test_prepare_and_fast_commit_under_another_ballot_are_refused() -> None:
+    machine = fresh()
+    newer = Ballot(round=2, node=NodeId("n2"))
+    assert apply(machine, EpochOp(ballot=newer)).status == "ok"
+    assert apply(machine, EpochOp(ballot=BALLOT)).status == "duplicate"
+    refused = apply(machine, prepare("t1", Write(key="a", value="1")))
+    assert refused.status == "refused" and "stale_ballot" in refused.detail
+    late = apply(machine, FastCommitOp(txn="t2", ts=1, writes=(Write(key="a", value="2"),), lock_ballot=BALLOT))
+    assert late.status == "refused"
+    assert machine.items() == {} and machine.prepared() == [] and machine.epoch == newer

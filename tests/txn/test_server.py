@@ -8,6 +8,7 @@ from synod.core.effects import Send
 from synod.core.ids import NodeId
 from synod.txn.config import TxnConfig
 from synod.txn.messages import (
+    DecisionQuery,
     Part,
     TxnCommit,
     TxnGet,
@@ -179,3 +180,27 @@ def test_coordinator_leader_crash_between_prepare_and_decision_is_resumed() -> N
     committed = s1[0].get("apple") == "1"
     assert again == TxnOutcome(txn="t1", committed=True) if committed else (
         isinstance(again, ErrorReply) and again.code in ("aborted", "conflict"))
+
+
+def test_a_deposed_leader_without_lease_does_not_presume_abort() -> None:
+    # Regression (sim seed 202): a leader cut off from its group, still believing
+    # it leads, lacked a record its successor had chosen and answered an in-doubt
+    # participant "abort" while the coordinator's group decided commit.
+    shards = Shards()
+    leader = shards.leader("s1")
+    others = [n for n in shards.map.shard("s1").replicas if n != leader.node]
+    shards.sim.partition([leader.node], others, 1000.0)
+    shards.sim.run_for(150.0)      # past the lease, before check-quorum steps it down
+    assert leader.is_ready and not leader.replica.has_read_lease(shards.sim.local_ms(leader.node))
+    shards.sim.execute_for(NodeId("n4"), [Send(to=leader.node, message=DecisionQuery(txn="t9", group="s2"))])
+    shards.sim.run_for(5.0)
+    counts = dict(leader.statistics().counts)
+    assert counts.get("presumed_abort_deferred") == 1 and "presumed_abort" not in counts
+
+
+def test_a_leader_with_its_lease_presumes_abort_for_an_unknown_transaction() -> None:
+    shards = Shards()
+    leader = shards.leader("s1")
+    shards.sim.execute_for(NodeId("n4"), [Send(to=leader.node, message=DecisionQuery(txn="t9", group="s2"))])
+    shards.sim.run_for(5.0)
+    assert dict(leader.statistics().counts).get("presumed_abort") == 1

@@ -25,10 +25,20 @@ def _simulation(context: StepContext) -> None:
                 f"({time.monotonic() - started:.1f} s, {committed} transactions committed)")
     context.check("bank total constant, audits consistent, list-append serializable, nothing in doubt",
                   passed == len(results), f"{passed} of {len(results)} seeds passed")
-    planted = run_scenario("txn", 0, {"chaos_ms": "2500", "heal_ms": "3000"}, mutant="txn.commit_without_prepare")
-    context.check("a planted bug (a participant commits without a prepare record) is caught", not planted.ok,
-                  (planted.violations[0].splitlines()[0][:100] if planted.violations else "not caught")
-                  + "; replay: synod sim txn --seed 0 --mutant txn.commit_without_prepare")
+    caught = None
+    tried = 0
+    for seed in range(6):
+        tried += 1
+        planted = run_scenario("txn", seed, {"chaos_ms": "2500", "heal_ms": "3000"},
+                               mutant="txn.commit_without_prepare")
+        if not planted.ok:
+            caught = planted
+            break
+    context.check("a planted bug (a participant commits without a prepare record) is caught",
+                  caught is not None,
+                  f"caught on seed {caught.seed} ({tried} tried): {caught.violations[0].splitlines()[0][:90]}; "
+                  f"replay: synod sim txn --seed {caught.seed} --mutant txn.commit_without_prepare "
+                  "-o chaos_ms=2500 -o heal_ms=3000" if caught is not None else f"not caught in {tried} seeds")
 
 
 async def _bank(context: StepContext, cluster: LocalTxnCluster) -> None:

@@ -44,6 +44,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS records (txn TEXT PRIMARY KEY, state TEXT NOT NULL, record BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS changes (revision INTEGER NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL,"
     " value TEXT, PRIMARY KEY (revision, seq))",
+    "CREATE TABLE IF NOT EXISTS epoch (id INTEGER PRIMARY KEY, round INTEGER NOT NULL, node TEXT NOT NULL)",
 )
 #: Tables in snapshot order, with their columns.
 _TABLES = (
@@ -53,6 +54,7 @@ _TABLES = (
     ("outcomes", ("seq", "txn", "committed")),
     ("records", ("txn", "state", "record")),
     ("changes", ("revision", "seq", "key", "value")),
+    ("epoch", ("id", "round", "node")),
 )
 
 

@@ -14,6 +14,11 @@ the applied counter:
 * ``DecideOp``: the decision reached the participant: apply the prepared writes
   (commit) or drop them (abort); remember the outcome.
 * ``FastCommitOp``: a transaction confined to this shard commits in one round.
+* ``EpochOp``: a new leader's first operation. A prepare record or a fast-path
+  commit is valid only if its locks were taken under the ballot of the last
+  epoch applied: a deposed leader's proposal can still be chosen later (a newer
+  leader re-proposes what it finds accepted in a slot nobody overwrote), and is
+  then refused here, identically on every replica.
 * ``RecordBeginOp`` / ``RecordDecideOp`` / ``RecordForgetOp``: the coordinator's
   transaction record, pending -> committed | aborted -> forgotten. The first
   decision chosen wins; a later opposite one is answered with the first.
@@ -31,12 +36,15 @@ from collections.abc import Iterable, Iterator
 from synod.codec.registry import decode, encode
 from synod.core.errors import RemoteProtocolError
 from synod.core.faults import declare_mutant, mutant
+from synod.core.ids import NodeId
+from synod.paxos.messages import BALLOT_ZERO, Ballot
 from synod.txn.config import TxnConfig
 from synod.txn.engine import Engine, SqliteEngine
 from synod.txn.errors import KeyTooLargeError, TxnError, TxnTooLargeError
 from synod.txn.messages import (
     Change,
     DecideOp,
+    EpochOp,
     FastCommitOp,
     OpResult,
     Part,
@@ -51,8 +59,9 @@ from synod.txn.messages import (
 
 MUTANT_COMMIT_WITHOUT_PREPARE = declare_mutant(
     "txn.commit_without_prepare",
-    "a participant votes yes before its prepare record is chosen, and applies a commit "
-    "for a transaction it holds no prepare record for (with the writes the decision carries)",
+    "a participant votes yes without logging a prepare record (so nothing holds its locks "
+    "prepared, here or at a new leader) and applies a commit for a transaction it has no "
+    "prepare record for, with the writes the decision carries",
 )
 
 PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
@@ -142,6 +151,12 @@ class ShardMachine:
         return self.engine.meta("revision")
 
     @property
+    def epoch(self) -> Ballot:
+        """The ballot of the last leader whose ``EpochOp`` was applied."""
+        rows = self.engine.execute("SELECT round, node FROM epoch WHERE id = 0")
+        return Ballot(round=int(rows[0][0]), node=NodeId(str(rows[0][1]))) if rows else BALLOT_ZERO
+
+    @property
     def applied(self) -> int:
         """Operations applied, stored in the same engine transaction as their effects."""
         return self.engine.meta("applied")
@@ -223,9 +238,18 @@ class ShardMachine:
                 return self._apply_prepare(op)
             case DecideOp():
                 return self._apply_decide(op)
+            case EpochOp():
+                if op.ballot <= self.epoch:
+                    return OpResult(status="duplicate", detail="older epoch")
+                self.engine.execute("INSERT OR REPLACE INTO epoch (id, round, node) VALUES (0, ?, ?)",
+                                    (op.ballot.round, op.ballot.node))
+                return OpResult(status="ok")
             case FastCommitOp():
                 if self.outcome(op.txn) is not None:
                     return OpResult(status="duplicate", detail="decided")
+                if op.lock_ballot != self.epoch:
+                    return OpResult(status="refused", detail=f"stale_ballot: locks of {op.lock_ballot}, "
+                                    f"epoch {self.epoch}")
                 refused = self._refuse_writes(op.writes)
                 if refused is not None:
                     return refused
@@ -264,6 +288,10 @@ class ShardMachine:
             return OpResult(status="duplicate", detail=COMMITTED if decided else ABORTED)
         if self.prepare_record(op.txn) is not None:
             return OpResult(status="duplicate", detail="prepared")
+        if op.lock_ballot != self.epoch:
+            # Locks taken under another leader's ballot: that leader is gone and
+            # its locks with it; someone else may have written since.
+            return OpResult(status="refused", detail=f"stale_ballot: locks of {op.lock_ballot}, epoch {self.epoch}")
         try:
             check_part(op.part, self.config)
         except TxnError as error:

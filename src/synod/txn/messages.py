@@ -125,7 +125,20 @@ class RecordForgetOp(Message):
     txn: str
 
 
-ShardOp: TypeAlias = PrepareOp | DecideOp | FastCommitOp | RecordBeginOp | RecordDecideOp | RecordForgetOp
+@message(816)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpochOp(Message):
+    """A new leader's first operation: from here on in the log, only prepare
+    records and fast-path commits whose locks were taken under ``ballot`` are
+    valid. (A proposal of a deposed leader may still be chosen later -- a newer
+    leader re-proposes what it finds accepted -- and must then be refused.)"""
+
+    ballot: Ballot
+
+
+ShardOp: TypeAlias = (
+    PrepareOp | DecideOp | FastCommitOp | RecordBeginOp | RecordDecideOp | RecordForgetOp | EpochOp
+)
 
 
 @message(820)

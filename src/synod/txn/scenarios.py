@@ -5,10 +5,11 @@ per node, and ``clients`` client nodes (``c1`` ..) running the bank and
 list-append workloads (``synod.txn.workload``) through the simulator's
 chaos-then-heal schedule: loss, duplication, reordering, partitions, one-way
 cuts, clogs, crashes mid-write, restarts, skewed and drifting clocks, BUGGIFY.
-A nemesis aimed at 2PC strikes shard leaders on top of it: it crashes one (often
-a coordinator between prepare and decision, or a participant holding prepared
-transactions) or cuts it off from its group, so coordinators and participants
-resume from their logs many times per seed.
+A nemesis aimed at 2PC strikes shard leaders on top of it: it crashes one or cuts
+it off from its group, half the time choosing a leader in the middle of 2PC (a
+coordinator between prepare and decision, or a participant holding prepared
+transactions; counted as ``mid_2pc_leader_crashes``), so coordinators and
+participants resume from their logs many times per seed.
 
 Checks:
 
@@ -83,6 +84,7 @@ class _LeaderChurn:
         self.chaos_ms = chaos_ms
         self.churn_ms = churn_ms
         self.rng = simulation.rng("txn/churn")
+        self.mid_2pc_crashes = 0
 
     def arm(self) -> None:
         self.simulation.schedule(self.rng.expovariate(1.0 / self.churn_ms), "txn churn", self.strike)
@@ -91,18 +93,26 @@ class _LeaderChurn:
         if self.simulation.now_ms >= self.chaos_ms:
             return
         self.arm()
-        shard = self.rng.choice(self.shard_map.shards)
-        leader = None
-        for node in shard.replicas:
+        leaders: list[ShardServer] = []
+        for node in self.simulation.fault_prone_nodes:
             if self.simulation.is_up(node):
                 core = self.simulation.core(node)
                 if isinstance(core, ShardServer) and core.is_ready:
-                    leader = node
-        if leader is None:
+                    leaders.append(core)
+        if not leaders:
             return
+        # Aim at 2PC half the time: a coordinator between prepare and decision,
+        # or a participant holding prepared transactions.
+        busy = [s for s in leaders if s.statistics().coordinating or s.statistics().in_doubt
+                or s.statistics().preparing]
+        target = self.rng.choice(busy if busy and self.rng.random() < 0.5 else leaders)
+        leader = target.node
+        shard = self.shard_map.shard(target.group)
         others: list[str] = [n for n in shard.replicas if n != leader]
         all_up = all(self.simulation.is_up(n) for n in self.simulation.fault_prone_nodes)
         if self.rng.random() < 0.5 and all_up:
+            if target in busy:
+                self.mid_2pc_crashes += 1
             self.simulation.inject(Crash(at_ms=self.simulation.now_ms, node=leader,
                                          down_ms=self.rng.uniform(20.0, 300.0), mid_write=self.rng.random() < 0.5))
         else:
@@ -142,8 +152,9 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
     clients = [NodeId(f"c{i}") for i in range(1, client_count + 1)]
     for node in clients:
         simulation.add_node(node, TxnClientFactory(shard_map=shard_map, config=bank), fault_prone=False)
+    churn = _LeaderChurn(simulation, shard_map, sim_config.chaos_ms, churn_ms)
     if churn_ms > 0:
-        _LeaderChurn(simulation, shard_map, sim_config.chaos_ms, churn_ms).arm()
+        churn.arm()
     simulation.run_chaos_then_heal()
 
     violations: list[str] = []
@@ -218,6 +229,7 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
         "txns_indeterminate": float(counts["info"]), "audits_ok": float(audits_ok),
         "append_txns": float(len(history)), "commits_after_heal": float(healed_commits),
         "slots_chosen": float(len(ledger.first)),
+        "mid_2pc_leader_crashes": float(churn.mid_2pc_crashes),
         "wounds": float(sum(s.locks.wounds for group in servers.values() for s in group)),
     }
     return result_from_simulation(NAME, seed, simulation, violations, stats)

@@ -20,23 +20,28 @@ state. Writes are buffered by the client until commit.
   ``FastCommitOp``; when it is applied, the client is told. (Read-only: while
   the leader's lease holds, no log round at all.)
 * Several parts: the coordinator proposes ``RecordBeginOp`` (the transaction
-  record, *pending*) in its own log; once applied it sends ``PrepareRequest`` to
-  every participant group. A participant's leader checks the read locks are held
-  under its current ballot (else votes no with a conflict naming the key),
-  takes the write locks, proposes its ``PrepareOp`` (locks and writes) and
-  votes yes only once that record is applied. The coordinator proposes the
-  decision (``RecordDecideOp``); only once it is applied are the client and the
-  participants told. Each participant applies ``DecideOp`` and acknowledges; when
-  all did, the record is forgotten. A transaction that writes nothing needs no
-  record: every participant votes from its locks under a valid lease.
+  record, *pending*) in its own log and, at the same time, sends
+  ``PrepareRequest`` to every participant group. A participant's leader checks
+  the read locks are held under its current ballot (else votes no with a
+  conflict naming the key), takes the write locks, proposes its ``PrepareOp``
+  (locks and writes) and votes yes only once that record is applied. Once the
+  record is applied and every vote is yes, the coordinator proposes the decision
+  (``RecordDecideOp``); only once it is applied are the client and the
+  participants told. Each participant applies ``DecideOp`` and acknowledges;
+  when all did, the record is forgotten. A transaction that writes nothing needs
+  no record: every participant votes from its locks under a valid lease.
 
 *Failures.* Every message is re-sent on a tick until answered; every handler is
 idempotent, answering from the applied state. A participant holding a prepare
 record without a decision asks the coordinator's group (``DecisionQuery``); a
-coordinator with no record for it answers abort (presumed abort: a record is
-forgotten only after every participant acknowledged). A leader that becomes
-ready (its barrier applied) drops locks of older ballots, re-takes the locks of
-every prepare record in its state, and resumes every transaction record:
+coordinator leader with no record for it answers abort (presumed abort: a record
+is forgotten only after every participant acknowledged, and one never chosen
+never will be once a newer leader is ready) -- but only while its lease holds,
+since a deposed leader that does not know it yet may lack its successor's record. A leader that becomes
+ready (its barrier applied, then its ``EpochOp``, after which the state machine
+refuses prepare records and fast commits whose locks carry another ballot) drops
+locks of older ballots, re-takes the locks of every prepare record in its state,
+and resumes every transaction record:
 pending ones collect votes again, decided ones re-send the decision. A pending
 record older than ``txn_record_timeout_ms`` on the leader's clock is aborted;
 unprepared locks idle for ``txn_idle_ms`` are released (abandoned clients).
@@ -97,6 +102,7 @@ from synod.txn.messages import (
     Decision,
     DecisionAck,
     DecisionQuery,
+    EpochOp,
     FastCommitOp,
     OpResult,
     Part,
@@ -232,6 +238,8 @@ class ShardServer:
         self.locks = LockTable(waiters_max=self.config.lock_waiters_max, txns_max=self.config.txns_active_max,
                                aborted_max=self.config.outcomes_max)
         self.ready_ballot: Ballot | None = None
+        self._epoch_proposed: Ballot | None = None
+        self._seq_ballot: Ballot | None = None
         self._self_client = NodeId(f"{node}#txn")
         self._request_seq = 0
         self._command_seq = 0
@@ -281,7 +289,7 @@ class ShardServer:
                       "a server that is not a ready leader coordinates or prepares")
         for prep in self._preparing.values():
             invariant(prep.part.group == self.group, f"preparing {prep.txn} for another group")
-            if prep.proposed or prep.voted:
+            if prep.proposed:
                 entry = self.locks.entry(prep.txn)
                 invariant(entry is not None and entry.prepared,
                           f"{prep.txn} proposed its prepare record without holding prepared locks")
@@ -324,18 +332,23 @@ class ShardServer:
                 return effect
 
     def _sync(self, now_ms: float, out: Effects) -> None:
-        """Follow the replica's role: ready leader once its barrier is applied."""
+        """Follow the replica's role. A leader whose barrier is applied proposes
+        its ``EpochOp``; once that is applied it is ready (serves transactions)."""
         replica = self.replica
-        ready = replica.role is Role.LEADER and replica.chosen_index >= replica.barrier_slot
-        ballot = replica.ballot if ready else None
+        leading = replica.role is Role.LEADER and replica.chosen_index >= replica.barrier_slot
+        ballot = replica.ballot if leading and self.machine.epoch == replica.ballot else None
         if self.ready_ballot is not None and ballot != self.ready_ballot:
             self._stop_leading(out)
+        if not leading:
+            self._epoch_proposed = None
+        elif ballot is None and self._epoch_proposed != replica.ballot:
+            self._epoch_proposed = replica.ballot
+            self._propose(now_ms, EpochOp(ballot=replica.ballot), "epoch", "", out)
         if ballot is not None and self.ready_ballot is None:
             self._become_ready(now_ms, ballot, out)
 
     def _become_ready(self, now_ms: float, ballot: Ballot, out: Effects) -> None:
         self.ready_ballot = ballot
-        self._command_seq = 0
         self._counts["leaderships_ready"] += 1
         self.locks.purge(ballot)
         for record in self.machine.prepared():
@@ -384,8 +397,11 @@ class ShardServer:
         self.locks.waiters.clear()
 
     def _propose(self, now_ms: float, op: Message, kind: str, txn: str, out: Effects) -> None:
-        ballot = self.ready_ballot
-        assert ballot is not None
+        ballot = self.replica.ballot
+        if ballot != self._seq_ballot:
+            # A new client name per leadership, so sequence numbers never repeat.
+            self._seq_ballot = ballot
+            self._command_seq = 0
         self._request_seq += 1
         self._command_seq += 1
         request_id = self._request_seq
@@ -573,8 +589,8 @@ class ShardServer:
             return
         aborted = self.locks.aborted.get(body.txn)
         if aborted is not None:
-            self._refuse(out, client, request_id,
-                         ConflictError(f"transaction {body.txn} lost a conflict on {aborted!r}", key=aborted))
+            self._refuse_commit(now_ms, out, client, request_id,
+                                ConflictError(f"transaction {body.txn} lost a conflict on {aborted!r}", key=aborted))
             return
         if len(self._coordinating) + len(self._preparing) >= self.config.txns_active_max:
             self._refuse(out, client, request_id, OverloadedError("too many transactions committing"))
@@ -594,6 +610,25 @@ class ShardServer:
             return
         coordination.proposing = True
         self._propose(now_ms, RecordBeginOp(txn=body.txn, ts=body.ts, parts=body.parts), "begin", body.txn, out)
+        # Participants prepare while the record is being chosen (one round less):
+        # no decision is taken before the record is applied, and a participant
+        # in doubt about a transaction whose record never got chosen is told
+        # abort (presumed abort), which is then the truth.
+        self._send_prepares(coordination, out)
+
+    def _refuse_commit(self, now_ms: float, out: Effects, client: NodeId, request_id: int,
+                       error: TxnError) -> None:
+        """Refuse a commit for want of locks -- a definite abort only while this
+        leader's lease holds. A deposed leader that does not know it yet lacks the
+        locks because a newer leader holds them, and that one may be committing
+        the transaction right now (a client re-sent its commit): the outcome is
+        unknown here (found by sim seed 408, a list append applied twice)."""
+        if self.replica.has_read_lease(now_ms):
+            self._refuse(out, client, request_id, error)
+            return
+        self._counts["commit_refusal_deferred"] += 1
+        self._reply(out, client, request_id, ErrorReply(
+            code="unavailable", detail="not sure to lead: the outcome is unknown here; ask again"))
 
     def _fast_commit(self, now_ms: float, client: NodeId, request_id: int, body: TxnCommit, out: Effects) -> None:
         part = body.parts[0]
@@ -603,7 +638,7 @@ class ShardServer:
             missing = self.locks.holds(body.txn, part.read_keys, part.read_ranges, ballot)
             if missing is not None:
                 self._abort_locally(now_ms, body.txn, missing, out)
-                self._refuse(out, client, request_id, ConflictError(
+                self._refuse_commit(now_ms, out, client, request_id, ConflictError(
                     f"transaction {body.txn} no longer holds its lock on {missing!r}", key=missing))
                 return
         if not part.writes and self.replica.has_read_lease(now_ms):
@@ -646,15 +681,17 @@ class ShardServer:
     def _prepare_locked(self, now_ms: float, prep: _Preparing, out: Effects) -> None:
         ballot = self.ready_ballot
         assert ballot is not None
+        if prep.fast_client is None and mutant(MUTANT_COMMIT_WITHOUT_PREPARE):
+            # The planted bug: a yes vote with no prepare record behind it, so
+            # nothing marks the locks prepared nor keeps them past this leader.
+            prep.voted = True
+            self._send_group(prep.coordinator, Vote(txn=prep.txn, group=self.group, yes=True), out)
+            return
         self.locks.mark_prepared(prep.txn)
         prep.proposed = True
         if prep.fast_client is not None:
             op: Message = FastCommitOp(txn=prep.txn, ts=prep.ts, writes=prep.part.writes, lock_ballot=ballot)
             self._propose(now_ms, op, "fast", prep.txn, out)
-            return
-        if mutant(MUTANT_COMMIT_WITHOUT_PREPARE):
-            prep.voted = True
-            self._send_group(prep.coordinator, Vote(txn=prep.txn, group=self.group, yes=True), out)
             return
         record = PrepareOp(txn=prep.txn, ts=prep.ts, coordinator=prep.coordinator, part=prep.part,
                            lock_ballot=ballot)
@@ -689,7 +726,12 @@ class ShardServer:
                     self._refuse(out, wait.client, wait.request_id, error)
         prep = self._preparing.get(txn)
         if prep is not None:
-            if prep.proposed or prep.voted:
+            if prep.voted and not prep.proposed:
+                # Only under the planted commit_without_prepare: it voted yes
+                # but held nothing prepared; it forgets the transaction.
+                self._preparing.pop(txn, None)
+                return
+            if prep.proposed:
                 # Only the planted bug wounds a prepared transaction; it then
                 # goes on as if nothing happened, which is the bug.
                 invariant(mutant(MUTANT_WOUND_PREPARED), f"prepared transaction {txn} was wounded")
@@ -748,7 +790,7 @@ class ShardServer:
             case DecisionAck():
                 self._on_decision_ack(now_ms, message, out)
             case DecisionQuery():
-                self._on_decision_query(message, out)
+                self._on_decision_query(now_ms, message, out)
             case _:
                 self._counts["unknown_peer_message"] += 1
 
@@ -812,15 +854,22 @@ class ShardServer:
             # coordinated (bad input): counted and ignored.
             self._counts["vote_for_unknown_txn"] += 1
             return
-        if coordination.state is not CoordinatorState.VOTING:
+        if coordination.state not in (CoordinatorState.BEGINNING, CoordinatorState.VOTING):
             return
         if message.group not in {p.group for p in coordination.parts}:
             self._counts["vote_from_non_participant"] += 1
             return
         coordination.votes[message.group] = message.yes
-        if not message.yes:
+        if not message.yes and not coordination.no_code:
             coordination.no_code = message.code or "aborted"
             coordination.no_key = message.key
+        self._maybe_decide(now_ms, coordination, out)
+
+    def _maybe_decide(self, now_ms: float, coordination: _Coordination, out: Effects) -> None:
+        """Decide once the record is applied and the votes allow it."""
+        if coordination.state is not CoordinatorState.VOTING:
+            return
+        if not all(coordination.votes.values()):
             self._decide(now_ms, coordination, False, out)
         elif all(coordination.votes.get(p.group) for p in coordination.parts):
             self._decide(now_ms, coordination, True, out)
@@ -873,11 +922,13 @@ class ShardServer:
         prepared_here = self.machine.prepare_record(message.txn) is not None or (
             prep is not None and (prep.proposed or prep.voted))
         if message.commit and not prepared_here and not message.writes:
-            # A commit reaches a participant with nothing prepared only when its
-            # part was read-only (a yes vote otherwise needs a chosen record):
-            # release the read locks and acknowledge.
+            # Nothing prepared here: either the whole transaction was read-only
+            # (nobody waits for an acknowledgement) or this leader is deposed and
+            # does not know it yet (the prepare record is its successor's). Release
+            # what locks it holds, and do NOT acknowledge: an acknowledgement lets
+            # the coordinator forget the record the real leader still needs (found
+            # by sim seed 411: a stale leader's ack, then a presumed abort).
             self._finish_locally(now_ms, message.txn, out)
-            self._send_group(message.coordinator, ack, out)
             return
         if prep is not None and not prepared_here:
             # An abort overtook a prepare still taking its locks: stop it.
@@ -900,10 +951,16 @@ class ShardServer:
             coordination.proposing = True
             self._propose(now_ms, RecordForgetOp(txn=message.txn), "forget", message.txn, out)
 
-    def _on_decision_query(self, message: DecisionQuery, out: Effects) -> None:
+    def _on_decision_query(self, now_ms: float, message: DecisionQuery, out: Effects) -> None:
         state = self.machine.record_state(message.txn)
         if state == PENDING or (message.txn in self._coordinating and state is None):
             return  # still deciding; the decision will be sent
+        if state is None and not self.replica.has_read_lease(now_ms):
+            # Presumed abort rests on "there is no record", which only a leader
+            # whose lease holds may say: a deposed leader that does not know it
+            # yet may lack a record its successor has chosen (found by seed 202).
+            self._counts["presumed_abort_deferred"] += 1
+            return
         commit = state == COMMITTED
         self._counts["presumed_abort" if state is None else "answered_query"] += 1
         self._send_group(message.group, Decision(txn=message.txn, coordinator=self.group, commit=commit), out)
@@ -915,6 +972,10 @@ class ShardServer:
         if proposal is None:
             return
         kind, txn = proposal
+        if kind == "epoch":
+            if not isinstance(result, CommandResult):
+                self._epoch_proposed = None   # proposed again on the next event
+            return
         if not isinstance(result, CommandResult):
             self._counts[f"proposal_failed_{kind}"] += 1
             self._proposal_failed(kind, txn)
@@ -994,6 +1055,7 @@ class ShardServer:
                 return
             coordination.move(CoordinatorState.VOTING)
             self._send_prepares(coordination, out)
+            self._maybe_decide(now_ms, coordination, out)
         elif kind == "record_decide":
             # The first decision chosen wins; ``detail`` is the one that did.
             coordination.decision = applied.detail == COMMITTED
@@ -1021,6 +1083,7 @@ class ShardServer:
                 case CoordinatorState.DECIDED:
                     self._send_decisions(coordination, out)
                 case CoordinatorState.BEGINNING:
+                    self._send_prepares(coordination, out)
                     coordination.proposing = True
                     self._propose(now_ms, RecordBeginOp(txn=coordination.txn, ts=coordination.ts,
                                                         parts=coordination.parts), "begin", coordination.txn, out)
@@ -1032,7 +1095,7 @@ class ShardServer:
                     coordination.proposing = True
                     self._propose(now_ms, RecordForgetOp(txn=coordination.txn), "forget", coordination.txn, out)
         for prep in list(self._preparing.values()):
-            if not prep.proposed and not prep.waiting and prep.txn in self._preparing:
+            if not prep.proposed and not prep.voted and not prep.waiting and prep.txn in self._preparing:
                 self._prepare_locked(now_ms, prep, out)
         for txn, (coordinator, since_ms) in list(self._in_doubt.items()):
             if now_ms - since_ms >= 2 * self.config.resend_ms and txn not in self._deciding:
