@@ -40,11 +40,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from synod.core.effects import (
     CancelTimer,
@@ -61,7 +63,7 @@ from synod.gossip.agent import GossipAgent
 from synod.gossip.config import GossipConfig
 from synod.gossip.messages import MemberStatus
 from synod.gossip.view import EventKind
-from synod.mapreduce.cluster_messages import DropJob, RunAttempt
+from synod.mapreduce.cluster_messages import CheckpointEntry, DropJob, RunAttempt
 from synod.mapreduce.cluster_worker import (
     ROLE_MASTER,
     ROLE_WORKER,
@@ -92,6 +94,7 @@ from synod.runtime.config import RuntimeConfig
 from synod.runtime.host import new_event_loop
 
 log = logging.getLogger("synod.mapreduce.cluster")
+T = TypeVar("T")
 
 #: Longest one attempt may run before the driver gives up on its worker, seconds.
 ATTEMPT_TIMEOUT_S = 3600.0
@@ -128,6 +131,50 @@ class ClusterTarget:
                    key=layout.key, lock_nodes=layout.nodes)
 
 
+class Checkpoint(Protocol):
+    """Where a master keeps its committed-task table (``cluster_master`` keeps it
+    in the lock cell). Called on the driver's loop thread."""
+
+    def recall(self, step: int, kind: TaskKind, task: int) -> CheckpointEntry | None:
+        """The committed completion of that task found when this master took over."""
+        ...
+
+    def record(self, entry: CheckpointEntry) -> None:
+        """Keep ``entry`` (written behind, in commit order)."""
+        ...
+
+
+class LoopThread:
+    """An asyncio loop on its own thread, so that gossip probes and lock-session
+    KeepAlives go on while the runner's synchronous code runs between steps."""
+
+    def __init__(self) -> None:
+        self.loop = new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="synod-mr-loop", daemon=True)
+        self._thread.start()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterRun:
+    """A job run by an elected master (``synod mr master``): a fixed job id, the
+    master's epoch (its election's lock generation), its checkpoint, its loop."""
+
+    target: ClusterTarget
+    job_id: str
+    epoch: int
+    checkpoint: Checkpoint | None
+    loop: LoopThread
+
+
 @dataclass(slots=True, kw_only=True)
 class _Worker:
     node: NodeId
@@ -139,28 +186,46 @@ class _Worker:
 class ClusterDriver(_Driver):
     """Drives each step's ``Master`` on workers found through gossip."""
 
-    def __init__(self, job_path: str, job_class: str, target: ClusterTarget,
+    def __init__(self, job_path: str, job_class: str, cluster: ClusterTarget | ClusterRun,
                  config: MapReduceConfig, *, worker_wait_s: float = WORKER_WAIT_S) -> None:
         self._job_path = str(Path(job_path).resolve())
         self._job_class = job_class
-        self._target = target
         self._config = config
         self._encoded_config = encode_config(config)
         self._worker_wait_s = worker_wait_s
-        self.job_id = f"job-{uuid.uuid4().hex[:12]}"
-        self._runtime = RuntimeConfig(insecure=target.cluster_secret is None)
-        self._loop = new_event_loop()
+        if isinstance(cluster, ClusterRun):
+            self._target = cluster.target
+            self.job_id = cluster.job_id
+            self._epoch = cluster.epoch
+            self._checkpoint = cluster.checkpoint
+            self._loop_thread = cluster.loop
+            self._owns_loop = False
+        else:
+            self._target = cluster
+            self.job_id = f"job-{uuid.uuid4().hex[:12]}"
+            self._epoch = 0
+            self._checkpoint = None
+            self._loop_thread = LoopThread()
+            self._owns_loop = True
+        self._runtime = RuntimeConfig(insecure=self._target.cluster_secret is None)
         self._workers: dict[NodeId, _Worker] = {}
         self._by_core_id: dict[NodeId, _Worker] = {}
         self._connections: dict[str, ClientConnection] = {}
+        #: Committed (or recalled) map attempt -> the worker holding its output.
+        self._holders: dict[int, _Worker] = {}
+        #: Recalled map attempts -> the core id the new core credits them to.
+        self._credited: dict[int, NodeId] = {}
+        self.recalled = 0
+        #: The step of each attempt assigned (attempt ids are unique over a job).
+        self._steps: dict[int, int] = {}
         self._agent: GossipAgent | None = None
-        self._loop.run_until_complete(self._start_agent())
+        self._loop_thread.call(self._start_agent())
 
     # -------------------------------------------------------------- gossip
 
     async def _start_agent(self) -> None:
         secret = self._target.cluster_secret or b"insecure-gossip-key!"
-        node = NodeId(f"mr-master-{self.job_id}")
+        node = NodeId(f"mr-master-{self.job_id}-e{self._epoch}")
         self._agent = GossipAgent(node, keyring=Keyring.from_secret(secret),
                                   bind=("127.0.0.1", 0), seeds=self._target.seeds,
                                   config=self._target.gossip, meta=encode_meta(ROLE_MASTER))
@@ -187,7 +252,7 @@ class ClusterDriver(_Driver):
                 continue
             alive = info.status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)
             worker = self._workers.setdefault(info.node, _Worker(node=info.node, rpc=meta["rpc"]))
-            if worker.core_id is not None and (not alive or info.node in lost):
+            if worker.core_id is not None and (not alive or info.node in lost or worker.rpc != meta["rpc"]):
                 effects += self._lose(master, worker, "gossip")
             if alive and info.node not in lost and worker.core_id is None:
                 worker.rpc = meta["rpc"]
@@ -203,12 +268,22 @@ class ClusterDriver(_Driver):
             return []
         log.warning("worker %s lost (%s)", core_id, why)
         worker.core_id = None
-        return master.on_message(_now_ms(), DRIVER, WorkerLost(worker=core_id))
+        effects = master.on_message(_now_ms(), DRIVER, WorkerLost(worker=core_id))
+        # Output recalled from before a failover is credited by the core to another
+        # worker: declare that one lost too, so the core re-executes those maps; the
+        # next refresh registers it again under a new id.
+        for attempt, holder in list(self._holders.items()):
+            credited = self._credited.get(attempt)
+            if holder is worker and credited is not None:
+                other = self._by_core_id.get(credited)
+                if other is not None and other.core_id == credited:
+                    effects += self._lose(master, other, f"holds no output of recalled attempt {attempt}")
+        return effects
 
     # -------------------------------------------------------------- steps
 
     def run_step(self, master: Master, report: Callable[[MasterStatistics], None]) -> None:
-        self._loop.run_until_complete(self._run_step(master, report))
+        self._loop_thread.call(self._run_step(master, report))
 
     async def _run_step(self, master: Master, report: Callable[[MasterStatistics], None]) -> None:
         inbox: asyncio.Queue[tuple[NodeId, TaskCompleted | TaskFailed | None]] = asyncio.Queue()
@@ -222,6 +297,11 @@ class ClusterDriver(_Driver):
                 for effect in effects:
                     match effect:
                         case Send(to=to, message=AssignMap() | AssignReduce() as assign):
+                            self._steps[assign.attempt] = assign.step
+                            recalled = self._recall(to, assign)
+                            if recalled is not None:
+                                inbox.put_nowait((to, recalled))
+                                continue
                             task = asyncio.create_task(self._attempt(to, assign, inbox))
                             running.add(task)
                             task.add_done_callback(running.discard)
@@ -261,6 +341,27 @@ class ClusterDriver(_Driver):
             for task in running:
                 task.cancel()
 
+    def _recall(self, core_id: NodeId, assign: AssignMap | AssignReduce) -> TaskCompleted | None:
+        """The checkpointed completion of the assigned task, if a previous master
+        committed it and its output is still there; the new attempt is answered
+        with it instead of running again."""
+        if self._checkpoint is None:
+            return None
+        kind = reply_kind(assign)
+        entry = self._checkpoint.recall(assign.step, kind, assign.task)
+        if entry is None:
+            return None
+        if kind is TaskKind.MAP:
+            holder = self._workers.get(NodeId(entry.holder))
+            if holder is None or holder.core_id is None or holder.rpc != entry.rpc:
+                return None  # the worker holding that output is gone or restarted
+            self._holders[assign.attempt] = holder
+            self._credited[assign.attempt] = core_id
+        elif not Path(entry.completion.path).is_file():
+            return None
+        self.recalled += 1
+        return dataclasses.replace(entry.completion, attempt=assign.attempt)
+
     def _deliver(self, master: Master, source: NodeId, reply: TaskCompleted | TaskFailed | None) -> Effects:
         worker = self._by_core_id.get(source)
         if reply is None:
@@ -268,7 +369,20 @@ class ClusterDriver(_Driver):
             if worker is not None and worker.core_id == source:
                 return self._lose(master, worker, "connection lost")
             return []
-        return master.on_message(_now_ms(), source, reply)
+        before = master.statistics()
+        effects = master.on_message(_now_ms(), source, reply)
+        after = master.statistics()
+        committed = (after.maps_completed + after.reduces_completed
+                     > before.maps_completed + before.reduces_completed)
+        if committed and isinstance(reply, TaskCompleted) and worker is not None:
+            holder = self._holders.get(reply.attempt)
+            if holder is None:
+                holder = worker
+                self._holders[reply.attempt] = worker
+            if self._checkpoint is not None and reply.attempt not in self._credited:
+                self._checkpoint.record(CheckpointEntry(
+                    step=self._steps.get(reply.attempt, 0), holder=holder.node, rpc=holder.rpc, completion=reply))
+        return effects
 
     async def _attempt(self, core_id: NodeId, assign: AssignMap | AssignReduce,
                        inbox: asyncio.Queue[tuple[NodeId, TaskCompleted | TaskFailed | None]]) -> None:
@@ -276,18 +390,19 @@ class ClusterDriver(_Driver):
         if worker is None:
             inbox.put_nowait((core_id, None))
             return
-        locations: dict[str, str] = {}
+        locations: dict[int, str] = {}
         if isinstance(assign, AssignReduce):
             for ref in assign.inputs:
-                holder = self._by_core_id.get(ref.worker)
+                holder = self._holders.get(ref.attempt)
                 if holder is not None:
-                    locations[ref.worker] = holder.rpc
-        request = RunAttempt(job_id=self.job_id, job_path=self._job_path, job_class=self._job_class,
-                             config=self._encoded_config, assign=assign, locations=locations)
+                    locations[ref.attempt] = holder.rpc
+        request = RunAttempt(job_id=f"{self.job_id}@{self._epoch}", job_path=self._job_path,
+                             job_class=self._job_class, config=self._encoded_config, assign=assign,
+                             locations=locations)
         try:
             connection = await self._connection(worker.rpc)
             reply = await connection.request(request, ATTEMPT_TIMEOUT_S)
-        except (SynodError, OSError) as error:
+        except (SynodError, OSError, TimeoutError) as error:
             log.warning("attempt %d on %s: %s", assign.attempt, core_id, error)
             inbox.put_nowait((core_id, None))
             return
@@ -320,8 +435,9 @@ class ClusterDriver(_Driver):
                     await self._agent.leave(wait_s=0.5)
                 self._agent.stop()
         with contextlib.suppress(Exception):
-            self._loop.run_until_complete(shut())
-        self._loop.close()
+            self._loop_thread.call(shut())
+        if self._owns_loop:
+            self._loop_thread.close()
 
 
 def reply_kind(assign: AssignMap | AssignReduce) -> TaskKind:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from synod.codec.registry import Message, message
-from synod.mapreduce.messages import AssignMap, AssignReduce
+from synod.mapreduce.messages import AssignMap, AssignReduce, CounterValue, TaskCompleted
 
 
 @message(1050)
@@ -21,15 +21,17 @@ from synod.mapreduce.messages import AssignMap, AssignReduce
 class RunAttempt(Message):
     """Run ``assign`` of job ``job_id``, whose code is class ``job_class`` of
     ``job_path`` (on storage every worker reaches), with ``config`` (the
-    job's ``MapReduceConfig`` fields, msgpack). ``locations`` maps the master's
-    worker ids named by a reduce's ``MapOutputRef``s to their ``host:port``."""
+    job's ``MapReduceConfig`` fields, msgpack). ``locations`` maps the map
+    attempts named by a reduce's ``MapOutputRef``s to the ``host:port`` of the
+    worker holding their output (after a master failover that may not be the
+    worker the new master's core credits with the attempt)."""
 
     job_id: str
     job_path: str
     job_class: str
     config: bytes
     assign: AssignMap | AssignReduce
-    locations: dict[str, str]
+    locations: dict[int, str]
 
 
 @message(1051)
@@ -64,3 +66,51 @@ class DropJob(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerAck(Message):
     """The answer to ``DropJob``."""
+
+
+@message(1055)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointEntry(Message):
+    """One committed task of step ``step``, as the master checkpoints it in the
+    lock cell: the completion, and the worker (``holder`` at ``rpc``) that
+    holds a map task's output."""
+
+    step: int
+    holder: str
+    rpc: str
+    completion: TaskCompleted
+
+
+@message(1056)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec(Message):
+    """A job submitted to the cluster's elected master (file ``spec`` of the
+    job's directory in the lock cell). ``reducers``/``workers`` 0: the default."""
+
+    job_id: str
+    job_path: str
+    job_class: str
+    inputs: tuple[str, ...]
+    output: str
+    reducers: int
+    workers: int
+    config: bytes
+    overwrite: bool
+    seed: int = 0
+
+
+@message(1057)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobOutcome(Message):
+    """How a submitted job ended (file ``outcome``), written by the master."""
+
+    ok: bool
+    error: str = ""
+    detail: str = ""
+    parts: tuple[str, ...] = ()
+    counters: tuple[CounterValue, ...] = ()
+    records_in: int = 0
+    bytes_in: int = 0
+    records_out: int = 0
+    elapsed_s: float = 0.0
+    masters: int = 1

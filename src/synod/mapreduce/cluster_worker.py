@@ -262,7 +262,7 @@ class ClusterWorker:
             case FetchMapOutput():
                 reply = self._fetch_local(body)
             case DropJob():
-                shutil.rmtree(self._job_dir(body.job_id), ignore_errors=True)
+                shutil.rmtree(self._job_dir(body.job_id).parent, ignore_errors=True)
                 reply = WorkerAck()
             case _:
                 reply = ErrorReply(code="bad_request", detail=f"unexpected {type(body).__name__}")
@@ -270,8 +270,12 @@ class ClusterWorker:
             await conn.send(ClientReply(request_id=request.request_id, body=reply))
 
     def _job_dir(self, job_id: str) -> Path:
-        safe = "".join(c for c in job_id if c.isalnum() or c in "-_.") or "job"
-        return self.scratch_dir / safe
+        """``job@epoch`` -> SCRATCH/job/epoch: each master of a job (a new one after
+        a failover) numbers attempts afresh, so each gets its own directory."""
+        job, _, epoch = job_id.partition("@")
+        def safe(text: str) -> str:
+            return "".join(c for c in text if c.isalnum() or c in "-_.") or "0"
+        return self.scratch_dir / safe(job) / safe(epoch)
 
     def _fetch_local(self, fetch: FetchMapOutput) -> MapOutputChunk:
         path = Path(os.path.realpath(fetch.path))
@@ -336,7 +340,7 @@ class ClusterWorker:
         own = f"{self.address[0]}:{self.address[1]}" if self.address else ""
         refs: list[MapOutputRef] = []
         for ref in assign.inputs:
-            location = run.locations.get(ref.worker, "")
+            location = run.locations.get(ref.attempt, "")
             if ref.length == 0 or location == own:
                 refs.append(ref)
                 continue
