@@ -67,6 +67,9 @@ def test_a_bad_field_is_named(tmp_path: Path, change: str, field: str) -> None:
 def test_a_secret_or_tls_or_insecure_is_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"NodeConfig\.secret_file"):
         NodeConfig(node_id="n1", data_dir=tmp_path, nodes=("n1=127.0.0.1:1",))
+    with pytest.raises(ConfigError, match=r"NodeConfig\.secret_file"):
+        NodeConfig(node_id="n1", data_dir=tmp_path, nodes=("n1=127.0.0.1:1",), tls_cert_file=tmp_path / "c",
+                   tls_key_file=tmp_path / "k", tls_ca_file=tmp_path / "a")
     with pytest.raises(ConfigError, match="go together"):
         NodeConfig(node_id="n1", data_dir=tmp_path, nodes=("n1=127.0.0.1:1",), tls_cert_file=tmp_path / "c")
 

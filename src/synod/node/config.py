@@ -70,7 +70,8 @@ class NodeConfig:
 
     secret_file: Path | None = None
     """File holding the cluster secret (at least 16 bytes) for the HMAC handshake
-    and the gossip datagrams' MACs."""
+    and the gossip datagrams' MACs. Required unless ``insecure``: with TLS it
+    still authenticates gossip."""
 
     users: tuple[str, ...] = ()
     """Client principals as ``NAME=KEYFILE``; each may connect with its key."""
@@ -152,8 +153,11 @@ class NodeConfig:
             raise ConfigError("NodeConfig.tls_cert_file: tls_cert_file, tls_key_file and tls_ca_file go together")
         if self.insecure and any(tls):
             raise ConfigError("NodeConfig.insecure: insecure and TLS are exclusive")
-        if not self.insecure and self.secret_file is None and not any(tls):
-            raise ConfigError("NodeConfig.secret_file: required (or the tls_* files, or insecure = true)")
+        if not self.insecure and self.secret_file is None:
+            # Gossip datagrams are authenticated with the cluster secret even when
+            # TCP uses TLS: UDP has no TLS here.
+            raise ConfigError("NodeConfig.secret_file: required (it also authenticates gossip), "
+                              "unless insecure = true")
 
     def members(self) -> dict[str, tuple[str, int]]:
         """The ``nodes`` table as id -> (host, port)."""

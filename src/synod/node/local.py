@@ -168,12 +168,15 @@ class LocalNodeCluster:
         process = self.processes.get(node)
         return process is not None and process.poll() is None
 
-    def _signal(self, node: str, signum: int, timeout_s: float = 15.0) -> int | None:
+    def _signal(self, node: str, signum: int | None, timeout_s: float = 15.0) -> int | None:
+        """Send ``signum`` (None: none, it was sent) and wait; SIGKILL after
+        ``timeout_s``. The exit status."""
         process = self.processes.pop(node, None)
         if process is None:
             return None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signum)
+        if signum is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -208,7 +211,9 @@ class LocalNodeCluster:
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
-        codes = {node: self._signal(node, signal.SIGTERM) for node in list(self.processes)}
+        # One SIGTERM each: a second one could land after the node's handler is
+        # gone, at the very end of its graceful exit, and kill it.
+        codes = {node: self._signal(node, None) for node in list(self.processes)}
         if self.data_dir.exists():
             self._write_connection()
         return codes

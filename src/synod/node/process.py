@@ -49,6 +49,9 @@ from synod.txn.config import TxnConfig
 
 log = logging.getLogger("synod.node")
 
+#: The gossip key of an ``insecure`` node: public, so it authenticates nothing.
+INSECURE_GOSSIP_KEY = b"synod-insecure-development-only"
+
 #: Seconds a graceful stop waits for each leadership handed over.
 TRANSFER_WAIT_S = 3.0
 
@@ -57,7 +60,9 @@ def build_keyring(config: NodeConfig) -> Keyring:
     users = {name: read_secret(Path(path)) for name, _, path in (u.partition("=") for u in config.users)}
     if config.secret_file is not None:
         return Keyring.from_secret(read_secret(config.secret_file), users)
-    return Keyring()
+    # insecure = true: nothing is checked, but gossip datagrams still need a key
+    # to be sealed with, so a fixed, public one is used.
+    return Keyring.from_secret(INSECURE_GOSSIP_KEY, users)
 
 
 def runtime_config(config: NodeConfig) -> RuntimeConfig:
@@ -179,7 +184,8 @@ class Node:
         except Exception:  # a failed courtesy must not block the stop
             log.exception("node %s: leadership transfer failed", self.node)
         if self.gossip is not None and self.gossip.member is not None:
-            await self.gossip.leave(self.config.stop_wait_s)
+            alone = self.live_members() == {self.node}
+            await self.gossip.leave(0.0 if alone else self.config.stop_wait_s)
             self.gossip.stop()
         if self.web is not None:
             from synod.web.server import DashboardServer
