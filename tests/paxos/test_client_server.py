@@ -183,6 +183,6 @@ def test_unanswered_batches_are_bounded() -> None:
 def test_the_process_builder_uses_a_small_phase2_window() -> None:
     factory = kv_factory((NodeId("n2"), NodeId("n1"), NodeId("n3")))
     assert factory.members == ("n1", "n2", "n3")
-    assert factory.paxos.window_slots_max == 4
+    assert factory.paxos.window_slots_max == 4 and factory.paxos.snapshot_interval_slots == 1000
     server = factory(NodeId("n1"), random.Random(1))
     assert isinstance(server, PaxosServer) and server.replica.config.window_slots_max == 4

@@ -110,3 +110,25 @@ def test_paxos_commands_explain_a_missing_or_unreachable_cluster(tmp_path: Path)
     assert "did not answer within 0.5 s" in down.output and "synod cluster status" in down.output
     status = runner.invoke(main, ["cluster", "status", "--data", str(data), "--timeout", "0.3"])
     assert status.exit_code == 0 and status.output.count("unreachable") == 2, status.output
+
+
+def test_an_insecure_local_cluster_serves_the_sync_client(tmp_path: Path) -> None:
+    from synod.cli.cluster import LocalCluster, read_connection
+
+    with LocalCluster(tmp_path / "open", 3, insecure=True) as local:
+        assert not (tmp_path / "open" / "cluster.key").exists()
+        info = read_connection(tmp_path / "open")
+        assert info.insecure and info.key is None
+        local.wait_leader()
+        with local.sync_client() as client:
+            client.put("k", "v")
+            follower = next(n for n in local.nodes if client.status(n).role == "follower")
+        pid = local.pid(follower)
+        local.kill(follower)
+        assert not alive(pid) and not local.is_running(follower)
+        local.restart(follower)
+        assert local.is_running(follower) and local.pid(follower) != pid
+        with local.sync_client() as client:
+            assert client.get("k") == "v"
+        pids = [local.pid(n) for n in local.nodes]
+    assert not any(alive(p) for p in pids)
