@@ -4,6 +4,11 @@
                  [--reducers R] [--overwrite] [--job-class NAME] [--config FILE]
                  [--set key=value] [--cluster DIR] [--seed ID@HOST:PORT]
     synod mr worker --cluster DIR [--node NAME] [--seed ID@HOST:PORT] [--scratch PATH]
+    synod mr master --cluster DIR [--identity NAME]
+
+With ``--runner cluster``, a job goes to the master elected in the cluster's lock
+cell when one runs (``synod mr master``: it checkpoints the job there, and a
+standby resumes it if it dies); otherwise this process is the master.
 
 A live progress bar shows map and reduce tasks done, records/s and MB/s; a summary
 with the job's counters follows. Errors (a job file that does not import, missing
@@ -141,9 +146,14 @@ def run_command(job_file: Path, inputs: tuple[Path, ...], output: Path, runner: 
         cluster = None
         if runner == "cluster":
             from synod.mapreduce.cluster import ClusterTarget
+            from synod.mapreduce.cluster_master import master_elected
 
             if cluster_dir is None:
                 raise ConfigError("--runner cluster needs --cluster DIR (the `synod cluster up --data` directory)")
+            if not seeds and master_elected(cluster_dir) is not None:
+                _submit(console, cluster_dir, job_file, inputs, output, job_class=job_class, workers=workers,
+                        reducers=reducers, config=config, overwrite=overwrite)
+                return
             cluster = ClusterTarget.from_dir(cluster_dir, seeds)
         view = _ProgressView(console)
         with view.progress:
@@ -161,6 +171,49 @@ def run_command(job_file: Path, inputs: tuple[Path, ...], output: Path, runner: 
         console.print("[red]interrupted[/red]; the output directory was removed")
         raise SystemExit(130) from None
     _summary(console, result)
+
+
+def _submit(console: Console, cluster_dir: Path, job_file: Path, inputs: tuple[Path, ...], output: Path, *,
+            job_class: str | None, workers: int | None, reducers: int | None, config: MapReduceConfig,
+            overwrite: bool) -> None:
+    from synod.mapreduce.cluster_master import submit_job
+
+    outcome = submit_job(
+        cluster_dir, job_file, list(inputs), output, job_class=job_class or "", workers=workers,
+        reducers=reducers, config=config, overwrite=overwrite,
+        on_submitted=lambda job_id: console.print(f"submitted {job_id} to the cluster's master; waiting"),
+    )
+    if not outcome.ok:
+        console.print(f"[red]error:[/red] {outcome.error}", highlight=False)
+        if outcome.detail:
+            console.print(outcome.detail.rstrip(), highlight=False, markup=False)
+        raise SystemExit(1)
+    masters = (f" (run by {outcome.masters} masters in turn; the last took {outcome.recalled} "
+               f"tasks from the checkpoint)" if outcome.masters > 1 else "")
+    console.print(
+        f"[green]done[/green] in {outcome.elapsed_s:.2f} s{masters}: {outcome.records_in:,} records in, "
+        f"{outcome.records_out:,} records out, {len(outcome.parts)} parts in {output}", highlight=False)
+    for counter in outcome.counters:
+        console.print(f"  {counter.group}/{counter.name} = {counter.value:,}", highlight=False)
+
+
+@mr.command("master")
+@click.option("--cluster", "cluster_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The `synod cluster up --data` directory of a lock cell.")
+@click.option("--identity", default=None, help="This master's name (default: mr-master-<host>-<pid>).")
+def master_command(cluster_dir: Path, identity: str | None) -> None:
+    """Stand for election as the cluster's MapReduce master; once elected, run
+    submitted jobs, checkpointing them in the lock cell."""
+    import os
+    import socket
+
+    from synod.mapreduce.cluster_master import run_master_process
+
+    try:
+        run_master_process(cluster_dir, identity=identity or f"mr-master-{socket.gethostname()}-{os.getpid()}")
+    except ConfigError as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from None
 
 
 @mr.command("worker")

@@ -113,4 +113,7 @@ class JobOutcome(Message):
     bytes_in: int = 0
     records_out: int = 0
     elapsed_s: float = 0.0
+    #: How many masters ran the job in turn (more than one: a failover).
     masters: int = 1
+    #: Tasks the last master took from the checkpoint instead of running them.
+    recalled: int = 0

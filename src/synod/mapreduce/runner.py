@@ -457,9 +457,12 @@ def run_job(
     seed: int = 0,
     on_driver: Callable[[_Driver], None] | None = None,
     cluster: Any = None,
+    resume: bool = False,
 ) -> JobResult:
     """Run ``job`` over ``inputs`` into ``output_dir``; see the module comment.
-    ``runner="cluster"`` needs ``cluster``, a ``synod.mapreduce.cluster.ClusterTarget``."""
+    ``runner="cluster"`` needs ``cluster``, a ``synod.mapreduce.cluster.ClusterTarget``
+    (or ``ClusterRun``). ``resume``: a new cluster master takes over the job, so
+    an existing output directory is the previous master's work, kept as it is."""
     config = config or MapReduceConfig.local()
     if runner not in ("inline", "local", "cluster"):
         raise JobError(f"unknown runner {runner!r} (inline, local or cluster)")
@@ -477,24 +480,27 @@ def run_job(
     default_reducers = max(worker_count, math.ceil(input_bytes / config.reduce_memory_bytes_max))
     reducer_count = reducers or job.REDUCERS or config.reducers or default_reducers
     output = Path(output_dir)
-    if output.exists() or output.is_symlink():
+    work = output / TEMPORARY_DIR
+    resuming = resume and output.is_dir() and not output.is_symlink()
+    if resuming:
+        work.mkdir(exist_ok=True)  # the previous master's output so far, kept
+    elif output.exists() or output.is_symlink():
         if not overwrite:
             raise OutputExistsError(f"output directory {output} already exists (use --overwrite)")
         if output.is_dir() and not output.is_symlink():
             shutil.rmtree(output)
         else:
             output.unlink()
-    output.mkdir(parents=True)
-    work = output / TEMPORARY_DIR
-    work.mkdir()
+    if not resuming:
+        output.mkdir(parents=True)
+        work.mkdir()
     driver: _Driver | None = None
     try:
         if runner == "inline":
             driver = InlineDriver(job, str(work / "inline"), config)
         elif runner == "cluster":
-            from synod.mapreduce.cluster import (
-                ClusterDriver,  # the cluster runner imports this module
-            )
+            # Imported here: the cluster runner imports this module.
+            from synod.mapreduce.cluster import ClusterDriver
 
             job_file = getattr(sys.modules.get(job.__module__), "__file__", None)
             if job_file is None:
