@@ -476,3 +476,15 @@ def test_the_sender_of_a_stale_rumour_is_told_the_newer_alive() -> None:
     effects = learn(core, Dead(node=core.node, incarnation=1, source=C), source="z")
     corrections = [u for s in sends(effects) if s.to == "z" for u in getattr(s.message, "updates", ())]
     assert corrections == [Alive(node=core.node, incarnation=2, address="a:7946")]
+
+
+def test_a_datagram_from_a_stranger_starts_a_push_pull_with_it() -> None:
+    core = member()
+    effects = core.on_message(100.0, NodeId("x"), Ping(seq=1, target=core.node))
+    pulls = [s.to for s in sends(effects) if isinstance(s.message, PushPull)]
+    assert pulls == ["x"]
+    again = core.on_message(150.0, NodeId("y"), Ping(seq=2, target=core.node))
+    assert not [s for s in sends(again) if isinstance(s.message, PushPull)]  # rate-limited
+    add_peers(core, "b")
+    later = core.on_message(1000.0, B, Ping(seq=3, target=core.node))
+    assert not [s for s in sends(later) if isinstance(s.message, PushPull)]  # b is known

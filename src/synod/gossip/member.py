@@ -117,6 +117,8 @@ TIMER_INDIRECT_PREFIX = "gossip.indirect/"
 PRIMARY_BYTES = 64
 #: Outstanding push-pull exchanges we remember (replies from others are ignored).
 PUSH_PULL_PENDING_MAX = 16
+#: Smallest gap between two push-pulls started because a stranger spoke to us.
+STRANGER_PULL_MS = 200.0
 #: Corrections (newer alives answering stale rumours) sent back per received datagram.
 CORRECTIONS_MAX = 8
 #: User event ids are ``boot incarnation * EVENT_ID_STRIDE + counter``, unique across restarts.
@@ -188,6 +190,7 @@ class GossipMember:
         self._counts: dict[str, int] = {}
         self._ignored: dict[str, int] = {}
         self._corrections: dict[NodeId, Alive] = {}
+        self._stranger_pull_ms = -STRANGER_PULL_MS
         self._out: Effects = []
 
     # ================================================================ Core
@@ -242,6 +245,7 @@ class GossipMember:
             self._ignore("after_leave")
             return []
         self._count("messages_received")
+        self._pull_if_stranger(now_ms, source, message)
         match message:
             case Ping():
                 self._apply_updates(now_ms, message.updates)
@@ -809,6 +813,24 @@ class GossipMember:
         elif self.table.live_count() == 1 and self.seeds:
             self._joined = False  # alone again: go back to the seeds
             self._join_round(now_ms)
+
+    def _pull_if_stranger(self, now_ms: float, source: NodeId, message: Message) -> None:
+        """A datagram from a member we do not know alive (never heard of, or hold
+        dead) means our view is behind: we missed its alive, or it missed its own
+        death. Push-pull with it at once instead of waiting for anti-entropy; at most
+        one such pull per ``STRANGER_PULL_MS`` and one outstanding per member."""
+        if self.role is not Role.ACTIVE or isinstance(message, PushPull | PushPullReply):
+            return
+        member = self.table.get(source)
+        if member is not None and member.status is not DEAD:
+            return
+        if source == self.node or source in self._push_pull_pending:
+            return
+        if now_ms - self._stranger_pull_ms < STRANGER_PULL_MS:
+            return
+        self._stranger_pull_ms = now_ms
+        self._count("stranger_pulls")
+        self._start_push_pull(now_ms, source, join=False)
 
     def _start_push_pull(self, now_ms: float, peer: NodeId, *, join: bool) -> None:
         self._push_pull_pending[peer] = now_ms
