@@ -27,14 +27,18 @@ IO_ALLOWED_PREFIXES = (
 )
 #: Modules named like these inside a block are its I/O glue (servers, clients,
 #: runners), allowed to use the runtime. Protocol cores are everything else.
-IO_ALLOWED_NAMES = ("server.py", "client.py", "runner.py", "agent.py", "transport.py", "worker.py", "process.py", "cluster.py")
+IO_ALLOWED_NAMES = ("server.py", "client.py", "runner.py", "agent.py", "transport.py", "worker.py",
+                    "process.py", "cluster.py", "node.py")
+#: ... and so are modules whose names start with these (``cluster_worker.py``).
+IO_ALLOWED_NAME_PREFIXES = ("cluster_",)
 
 
 def core_modules() -> list[Path]:
     modules = []
     for path in sorted(SRC.rglob("*.py")):
         relative = path.relative_to(SRC).as_posix()
-        if relative.startswith(IO_ALLOWED_PREFIXES) or path.name in IO_ALLOWED_NAMES:
+        if (relative.startswith(IO_ALLOWED_PREFIXES) or path.name in IO_ALLOWED_NAMES
+                or path.name.startswith(IO_ALLOWED_NAME_PREFIXES)):
             continue
         modules.append(path)
     return modules
