@@ -20,9 +20,11 @@ from tests.node.cluster_helpers import (
 )
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalNodeCluster]:
-    local = LocalNodeCluster(tmp_path / "cluster", 3, shards=2)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNodeCluster]:
+    """One cluster for the module (starting three processes is the slow part); the
+    tests run in file order, the last one stops it."""
+    local = LocalNodeCluster(Path(tmp_path_factory.mktemp("nodes")) / "cluster", 3, shards=2)
     try:
         local.start()
         yield local
@@ -70,7 +72,7 @@ def test_a_killed_node_is_seen_failed_and_recovers_its_data(cluster: LocalNodeCl
     table = wait_for("a leader in every group", lambda: leaders(cluster, "n1"))
     kv = kv_client(cluster)
     try:
-        kv.put("apple", "1")
+        kv.put("apple", "1")  # overwrites the first test's value
         victim = table["s1"]
         watcher = next(n for n in ("n1", "n2", "n3") if n != victim)
         cluster.kill(victim)
