@@ -21,7 +21,9 @@ the applied counter:
   then refused here, identically on every replica.
 * ``RecordBeginOp`` / ``RecordDecideOp`` / ``RecordForgetOp``: the coordinator's
   transaction record, pending -> committed | aborted -> forgotten. The first
-  decision chosen wins; a later opposite one is answered with the first.
+  decision chosen wins; a later opposite one is answered with the first. An
+  abort for a transaction with no record leaves an aborted tombstone (presumed
+  abort, made durable), which is never forgotten.
 
 Every committing op bumps the shard ``revision`` and logs its changes (bounded by
 ``watch_history_max``) for watches. Bad input is refused as a whole (``OpResult``
@@ -264,6 +266,12 @@ class ShardMachine:
                 return OpResult(status="ok")
             case RecordDecideOp():
                 state = self.record_state(op.txn)
+                if state is None and not op.commit:
+                    # Presumed abort made durable: a tombstone, so that a commit
+                    # of this transaction re-sent later is refused, not begun anew.
+                    self.engine.execute("INSERT INTO records (txn, state, record) VALUES (?, ?, ?)",
+                                        (op.txn, ABORTED, encode(RecordBeginOp(txn=op.txn, ts=0, parts=()))))
+                    return OpResult(status="ok", detail=ABORTED)
                 if state is None:
                     return OpResult(status="refused", detail="unknown transaction record")
                 if state != PENDING:

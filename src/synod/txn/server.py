@@ -250,6 +250,7 @@ class ShardServer:
         self._deciding: set[str] = set()
         self._coordinating: dict[str, _Coordination] = {}
         self._in_doubt: dict[str, tuple[str, float]] = {}
+        self._presuming: dict[str, str] = {}
         self._inbox: deque[tuple[NodeId, Message]] = deque()
         self._counts: Counter[str] = Counter()
 
@@ -358,6 +359,8 @@ class ShardServer:
             self._in_doubt[record.txn] = (record.coordinator, now_ms)
             self._counts["resumed_prepared"] += 1
         for state, begin in self.machine.records():
+            if not begin.parts:
+                continue   # a presumed-abort tombstone: nothing to resume
             read_only = not any(p.writes for p in begin.parts)
             coordination = _Coordination(txn=begin.txn, ts=begin.ts, parts=begin.parts, read_only=read_only,
                                          state=CoordinatorState.VOTING,
@@ -393,6 +396,7 @@ class ShardServer:
         self._deciding.clear()
         self._coordinating.clear()
         self._in_doubt.clear()
+        self._presuming.clear()
         self._proposals.clear()
         self.locks.waiters.clear()
 
@@ -806,6 +810,8 @@ class ShardServer:
         if decided is not None:
             self._vote(message.txn, message.coordinator, out, decided, "" if decided else "aborted")
             return
+        if message.txn in self._deciding:
+            return   # a decision is being applied here: the answer follows from it
         if self.machine.prepare_record(message.txn) is not None:
             self._vote(message.txn, message.coordinator, out, True)
             return
@@ -961,9 +967,18 @@ class ShardServer:
             # yet may lack a record its successor has chosen (found by seed 202).
             self._counts["presumed_abort_deferred"] += 1
             return
-        commit = state == COMMITTED
-        self._counts["presumed_abort" if state is None else "answered_query"] += 1
-        self._send_group(message.group, Decision(txn=message.txn, coordinator=self.group, commit=commit), out)
+        if state is None:
+            # Make the presumption durable before saying it: an aborted tombstone
+            # record, so that the client re-sending this commit later cannot
+            # begin the transaction anew (found by seed 103 with four shards).
+            if message.txn not in self._presuming:
+                self._presuming[message.txn] = message.group
+                self._counts["presumed_abort"] += 1
+                self._propose(now_ms, RecordDecideOp(txn=message.txn, commit=False), "presume", message.txn, out)
+            return
+        self._counts["answered_query"] += 1
+        self._send_group(message.group, Decision(txn=message.txn, coordinator=self.group,
+                                                 commit=state == COMMITTED), out)
 
     # ================================================================ applied proposals
 
@@ -972,6 +987,14 @@ class ShardServer:
         if proposal is None:
             return
         kind, txn = proposal
+        if kind == "presume":
+            group = self._presuming.pop(txn, "")
+            if isinstance(result, CommandResult) and group:
+                applied_presume = decode(result.result)
+                if isinstance(applied_presume, OpResult) and applied_presume.status != "refused":
+                    commit = applied_presume.detail == COMMITTED
+                    self._send_group(group, Decision(txn=txn, coordinator=self.group, commit=commit), out)
+            return
         if kind == "epoch":
             if not isinstance(result, CommandResult):
                 self._epoch_proposed = None   # proposed again on the next event
@@ -1047,6 +1070,16 @@ class ShardServer:
             return
         coordination.proposing = False
         if kind == "begin":
+            decided = self.machine.record_state(txn)
+            if applied.status == "duplicate" and decided in (COMMITTED, ABORTED):
+                # A tombstone (presumed abort) or an earlier attempt decided it.
+                coordination.decision = decided == COMMITTED
+                coordination.no_code = coordination.no_code or "aborted"
+                coordination.move(CoordinatorState.DECIDING)
+                coordination.move(CoordinatorState.DECIDED)
+                self._answer_clients(coordination, out)
+                self._send_decisions(coordination, out)
+                return
             if applied.status == "refused":
                 coordination.no_code = "aborted"
                 coordination.decision = False
