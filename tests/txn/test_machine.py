@@ -183,3 +183,12 @@ def test_prepare_and_fast_commit_under_another_ballot_are_refused() -> None:
     late = apply(machine, FastCommitOp(txn="t2", ts=1, writes=(Write(key="a", value="2"),), lock_ballot=BALLOT))
     assert late.status == "refused"
     assert machine.items() == {} and machine.prepared() == [] and machine.epoch == newer
+
+
+def test_presumed_abort_leaves_a_tombstone_that_a_late_begin_cannot_reopen() -> None:
+    machine = fresh()
+    tomb = apply(machine, RecordDecideOp(txn="t3", commit=False))
+    assert (tomb.status, tomb.detail) == ("ok", "aborted")
+    late = apply(machine, RecordBeginOp(txn="t3", ts=1, parts=(Part(group="s1"), Part(group="s2"))))
+    assert late.status == "duplicate" and machine.record_state("t3") == "aborted"
+    assert apply(machine, RecordDecideOp(txn="t3", commit=True)).detail == "aborted"
