@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 
 from synod.core.errors import ConfigError, SynodError
+from synod.core.ids import NodeId
+from synod.node.groups import place_shards
 from synod.runtime.auth import new_secret
 
 LOOPBACK = "127.0.0.1"
@@ -112,12 +114,24 @@ class LocalNodeCluster:
                       for n, a in self.layout.items()},
             "principal": "client", "key_file": "client.key", "insecure": False,
             "core": "synod.node", "node_layout": self.layout,
+            # for `synod kv --cluster DIR` (synod.cli.txn): its user and key file,
+            # and the placement every node computed (see synod.node.groups).
+            "user": "client", "user_key_file": str((self.data_dir / "client.key").resolve()),
+            "replicas": min(3, self.n), "shard_map": self.shard_map_layout(),
             "pids": {n: p.pid for n, p in self.processes.items() if p.poll() is None},
         }
         path = self.data_dir / "cluster.json"
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(connection, indent=2) + "\n")
         temporary.replace(path)
+
+    def shard_map_layout(self) -> list[dict[str, object]]:
+        """The shard placement as JSON: group, key range, replicas."""
+        if not self.shards:
+            return []
+        placed = place_shards(tuple(NodeId(n) for n in self.layout), self.shards, 3)
+        return [{"group": s.group, "start": s.start, "end": s.end, "replicas": list(s.replicas)}
+                for s in placed.shards]
 
     def http(self, node: str) -> str:
         return self.layout[node]["http"]
