@@ -51,5 +51,6 @@ def test_a_killed_node_shows_as_failed_in_the_browser(tmp_path: Path) -> None:
             m["node"]: m["status"] for m in status(cluster, "n1")["members"]}["n3"] == "dead", timeout_s=60)
         after = render(url, tmp_path)
         assert member_states(after)["n3"] == "dead"
-        assert "(unreachable)" in after
+        assert "(unreachable)" in after           # its dashboard, in the members table
+        assert "n3 unreachable" in after          # its replica, in the groups table
         assert member_states(after)["n1"] == "alive"

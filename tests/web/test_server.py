@@ -84,7 +84,8 @@ def test_bad_requests_get_an_error_and_the_node_carries_on(
 
 def test_the_cluster_view_computes_leaders_and_lag() -> None:
     def group(role: str, chosen: int, leader: str) -> dict[str, object]:
-        return {"group": "g", "role": role, "chosen_index": chosen, "leader": leader, "ballot": "3.a"}
+        return {"group": "g", "role": role, "chosen_index": chosen, "leader": leader, "ballot": "3.a",
+                "members": ["a", "b", "c"]}
     view = cluster_view({
         "a": {"groups": [group("leader", 10, "a")]},
         "b": {"groups": [group("follower", 7, "a")]},
@@ -92,4 +93,5 @@ def test_the_cluster_view_computes_leaders_and_lag() -> None:
     })
     assert view == [{"group": "g", "leader": "a", "ballot": "3.a", "chosen_index": 10, "replicas": {
         "a": {"role": "leader", "chosen_index": 10, "lag": 0},
-        "b": {"role": "follower", "chosen_index": 7, "lag": 3}}}]
+        "b": {"role": "follower", "chosen_index": 7, "lag": 3},
+        "c": {"role": "unreachable", "chosen_index": None, "lag": None}}}]

@@ -128,7 +128,8 @@ def _fields(snapshot: object) -> dict[str, object]:
 
 def cluster_view(statuses: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
     """One row per Paxos group from several nodes' statuses (None: unreachable):
-    leader, ballot, highest chosen index, and per replica its chosen index and lag."""
+    leader, ballot, highest chosen index, and per replica its chosen index and lag
+    (a member that did not answer: role ``unreachable``, index and lag None)."""
     groups: dict[str, dict[str, Any]] = {}
     for node, status in sorted(statuses.items()):
         if status is None:
@@ -142,7 +143,12 @@ def cluster_view(statuses: dict[str, dict[str, Any] | None]) -> list[dict[str, A
             elif not row["leader"] and group["leader"]:
                 row["leader"], row["ballot"] = group["leader"], group["ballot"]
             row["chosen_index"] = max(row["chosen_index"], group["chosen_index"])
+            row.setdefault("members", set()).update(group.get("members", ()))
     for row in groups.values():
         for replica in row["replicas"].values():
             replica["lag"] = row["chosen_index"] - replica["chosen_index"]
+        # A member whose node did not answer is listed, so a dead replica shows.
+        for member in sorted(row.pop("members", set())):
+            if member not in row["replicas"] and statuses.get(member) is None:
+                row["replicas"][member] = {"role": "unreachable", "chosen_index": None, "lag": None}
     return [groups[name] for name in sorted(groups)]
