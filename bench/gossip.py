@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import math
 import os
 import platform
 import shutil
@@ -55,7 +56,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
-
 from bench.refs import LOOPBACK, ensure_apt, stop_pids
 
 SECRET = b"synod-bench-gossip-secret-0123456789"
@@ -85,8 +85,9 @@ def loopback_tx_bytes() -> int:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1) + 0.4999))))
-    return ordered[index]
+    # nearest rank: the smallest value with at least q of the values at or below it
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
 
 
 # ---------------------------------------------------------------- the two systems
