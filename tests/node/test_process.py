@@ -7,6 +7,9 @@ import asyncio
 import socket
 from pathlib import Path
 
+import pytest
+
+from synod.core.errors import ConfigError
 from synod.node.config import NodeConfig
 from synod.node.local import _free_ports
 from synod.node.process import Node
@@ -66,5 +69,23 @@ def test_leadership_is_handed_over_before_a_graceful_stop(tmp_path: Path) -> Non
             for node in nodes:
                 if node not in stopped:
                     await node.stop()
+
+    run(scenario())
+
+
+def test_a_data_directory_serves_one_process_at_a_time(tmp_path: Path) -> None:
+    config = configs(tmp_path, 1)[0]
+
+    async def scenario() -> None:
+        first = Node(config)
+        await first.start()
+        try:
+            with pytest.raises(ConfigError, match=r"NodeConfig\.data_dir: .* in use by another synod node"):
+                await Node(config).start()
+        finally:
+            await first.stop()
+        again = Node(config)          # released by the stop
+        await again.start()
+        await again.stop()
 
     run(scenario())

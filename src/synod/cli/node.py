@@ -48,6 +48,9 @@ def _run(config_path: Path, overrides: tuple[str, ...], log_level: str) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             run(run_node(config))
+    except ConfigError as error:   # found at start: a data dir in use
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except OSError as error:       # a port in use, a data dir we cannot write
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -24,10 +24,13 @@ servers in reverse order.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import time
 from pathlib import Path
+from typing import TextIO
 
 from synod.codec.kernel import ClientRequest, Routed
 from synod.core.errors import ConfigError
@@ -51,6 +54,9 @@ log = logging.getLogger("synod.node")
 
 #: The gossip key of an ``insecure`` node: public, so it authenticates nothing.
 INSECURE_GOSSIP_KEY = b"synod-insecure-development-only"
+
+#: The file in ``data_dir`` whose lock says a live process uses the directory.
+LOCK_FILE = "node.lock"
 
 #: Seconds a graceful stop waits for each leadership handed over.
 TRANSFER_WAIT_S = 3.0
@@ -102,6 +108,7 @@ class Node:
         self.web: object | None = None
         self.started_s = time.time()
         self.http_address: tuple[str, int] | None = None
+        self._lock_handle: TextIO | None = None
 
     @property
     def mux(self) -> NodeMux:
@@ -113,6 +120,7 @@ class Node:
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
         wal, recovered = open_durable_log(config.data_dir)
         self.host = AsyncioHost(node=self.node, core_factory=self.factory, config=runtime_config(config),
                                 keyring=self.keyring, listen=parse_host_port("bind", config.bind),
@@ -137,6 +145,26 @@ class Node:
         await self.gossip.start()
         log.info("node %s up: tcp %s gossip %s http %s", self.node, self.host.address,
                  self.gossip.address, self.http_address)
+
+    def _lock_data_dir(self) -> None:
+        """Refuse to share ``data_dir`` with another live process: two replicas
+        on one log would each vote, and both append to it. The lock is an
+        ``flock``, so the kernel drops it when the process dies, even by kill -9."""
+        path = self.config.data_dir / LOCK_FILE
+        handle = open(path, "a+")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
+            raise ConfigError(f"NodeConfig.data_dir: {self.config.data_dir} is in use by another "
+                              f"synod node (pid {owner})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_handle = handle
 
     def advertised_tcp(self) -> str:
         if self.config.advertise:
@@ -194,3 +222,6 @@ class Node:
             await self.web.stop()
         if self.host is not None:
             await self.host.stop()
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
