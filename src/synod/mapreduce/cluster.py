@@ -98,6 +98,11 @@ T = TypeVar("T")
 
 #: Longest one attempt may run before the driver gives up on its worker, seconds.
 ATTEMPT_TIMEOUT_S = 3600.0
+#: A worker whose connection broke is not used again for this long, doubling
+#: per consecutive failure up to ``QUARANTINE_MS_MAX``: longer than gossip takes
+#: to declare a dead worker failed (``GossipConfig.local()``: about 2-3 s).
+QUARANTINE_MS = 5_000.0
+QUARANTINE_MS_MAX = 60_000.0
 #: How long a step waits for its first worker before the job fails, seconds.
 WORKER_WAIT_S = 30.0
 
@@ -114,6 +119,8 @@ class ClusterTarget:
     principal: str
     key: bytes | None
     gossip: GossipConfig = dataclasses.field(default_factory=GossipConfig.local)
+    #: How long a step waits for a live worker before the job fails, seconds.
+    worker_wait_s: float = WORKER_WAIT_S
     #: The lock cell's nodes (``cluster.json``), for election and checkpoints.
     lock_nodes: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
 
@@ -181,18 +188,22 @@ class _Worker:
     rpc: str
     core_id: NodeId | None = None
     generation: int = 0
+    #: Not registered again before this time (ms) after its connection broke:
+    #: gossip may still show it alive for a while after it died.
+    quarantine_until_ms: float = 0.0
+    #: Consecutive connection failures (the quarantine doubles with each).
+    connection_failures: int = 0
 
 
 class ClusterDriver(_Driver):
     """Drives each step's ``Master`` on workers found through gossip."""
 
     def __init__(self, job_path: str, job_class: str, cluster: ClusterTarget | ClusterRun,
-                 config: MapReduceConfig, *, worker_wait_s: float = WORKER_WAIT_S) -> None:
+                 config: MapReduceConfig) -> None:
         self._job_path = str(Path(job_path).resolve())
         self._job_class = job_class
         self._config = config
         self._encoded_config = encode_config(config)
-        self._worker_wait_s = worker_wait_s
         if isinstance(cluster, ClusterRun):
             self._target = cluster.target
             self.job_id = cluster.job_id
@@ -207,6 +218,7 @@ class ClusterDriver(_Driver):
             self._checkpoint = None
             self._loop_thread = LoopThread()
             self._owns_loop = True
+        self._worker_wait_s = self._target.worker_wait_s
         self._runtime = RuntimeConfig(insecure=self._target.cluster_secret is None)
         self._workers: dict[NodeId, _Worker] = {}
         self._by_core_id: dict[NodeId, _Worker] = {}
@@ -254,7 +266,8 @@ class ClusterDriver(_Driver):
             worker = self._workers.setdefault(info.node, _Worker(node=info.node, rpc=meta["rpc"]))
             if worker.core_id is not None and (not alive or info.node in lost or worker.rpc != meta["rpc"]):
                 effects += self._lose(master, worker, "gossip")
-            if alive and info.node not in lost and worker.core_id is None:
+            if (alive and info.node not in lost and worker.core_id is None
+                    and _now_ms() >= worker.quarantine_until_ms):
                 worker.rpc = meta["rpc"]
                 worker.generation += 1
                 worker.core_id = NodeId(f"{info.node}#{worker.generation}")
@@ -367,8 +380,13 @@ class ClusterDriver(_Driver):
         if reply is None:
             # The connection broke under the request: the worker is gone or unreachable.
             if worker is not None and worker.core_id == source:
+                worker.connection_failures += 1
+                backoff_ms = min(QUARANTINE_MS_MAX, QUARANTINE_MS * 2 ** (worker.connection_failures - 1))
+                worker.quarantine_until_ms = _now_ms() + backoff_ms
                 return self._lose(master, worker, "connection lost")
             return []
+        if worker is not None:
+            worker.connection_failures = 0
         before = master.statistics()
         effects = master.on_message(_now_ms(), source, reply)
         after = master.statistics()

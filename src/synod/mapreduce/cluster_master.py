@@ -322,7 +322,12 @@ def submit_job(data_dir: Path, job_path: str | Path, inputs: list[str | Path], o
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             while deadline is None or time.monotonic() < deadline:
                 if "outcome" in await client.list(job_dir):
-                    outcome = decode((await client.read(f"{job_dir}/outcome", cache=False)).contents)
+                    data = (await client.read(f"{job_dir}/outcome", cache=False)).contents
+                    try:
+                        outcome = decode(data)
+                    except RemoteProtocolError as error:
+                        raise JobError(f"{job_dir}/outcome cannot be read (another synod version?): "
+                                       f"{error}") from None
                     if not isinstance(outcome, JobOutcome):
                         raise JobError(f"{job_dir}/outcome is not a job outcome")
                     return outcome
