@@ -4,6 +4,7 @@ shows it as failed. Needs Debian's ``chromium`` (``apt-get install -y chromium``
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -54,3 +55,25 @@ def test_a_killed_node_shows_as_failed_in_the_browser(tmp_path: Path) -> None:
         assert "(unreachable)" in after           # its dashboard, in the members table
         assert "n3 unreachable" in after          # its replica, in the groups table
         assert member_states(after)["n1"] == "alive"
+
+
+STATES_JS = ("JSON.stringify(Object.fromEntries([...document.querySelectorAll('#members tbody tr')]"
+             ".map(r => [r.dataset.node, r.children[1].textContent])))")
+
+
+def test_the_open_page_turns_a_killed_node_dead_without_reloading(tmp_path: Path) -> None:
+    from tests.web.cdp import Browser
+
+    assert CHROMIUM is not None
+    with LocalNodeCluster(tmp_path / "cluster", 3, shards=1) as cluster:
+        wait_for("a leader in every group", lambda: leaders(cluster, "n1"))
+        url = f"http://{cluster.http('n1')}/"
+        with Browser(CHROMIUM, url, tmp_path / "profile") as page:
+            wait_for("all alive on the page", lambda: json.loads(page.evaluate(STATES_JS) or "{}") == {
+                "n1": "alive", "n2": "alive", "n3": "alive"})
+            page.evaluate("window.loadedOnce = 'yes'")      # gone if the page reloads
+            cluster.kill("n3")
+            wait_for("n3 dead on the open page",
+                     lambda: json.loads(page.evaluate(STATES_JS) or "{}").get("n3") == "dead", timeout_s=60)
+            assert page.evaluate("window.loadedOnce") == "yes"
+            assert "n3 unreachable" in page.evaluate("document.querySelector('#groups').textContent")
