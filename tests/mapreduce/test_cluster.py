@@ -21,7 +21,7 @@ import pytest
 
 from synod.cli.cluster import LocalCluster
 from synod.core.ids import NodeId
-from synod.mapreduce import JobFailed, JobProgress, MapReduceConfig, load_job, run_job
+from synod.mapreduce import JobError, JobFailed, JobProgress, MapReduceConfig, load_job, run_job
 from synod.mapreduce.cluster import ClusterTarget
 from synod.mapreduce.cluster_messages import FetchMapOutput, JobOutcome
 from synod.mapreduce.cluster_worker import ClusterWorker
@@ -304,3 +304,36 @@ def test_the_master_killed_mid_job_a_standby_resumes_it_from_the_checkpoint(
     finally:
         for proc in masters.values():
             proc.stop()
+
+
+@pytest.mark.realproc
+@pytest.mark.slow
+def test_a_job_killed_on_the_cluster_stops_and_leaves_no_output(
+        tmp_path: Path, layout: Path, lock_cell: LocalCluster, workers: dict[str, Proc]) -> None:
+    from synod.mapreduce.cluster_master import kill_job, list_jobs, submit_job
+
+    inputs = make_input(tmp_path, files=4)
+    job_path = job_file(tmp_path, sleep_s=0.002)  # long enough to be killed while running
+    master = Proc(["mr", "master", "--cluster", str(layout), "--identity", "m1"], layout / "m1.log")
+    try:
+        assert master.read_line().startswith("STANDBY")
+        assert master.read_line().startswith("LEADER m1 ")
+        outcome: list[JobOutcome] = []
+        submitted: list[str] = []
+        thread = threading.Thread(target=lambda: outcome.append(submit_job(
+            layout, job_path, [inputs], tmp_path / "cluster", workers=2, reducers=2, config=CONFIG,
+            timeout_s=BOUND_S, on_submitted=submitted.append)))
+        thread.start()
+        wait_for(lambda: bool(submitted), "the submission")
+        wait_for(lambda: any(j.state == "running" for j in list_jobs(layout)), "the job to start")
+        kill_job(layout, submitted[0])
+        thread.join(timeout=BOUND_S)
+        assert outcome and not outcome[0].ok
+        assert "killed" in outcome[0].error
+        assert not (tmp_path / "cluster").exists(), "a killed job leaves no output behind"
+        (status,) = list_jobs(layout)
+        assert status.job_id == submitted[0] and status.state == "failed"
+        with pytest.raises(JobError, match="already over"):
+            kill_job(layout, submitted[0])
+    finally:
+        master.stop()

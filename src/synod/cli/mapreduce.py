@@ -5,6 +5,8 @@
                  [--set key=value] [--cluster DIR] [--seed ID@HOST:PORT]
     synod mr worker --cluster DIR [--node NAME] [--seed ID@HOST:PORT] [--scratch PATH]
     synod mr master --cluster DIR [--identity NAME]
+    synod mr jobs --cluster DIR          (the cluster's jobs and their state)
+    synod mr kill --cluster DIR JOB_ID
 
 With ``--runner cluster``, a job goes to the master elected in the cluster's lock
 cell when one runs (``synod mr master``: it checkpoints the job there, and a
@@ -214,6 +216,47 @@ def master_command(cluster_dir: Path, identity: str | None) -> None:
     except ConfigError as error:
         click.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
+
+
+@mr.command("jobs")
+@click.option("--cluster", "cluster_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The `synod cluster up --data` directory of a lock cell.")
+def jobs_command(cluster_dir: Path) -> None:
+    """The jobs submitted to the cluster's masters and their state."""
+    from synod.mapreduce.cluster_master import list_jobs, master_elected
+
+    console = Console(soft_wrap=True)
+    try:
+        leader = master_elected(cluster_dir)
+        jobs = list_jobs(cluster_dir)
+    except (ConfigError, JobError) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise SystemExit(1) from None
+    console.print(f"master: {leader or 'none elected'}", highlight=False)
+    table = Table(show_header=True)
+    for column in ("job", "state", "masters", "maps done", "reduces done", "output"):
+        table.add_column(column)
+    for job in jobs:
+        state = job.state + (f": {job.error}" if job.error else "")
+        table.add_row(job.job_id, state, str(job.masters), str(job.maps_checkpointed),
+                      str(job.reduces_checkpointed), job.output)
+    console.print(table)
+
+
+@mr.command("kill")
+@click.option("--cluster", "cluster_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The `synod cluster up --data` directory of a lock cell.")
+@click.argument("job_id")
+def kill_command(cluster_dir: Path, job_id: str) -> None:
+    """Kill a job running on the cluster (its output is removed)."""
+    from synod.mapreduce.cluster_master import kill_job
+
+    try:
+        kill_job(cluster_dir, job_id)
+    except (ConfigError, JobError) as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"asked the master to kill {job_id}")
 
 
 @mr.command("worker")

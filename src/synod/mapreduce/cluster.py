@@ -180,6 +180,8 @@ class ClusterRun:
     epoch: int
     checkpoint: Checkpoint | None
     loop: LoopThread
+    #: True once someone asked to kill the job (called on the loop thread).
+    killed: Callable[[], bool] | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -211,6 +213,7 @@ class ClusterDriver(_Driver):
             self._checkpoint = cluster.checkpoint
             self._loop_thread = cluster.loop
             self._owns_loop = False
+            self._killed = cluster.killed
         else:
             self._target = cluster
             self.job_id = f"job-{uuid.uuid4().hex[:12]}"
@@ -218,6 +221,7 @@ class ClusterDriver(_Driver):
             self._checkpoint = None
             self._loop_thread = LoopThread()
             self._owns_loop = True
+            self._killed = None
         self._worker_wait_s = self._target.worker_wait_s
         self._runtime = RuntimeConfig(insecure=self._target.cluster_secret is None)
         self._workers: dict[NodeId, _Worker] = {}
@@ -331,6 +335,8 @@ class ClusterDriver(_Driver):
                 report(master.statistics())
                 if master.finished:
                     return
+                if self._killed is not None and self._killed():
+                    raise JobFailed("the job was killed (synod mr kill)")
                 if self.workers():
                     waited_since = time.monotonic()
                 elif time.monotonic() - waited_since > self._worker_wait_s:

@@ -42,8 +42,10 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from synod.codec.registry import decode, encode
 from synod.core.errors import ConfigError, RemoteProtocolError, SynodError
@@ -59,6 +61,7 @@ from synod.mapreduce.runner import JobError, JobFailed, JobResult, input_files, 
 from synod.runtime.config import RuntimeConfig
 
 log = logging.getLogger("synod.mapreduce.cluster_master")
+T = TypeVar("T")
 
 #: The lock cell directory of the MapReduce service (the cell of ``lock_factory``).
 ROOT = "/ls/local/mr"
@@ -227,9 +230,19 @@ class MasterService:
         checkpoint = await LockCheckpoint.load(self.client, job_dir)
         return spec, epochs, checkpoint
 
+    async def _watch_kill(self, job_dir: str, flag: list[bool]) -> None:
+        while not flag:
+            with contextlib.suppress(LockError, SynodError):
+                if "kill" in await self.client.list(job_dir):
+                    flag.append(True)
+                    return
+            await asyncio.sleep(POLL_S)
+
     def run_one(self, job_id: str) -> JobOutcome:
         job_dir = f"{self.root}/jobs/{job_id}"
         spec, epochs, checkpoint = self.loop.call(self._begin(job_dir))
+        killed: list[bool] = []
+        watcher = asyncio.run_coroutine_threadsafe(self._watch_kill(job_dir, killed), self.loop.loop)
         resume = len(epochs) > 1
         log.info("running %s (%s, %d checkpointed tasks)", job_id, "resumed" if resume else "new",
                  len(checkpoint))
@@ -242,7 +255,7 @@ class MasterService:
             target = ClusterTarget.from_dir(self.data_dir)
             job = load_job(spec.job_path, spec.job_class)
             run = ClusterRun(target=target, job_id=spec.job_id, epoch=self.epoch, checkpoint=checkpoint,
-                             loop=self.loop)
+                             loop=self.loop, killed=lambda: bool(killed))
             result = run_job(job, list(spec.inputs), spec.output, runner="cluster",
                              workers=spec.workers or None, reducers=spec.reducers or None,
                              overwrite=spec.overwrite, config=decode_config(spec.config), cluster=run,
@@ -251,6 +264,8 @@ class MasterService:
         except (JobError, ConfigError) as error:
             detail = error.failure.detail if isinstance(error, JobFailed) and error.failure else ""
             outcome = JobOutcome(ok=False, error=str(error), detail=detail, masters=len(epochs))
+
+        watcher.cancel()
 
         async def finish() -> None:
             await checkpoint.flush()
@@ -263,6 +278,92 @@ class MasterService:
         with contextlib.suppress(Exception):
             self.loop.call(self.client.close())
         self.loop.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStatus:
+    """One job of the cluster, as ``synod mr jobs`` shows it."""
+
+    job_id: str
+    #: pending (no master took it yet), running, done, failed, or killing.
+    state: str
+    output: str
+    masters: int
+    maps_checkpointed: int
+    reduces_checkpointed: int
+    error: str = ""
+
+
+async def _job_status(client: LockClient, job_dir: str, job_id: str) -> JobStatus | None:
+    names = await client.list(job_dir)
+    if "spec" not in names:
+        return None
+    spec = decode((await client.read(f"{job_dir}/spec")).contents)
+    if not isinstance(spec, JobSpec):
+        return None
+    masters = 0
+    if "started" in names:
+        masters = len([e for e in (await client.read(f"{job_dir}/started", cache=False)).contents.split(b",") if e])
+    state, error = ("running" if masters else "pending"), ""
+    if "kill" in names:
+        state = "killing"
+    if "outcome" in names:
+        outcome = decode((await client.read(f"{job_dir}/outcome")).contents)
+        if isinstance(outcome, JobOutcome):
+            state, error = ("done", "") if outcome.ok else ("failed", outcome.error)
+    maps = sum(1 for n in names if n.startswith("s") and "-m" in n)
+    reduces = sum(1 for n in names if n.startswith("s") and "-r" in n)
+    return JobStatus(job_id=job_id, state=state, output=spec.output, masters=masters,
+                     maps_checkpointed=maps, reduces_checkpointed=reduces, error=error)
+
+
+def _with_client(data_dir: Path, work: Callable[[LockClient], Coroutine[Any, Any, T]]) -> T:
+    layout = read_layout(data_dir)
+    if not layout.nodes:
+        raise ConfigError(f"the cluster in {data_dir} names no lock cell nodes")
+
+    async def session() -> T:
+        async with LockClient(layout.nodes, principal=layout.principal, key=layout.key,
+                              runtime=RuntimeConfig(insecure=layout.cluster_secret is None)) as client:
+            return await work(client)
+    loop = LoopThread()
+    try:
+        return loop.call(session())
+    finally:
+        loop.close()
+
+
+def list_jobs(data_dir: Path, *, root: str = ROOT) -> list[JobStatus]:
+    """Every job submitted to the cluster's masters, oldest first."""
+    async def work(client: LockClient) -> list[JobStatus]:
+        try:
+            job_ids = sorted(await client.list(f"{root}/jobs"))
+        except LockError:
+            return []
+        found = []
+        for job_id in job_ids:
+            with contextlib.suppress(LockError, RemoteProtocolError):
+                status = await _job_status(client, f"{root}/jobs/{job_id}", job_id)
+                if status is not None:
+                    found.append(status)
+        return found
+    return _with_client(data_dir, work)
+
+
+def kill_job(data_dir: Path, job_id: str, *, root: str = ROOT) -> None:
+    """Ask the master to kill ``job_id``: it stops scheduling it, and the job
+    fails with no output left behind."""
+    async def work(client: LockClient) -> None:
+        job_dir = f"{root}/jobs/{job_id}"
+        try:
+            names = await client.list(job_dir)
+        except LockError:
+            raise JobError(f"no job {job_id} in the cluster") from None
+        if "outcome" in names:
+            raise JobError(f"job {job_id} is already over")
+        with contextlib.suppress(ExistsError):
+            await client.create(f"{job_dir}/kill")
+    _with_client(data_dir, work)
 
 
 def master_elected(data_dir: Path, *, root: str = ROOT) -> str | None:
