@@ -202,6 +202,23 @@ def test_a_cluster_with_no_live_worker_fails_the_job_with_a_clear_message(tmp_pa
     assert not (tmp_path / "out").exists(), "a failed job leaves no output behind"
 
 
+def test_cli_cluster_commands_name_a_missing_cluster_directory(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from synod.cli.mapreduce import mr
+
+    missing = tmp_path / "nowhere"
+    for args in (["worker", "--cluster", str(missing)], ["master", "--cluster", str(missing)]):
+        result = CliRunner().invoke(mr, args, catch_exceptions=False)
+        assert result.exit_code == 2
+        assert f"no cluster in {missing}" in result.output
+    inputs = make_input(tmp_path, files=1, lines=10)
+    result = CliRunner().invoke(mr, ["run", str(job_file(tmp_path)), str(inputs), "-o", str(tmp_path / "out"),
+                                     "--runner", "cluster"], catch_exceptions=False)
+    assert result.exit_code == 1 and "--cluster DIR" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------ real processes
 
 

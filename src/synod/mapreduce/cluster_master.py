@@ -317,15 +317,20 @@ async def _job_status(client: LockClient, job_dir: str, job_id: str) -> JobStatu
                      maps_checkpointed=maps, reduces_checkpointed=reduces, error=error)
 
 
-def _with_client(data_dir: Path, work: Callable[[LockClient], Coroutine[Any, Any, T]]) -> T:
+def _with_client(data_dir: Path, work: Callable[[LockClient], Coroutine[Any, Any, T]], *,
+                 open_timeout_s: float | None = None) -> T:
     layout = read_layout(data_dir)
     if not layout.nodes:
         raise ConfigError(f"the cluster in {data_dir} names no lock cell nodes")
 
     async def session() -> T:
-        async with LockClient(layout.nodes, principal=layout.principal, key=layout.key,
-                              runtime=RuntimeConfig(insecure=layout.cluster_secret is None)) as client:
+        client = LockClient(layout.nodes, principal=layout.principal, key=layout.key,
+                            runtime=RuntimeConfig(insecure=layout.cluster_secret is None))
+        try:
+            await asyncio.wait_for(client.open(), open_timeout_s)
             return await work(client)
+        finally:
+            await client.close()
     loop = LoopThread()
     try:
         return loop.call(session())
@@ -366,24 +371,18 @@ def kill_job(data_dir: Path, job_id: str, *, root: str = ROOT) -> None:
     _with_client(data_dir, work)
 
 
-def master_elected(data_dir: Path, *, root: str = ROOT) -> str | None:
-    """The identity of the elected master of the cluster in ``data_dir``, or None."""
-    layout = read_layout(data_dir)
-    if not layout.nodes:
-        return None
+def master_elected(data_dir: Path, *, root: str = ROOT, timeout_s: float = 5.0) -> str | None:
+    """The identity of the elected master of the cluster in ``data_dir``; None
+    when nobody holds the election lock or no lock cell answers in time."""
+    async def ask(client: LockClient) -> str | None:
+        return await client.leader(f"{root}/master")
 
-    async def ask() -> str | None:
-        async with LockClient(layout.nodes, principal=layout.principal, key=layout.key,
-                              runtime=RuntimeConfig(insecure=layout.cluster_secret is None)) as client:
-            try:
-                return await client.leader(f"{root}/master")
-            except LockError:
-                return None
-    loop = LoopThread()
+    async def bounded(client: LockClient) -> str | None:
+        return await asyncio.wait_for(ask(client), timeout_s)
     try:
-        return loop.call(ask())
-    finally:
-        loop.close()
+        return _with_client(data_dir, bounded, open_timeout_s=timeout_s)
+    except (LockError, SynodError, OSError, TimeoutError):
+        return None
 
 
 def submit_job(data_dir: Path, job_path: str | Path, inputs: list[str | Path], output: str | Path, *,
