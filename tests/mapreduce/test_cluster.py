@@ -6,6 +6,7 @@ with the inline runner's. Waits are bounded and generous (a shared machine)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import select
@@ -138,18 +139,34 @@ def layout(tmp_path: Path) -> Path:
     return cell
 
 
-@pytest.fixture
-def workers(layout: Path) -> Iterator[dict[str, Proc]]:
+@contextlib.contextmanager
+def running_workers(cell: Path) -> Iterator[dict[str, Proc]]:
     procs: dict[str, Proc] = {}
     try:
         for node in ("w1", "w2"):
-            procs[node] = spawn_worker(layout, node)
+            procs[node] = spawn_worker(cell, node)
         for node, proc in procs.items():
             wait_ready(proc, node)
         yield procs
     finally:
         for proc in procs.values():
             proc.stop()
+
+
+@pytest.fixture
+def workers(layout: Path) -> Iterator[dict[str, Proc]]:
+    """Two workers of ``layout``, for a test that may kill them."""
+    with running_workers(layout) as procs:
+        yield procs
+
+
+@pytest.fixture(scope="module")
+def shared_cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cluster directory with two workers, shared by tests that kill nothing."""
+    cell = tmp_path_factory.mktemp("shared") / "cell"
+    LocalCluster(cell, 3, core=LOCK_CORE).init()
+    with running_workers(cell):
+        yield cell
 
 
 def make_input(tmp_path: Path, files: int = 3, lines: int = 3000) -> Path:
@@ -223,8 +240,8 @@ def test_cli_cluster_commands_name_a_missing_cluster_directory(tmp_path: Path) -
 
 
 @pytest.mark.realproc
-def test_word_count_on_the_cluster_runner_equals_the_inline_runner(
-        tmp_path: Path, layout: Path, workers: dict[str, Proc]) -> None:
+def test_word_count_on_the_cluster_runner_equals_the_inline_runner(tmp_path: Path, shared_cell: Path) -> None:
+    layout = shared_cell
     inputs = make_input(tmp_path)
     job_path = job_file(tmp_path)
     expected = inline_reference(job_path, inputs, tmp_path / "inline", reducers=3)
@@ -239,8 +256,42 @@ def test_word_count_on_the_cluster_runner_equals_the_inline_runner(
     stats = result.steps[0]
     assert stats.maps_total >= 4 and stats.workers_alive == 2
     # Both workers ran map tasks, so some reducer fetched a bucket over the runtime.
-    scratch = [list((layout / f"scratch-{w}").rglob("s0-m*")) for w in ("w1", "w2")]
+    scratch = [[p for p in (layout / f"scratch-{w}").rglob("s0-m*") if p.suffix == ".out"]
+               for w in ("w1", "w2")]
     assert scratch == [[], []], "the job's map output is dropped from the workers at the end"
+    logs = [p for w in ("w1", "w2") for p in (layout / f"scratch-{w}" / "logs").rglob("*.log")]
+    assert len(logs) >= stats.maps_total + stats.reduces_total, "each attempt keeps its log"
+
+
+FAILING = '''
+from synod.mapreduce import Job
+
+class FailsOnPoison(Job):
+    def mapper(self, key, line):
+        if "poison" in line:
+            print("about to choke on", repr(line))
+            raise ValueError("cannot digest this line")
+        yield line, 1
+'''
+
+
+@pytest.mark.realproc
+def test_a_failing_task_on_the_cluster_shows_its_attempt_log(tmp_path: Path, shared_cell: Path) -> None:
+    layout = shared_cell
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    write_lines(inputs / "a.txt", ["fine", "also fine", "poison pill", "never read"])
+    job_path = tmp_path / "fails.py"
+    job_path.write_text(FAILING)
+    with pytest.raises(JobFailed) as failed:
+        run_job(load_job(job_path), [inputs], tmp_path / "out", runner="cluster",
+                cluster=ClusterTarget.from_dir(layout), workers=2, reducers=1, config=CONFIG)
+    failure = failed.value.failure
+    assert failure is not None and "ValueError: cannot digest this line" in failure.error
+    assert failure.path.endswith("a.txt") and failure.offset == len("fine\nalso fine\n")
+    assert "--- attempt log, worker w" in failure.detail
+    assert "about to choke on 'poison pill'" in failure.detail
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.realproc

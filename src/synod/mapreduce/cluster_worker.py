@@ -83,6 +83,12 @@ ROLE_MASTER = "mr-master"
 FETCH_CHUNK_BYTES = 1 << 20
 #: Seconds a fetch request may take before the reduce attempt gives up on it.
 FETCH_TIMEOUT_S = 30.0
+#: Under the scratch directory: each attempt's log, per job.
+LOGS_DIR = "logs"
+#: Jobs whose attempt logs a worker keeps (the oldest are pruned).
+LOG_JOBS_MAX = 100
+#: Lines of an attempt's log shown with its failure.
+LOG_LINES_SHOWN = 40
 #: Job classes kept loaded per worker (one per job file version), at most.
 JOBS_CACHED_MAX = 16
 
@@ -328,11 +334,44 @@ class ClusterWorker:
                     except (SynodError, OSError) as error:
                         return TaskFailed(attempt=assign.attempt, kind=kind, task=assign.task,
                                           error=f"worker {self.node}: {error}")
-                return await asyncio.to_thread(run_attempt, job, assign, scratch_dir=str(scratch),
-                                               config=config)
+                return await asyncio.to_thread(self._logged_attempt, job, assign, scratch, config,
+                                               self._log_path(run.job_id, assign))
             finally:
                 for path in fetched:
                     path.unlink(missing_ok=True)
+
+    def _log_path(self, job_id: str, assign: AssignMap | AssignReduce) -> Path:
+        """Where attempt ``assign`` keeps its log: ``SCRATCH/logs/<job>/...``. The
+        logs outlive the job's map output (``DropJob``); the oldest jobs' logs are
+        pruned beyond ``LOG_JOBS_MAX``."""
+        job = self._job_dir(job_id).parent.name
+        folder = self.scratch_dir / LOGS_DIR / job
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            jobs = sorted((p for p in folder.parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+            for old in jobs[:-LOG_JOBS_MAX]:
+                shutil.rmtree(old, ignore_errors=True)
+        kind = "m" if isinstance(assign, AssignMap) else "r"
+        return folder / f"s{assign.step}-{kind}{assign.task}-a{assign.attempt}.log"
+
+    def _logged_attempt(self, job: type[Job], assign: AssignMap | AssignReduce, scratch: Path,
+                        config: MapReduceConfig, log_path: Path) -> TaskCompleted | TaskFailed:
+        """Run the attempt (on the attempt thread) with the job's prints going to
+        its log; a failure's report carries the end of that log."""
+        with open(log_path, "w", encoding="utf-8", errors="replace") as log_file:
+            # One attempt runs at a time, and the loop thread prints nothing: the
+            # process-wide redirection captures this attempt's output only.
+            with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
+                result = run_attempt(job, assign, scratch_dir=str(scratch), config=config)
+            if isinstance(result, TaskFailed):
+                log_file.write(f"\n{result.error}\n{result.detail}")
+        if not isinstance(result, TaskFailed):
+            return result
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        tail = "\n".join(lines[-LOG_LINES_SHOWN:])
+        return dataclasses.replace(result, detail=(
+            f"{result.detail.rstrip()}\n--- attempt log, worker {self.node}: {log_path} "
+            f"(last {min(len(lines), LOG_LINES_SHOWN)} lines) ---\n{tail}"))
 
     async def _localize(self, run: RunAttempt, assign: AssignReduce, scratch: Path,
                         fetched: list[Path]) -> AssignReduce:
