@@ -20,8 +20,9 @@ load generator (``bench/loadgen.py``) drives all of them with the same shapes:
   complete, and a read that returns an older one is stale;
 * ``lock``: acquire + release pairs (synod ``try_acquire``/``release``; etcd's
   ``Lock``/``Unlock`` API with a lease);
-* ``sessions``: idle sessions one cell holds with KeepAlives (all SAFE after a
-  hold of a few leases);
+* ``sessions``: idle sessions one cell holds with KeepAlives (``--sessions``
+  session cores multiplexed over one connection per node from one process; how
+  many are still SAFE after a hold of three leases of the local preset);
 * ``failover``: SIGKILL of the synod master, time until a client's write in its
   old session succeeds.
 
@@ -362,27 +363,87 @@ def synod_options(cluster: Any) -> dict[str, Any]:
 
 
 def held_sessions(cluster: Any, count: int, hold_s: float) -> tuple[int, int, float]:
-    """Open ``count`` sessions (in this process, on shared connections per
-    client object), hold them idle for ``hold_s``; (opened, still safe, open s)."""
-    from synod.lock.client import LockClient
+    """Open ``count`` sessions from this process, each a ``ClientSession`` core
+    (the library's session state machine) multiplexed over ONE authenticated
+    connection per node, as a client host with many sessions would; hold them
+    idle for ``hold_s`` (several leases) and count those still SAFE.
+    Returns (opened, safe at the end, seconds to open them all)."""
+    from synod.codec.kernel import ClientReply, ClientRequest
+    from synod.core.effects import CancelTimer, Send, SetTimer
+    from synod.core.ids import NodeId
+    from synod.lock.config import LockConfig
+    from synod.lock.session import ClientSession, SessionState
+    from synod.runtime.client import connect
     from synod.runtime.host import run
 
     info = cluster.connection()
+    config = LockConfig.local()
 
     async def body() -> tuple[int, int, float]:
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        connections = {node: await connect(address, info.principal, info.key, node=node, config=info.runtime,
+                                           requests_in_flight_max=count + 1024)
+                       for node, address in info.nodes.items()}
+        timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
+        tasks: set[asyncio.Task[None]] = set()
+        sessions = [ClientSession(NodeId(f"{info.principal}"), random.Random(i),
+                                  servers=tuple(NodeId(n) for n in sorted(info.nodes)), config=config,
+                                  call_timeout_ms=2000.0) for i in range(count)]
+
+        def now_ms() -> float:
+            return (time.monotonic() - t0) * 1000.0
+
+        def execute(index: int, effects: Any) -> None:
+            for effect in effects:
+                if isinstance(effect, Send):
+                    task = loop.create_task(deliver(index, effect))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elif isinstance(effect, SetTimer):
+                    old = timers.pop((index, effect.key), None)
+                    if old is not None:
+                        old.cancel()
+                    timers[(index, effect.key)] = loop.call_later(effect.delay_ms / 1000.0, fire, index, effect.key)
+                elif isinstance(effect, CancelTimer):
+                    handle = timers.pop((index, effect.key), None)
+                    if handle is not None:
+                        handle.cancel()
+
+        def fire(index: int, key: str) -> None:
+            timers.pop((index, key), None)
+            execute(index, sessions[index].on_timer(now_ms(), key))
+
+        async def deliver(index: int, send: Any) -> None:
+            request = send.message
+            assert isinstance(request, ClientRequest)
+            try:
+                reply = await connections[send.to].request(request.body, 30.0)
+            except Exception:
+                return
+            execute(index, sessions[index].on_message(now_ms(), send.to,
+                                                      ClientReply(request_id=request.request_id, body=reply)))
+
         started = time.monotonic()
-        clients: list[Any] = []
-        batch = 200
+        batch = 500
         for first in range(0, count, batch):
-            group = [LockClient(info.nodes, call_timeout_s=60.0, **info.client_options())
-                     for _ in range(min(batch, count - first))]
-            results = await asyncio.gather(*(c.open() for c in group), return_exceptions=True)
-            clients += [c for c, r in zip(group, results, strict=True) if not isinstance(r, BaseException)]
+            opened = [loop.create_future() for _ in range(first, min(count, first + batch))]
+            for offset, future in enumerate(opened):
+                execute(first + offset, sessions[first + offset].open(
+                    now_ms(), lambda result, f=future: f.done() or f.set_result(result)))
+            await asyncio.wait(opened, timeout=60.0)
         opened_s = time.monotonic() - started
+        opened_count = sum(1 for s in sessions if s.state is not SessionState.OPENING and s.session)
         await asyncio.sleep(hold_s)
-        safe = sum(1 for c in clients if c.lease_safe() or c.state.value == "safe")
-        await asyncio.gather(*(c.abandon() for c in clients), return_exceptions=True)
-        return len(clients), safe, opened_s
+        safe = sum(1 for s in sessions if s.lease_safe(now_ms()))
+        for handle in timers.values():
+            handle.cancel()
+        for task in list(tasks):
+            task.cancel()
+        for connection in connections.values():
+            with contextlib.suppress(Exception):
+                await connection.close()
+        return opened_count, safe, opened_s
 
     return run(body())
 
@@ -422,7 +483,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--in-flight", type=int, default=64)
-    parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
+    parser.add_argument("--sessions", type=int, default=2_000, help="idle sessions to hold")
     parser.add_argument("--skip-sessions", action="store_true")
     parser.add_argument("--skip-zookeeper", action="store_true")
     parser.add_argument("--skip-etcd", action="store_true")
