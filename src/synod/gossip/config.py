@@ -45,8 +45,16 @@ class GossipConfig:
     #: reaches every member with high probability (memberlist's default).
     retransmit_mult: int = 4
     #: Scales the minimum suspicion timeout (see the module comment); also fixes the
-    #: number of confirmations Lifeguard waits for: ``suspicion_mult - 2``.
-    suspicion_mult: int = 4
+    #: number of confirmations Lifeguard waits for: ``suspicion_mult - 2``. 3, one
+    #: below memberlist's 4: at n = 50 the minimum is 3 * log10(50) * 1 s = 5.1 s,
+    #: so a crash is known everywhere in about 6.5-7.5 s (first suspicion 1-2 s
+    #: after the crash, plus 5.1 s, plus the verdict's spread) where 4 gave 8-10 s
+    #: like Serf; and a member stalled for 5 s is still never declared failed: its
+    #: suspicion starts at least one probe timeout after the stall began, so the
+    #: verdict could come 5.6 s after it at the earliest, while the member refutes
+    #: as soon as it runs again (it is told first, by the buddy system). Measured in
+    #: ``bench/gossip.py`` on real agents and with ``synod gossip false-failures``.
+    suspicion_mult: int = 3
     #: Maximum suspicion timeout as a multiple of the minimum (Lifeguard's beta). 6
     #: gives a lone accuser's suspicion time to be refuted.
     suspicion_max_timeout_mult: int = 6
