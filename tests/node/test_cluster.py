@@ -100,8 +100,11 @@ def test_graceful_stop_hands_over_leadership_leaves_and_leaves_no_process(cluste
     pids = {node: cluster.pid(node) for node in ("n1", "n2", "n3")}
     assert cluster.stop_node(master) == 0
     other = next(n for n in ("n1", "n2", "n3") if n != master)
-    view = status(cluster, other)
-    assert {m["node"]: m["status"] for m in view["members"]}[master] == "left"
+    # the leave spreads by gossip: left (a graceful exit), never dead
+    def verdict() -> str | None:
+        state = {m["node"]: m["status"] for m in status(cluster, other)["members"]}[master]
+        return state if state in ("left", "dead") else None
+    assert wait_for(f"{master} seen left or dead at {other}", verdict, timeout_s=20) == "left"
     new = wait_for("a new cell leader", lambda: leaders(cluster, other))
     assert new["lock"] != master
     codes = cluster.stop()

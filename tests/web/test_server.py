@@ -95,3 +95,35 @@ def test_the_cluster_view_computes_leaders_and_lag() -> None:
         "a": {"role": "leader", "chosen_index": 10, "lag": 0},
         "b": {"role": "follower", "chosen_index": 7, "lag": 3},
         "c": {"role": "unreachable", "chosen_index": None, "lag": None}}}]
+
+
+def test_a_mapreduce_worker_in_gossip_is_listed(node: LocalNodeCluster, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    seed = f"n1@{node.layout['n1']['gossip']}"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from synod.cli import main; main()", "mr", "worker", "--cluster",
+         str(node.data_dir), "--node", "mr-w1", "--seed", seed, "--scratch", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        listed: list[dict[str, str]] = []
+        while time.monotonic() < deadline and not listed:
+            _, _, body = raw(node, b"GET /status HTTP/1.1\r\n\r\n").partition(b"\r\n\r\n")
+            listed = json.loads(body)["mapreduce"]
+            time.sleep(0.3)
+        assert listed == [{"node": "mr-w1", "role": "mr-worker", "status": "alive"}], \
+            worker.stderr.read1().decode() if worker.poll() is not None and worker.stderr else listed
+        _, _, body = raw(node, b"GET /status HTTP/1.1\r\n\r\n").partition(b"\r\n\r\n")
+        assert "mr-w1" not in json.loads(body)["cluster"]["nodes"]     # no dashboard to ask
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()

@@ -104,7 +104,7 @@ class LocalNodeCluster:
             f"seeds = [{seeds}]",
             f"shards = {self.shards}",
             'preset = "local"',
-            "stop_wait_s = 1.0",
+            "stop_wait_s = 2.0",
             "",
         ])
 

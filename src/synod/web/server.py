@@ -125,7 +125,8 @@ class DashboardServer:
 
         await asyncio.gather(*(fetch(m) for m in peers))
         for member in mine["members"]:
-            statuses.setdefault(member["node"], None)
+            if member["role"] == "node":      # MapReduce workers serve no dashboard
+                statuses.setdefault(member["node"], None)
         mine["cluster"] = {"nodes": statuses, "groups": cluster_view(statuses)}
         return mine
 

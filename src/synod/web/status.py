@@ -33,7 +33,7 @@ def _member_meta(meta: bytes) -> dict[str, str]:
         return {}
     if not isinstance(decoded, dict):
         return {}
-    return {key: str(value) for key, value in decoded.items() if key in ("tcp", "http")}
+    return {key: str(value) for key, value in decoded.items() if key in ("tcp", "http", "role")}
 
 
 def _members(node: Node) -> list[dict[str, Any]]:
@@ -46,7 +46,8 @@ def _members(node: Node) -> list[dict[str, Any]]:
         meta = _member_meta(info.meta)
         rows.append({"node": str(info.node), "status": MemberStatus(info.status).name.lower(),
                      "incarnation": info.incarnation, "gossip": info.address,
-                     "tcp": meta.get("tcp", ""), "http": meta.get("http", "")})
+                     "tcp": meta.get("tcp", ""), "http": meta.get("http", ""),
+                     "role": meta.get("role", "node" if "http" in meta else "")})
     return rows
 
 
@@ -99,10 +100,14 @@ def node_status(node: Node) -> dict[str, Any]:
         "http": f"{node.http_address[0]}:{node.http_address[1]}" if node.http_address else "",
         "failed": host is not None and host.failure is not None,
         "members": _members(node), "groups": [], "lock": None, "transactions": [],
-        # No MapReduce cluster runner exists yet: jobs run with the local runner,
-        # outside the node, so a node has none to show.
         "mapreduce": [],
     }
+    # MapReduce runs outside the node: ``synod mr worker`` processes and each
+    # job's master (the submitting process) join gossip with a role in their
+    # metadata. The node shows who they are and their gossip state; a job's
+    # task progress lives in its master, which publishes none.
+    status["mapreduce"] = [{"node": m["node"], "role": m["role"], "status": m["status"]}
+                           for m in status["members"] if m["role"].startswith("mr-")]
     if host is None:
         return status
     for name, child in node.mux.children.items():
