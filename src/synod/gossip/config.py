@@ -52,8 +52,11 @@ class GossipConfig:
     #: like Serf; and a member stalled for 5 s is still never declared failed: its
     #: suspicion starts at least one probe timeout after the stall began, so the
     #: verdict could come 5.6 s after it at the earliest, while the member refutes
-    #: as soon as it runs again (it is told first, by the buddy system). Measured in
-    #: ``bench/gossip.py`` on real agents and with ``synod gossip false-failures``.
+    #: as soon as it runs again (it is told first, by the buddy system). That holds
+    #: from 32 members up; below, ``max(1, log10 n)`` floors the minimum at 3 probe
+    #: intervals (memberlist's and Serf's at 4), so small clusters trade some stall
+    #: tolerance for speed. Measured in ``bench/gossip.py`` on real agents and with
+    #: ``synod gossip false-failures``; ``tests/gossip/test_bench_preset.py``.
     suspicion_mult: int = 3
     #: Maximum suspicion timeout as a multiple of the minimum (Lifeguard's beta). 6
     #: gives a lone accuser's suspicion time to be refuted.
