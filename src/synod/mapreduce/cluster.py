@@ -163,6 +163,15 @@ class LoopThread:
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
+    @staticmethod
+    def run_once(coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on a loop thread of its own, then stop it."""
+        thread = LoopThread()
+        try:
+            return thread.call(coroutine)
+        finally:
+            thread.close()
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5.0)

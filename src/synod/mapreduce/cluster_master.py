@@ -355,6 +355,20 @@ def list_jobs(data_dir: Path, *, root: str = ROOT) -> list[JobStatus]:
     return _with_client(data_dir, work)
 
 
+async def _any_listening(nodes: dict[str, tuple[str, int]], timeout_s: float = 1.0) -> bool:
+    """Whether any of ``nodes`` accepts a TCP connection (closed at once)."""
+    for address in nodes.values():
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout_s)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
+
+
 def kill_job(data_dir: Path, job_id: str, *, root: str = ROOT) -> None:
     """Ask the master to kill ``job_id``: it stops scheduling it, and the job
     fails with no output left behind."""
@@ -374,6 +388,10 @@ def kill_job(data_dir: Path, job_id: str, *, root: str = ROOT) -> None:
 def master_elected(data_dir: Path, *, root: str = ROOT, timeout_s: float = 5.0) -> str | None:
     """The identity of the elected master of the cluster in ``data_dir``; None
     when nobody holds the election lock or no lock cell answers in time."""
+    layout = read_layout(data_dir)
+    if not layout.nodes or not LoopThread.run_once(_any_listening(layout.nodes)):
+        return None  # no lock cell runs: do not wait for a session that cannot open
+
     async def ask(client: LockClient) -> str | None:
         return await client.leader(f"{root}/master")
 
