@@ -112,14 +112,15 @@ def test_garbage_op_is_refused_deterministically() -> None:
 def test_transaction_record_lifecycle_first_decision_wins() -> None:
     machine = fresh()
     begin = RecordBeginOp(txn="t1", ts=1, parts=(Part(group="s1"), Part(group="s2")))
-    assert apply(machine, RecordBeginOp(txn="t1", ts=1, parts=())).status == "ok"
-    assert apply(machine, begin).status == "duplicate"
+    assert apply(machine, begin).status == "ok"
+    assert apply(machine, RecordBeginOp(txn="t1", ts=2, parts=())).status == "duplicate"
     assert machine.record_state("t1") == "pending"
-    assert apply(machine, RecordForgetOp(txn="t1")).status == "refused"
+    assert apply(machine, RecordForgetOp(txns=("t1",))).detail == "0"   # a pending record stays
+    assert machine.record_state("t1") == "pending"
     assert apply(machine, RecordDecideOp(txn="t1", commit=True)).detail == "committed"
     late = apply(machine, RecordDecideOp(txn="t1", commit=False))
     assert (late.status, late.detail) == ("duplicate", "committed")
-    assert apply(machine, RecordForgetOp(txn="t1")).status == "ok"
+    assert apply(machine, RecordForgetOp(txns=("t1", "unknown"))).detail == "1"
     assert machine.record_state("t1") is None
     assert apply(machine, RecordDecideOp(txn="t2", commit=True)).status == "refused"
 
@@ -192,3 +193,5 @@ def test_presumed_abort_leaves_a_tombstone_that_a_late_begin_cannot_reopen() -> 
     late = apply(machine, RecordBeginOp(txn="t3", ts=1, parts=(Part(group="s1"), Part(group="s2"))))
     assert late.status == "duplicate" and machine.record_state("t3") == "aborted"
     assert apply(machine, RecordDecideOp(txn="t3", commit=True)).detail == "aborted"
+    assert apply(machine, RecordForgetOp(txns=("t3",))).detail == "0"
+    assert machine.record_state("t3") == "aborted"

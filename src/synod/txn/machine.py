@@ -68,6 +68,9 @@ MUTANT_COMMIT_WITHOUT_PREPARE = declare_mutant(
 
 PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
 
+#: Records one ``RecordForgetOp`` drops at most.
+FORGET_BATCH_MAX = 256
+
 
 def check_key(key: str, config: TxnConfig) -> None:
     """``KeyTooLargeError`` unless ``key`` is a non-empty key within the limit."""
@@ -280,13 +283,17 @@ class ShardMachine:
                 self.engine.execute("UPDATE records SET state = ? WHERE txn = ?", (decided, op.txn))
                 return OpResult(status="ok", detail=decided)
             case RecordForgetOp():
-                state = self.record_state(op.txn)
-                if state is None:
-                    return OpResult(status="duplicate", detail="forgotten")
-                if state == PENDING:
-                    return OpResult(status="refused", detail="a pending record cannot be forgotten")
-                self.engine.execute("DELETE FROM records WHERE txn = ?", (op.txn,))
-                return OpResult(status="ok")
+                forgotten = 0
+                for txn in op.txns[:FORGET_BATCH_MAX]:
+                    rows = self.engine.execute("SELECT state, record FROM records WHERE txn = ?", (txn,))
+                    if not rows or rows[0][0] == PENDING:
+                        continue   # gone already, or still deciding: never dropped
+                    record = decode(bytes(rows[0][1]))
+                    if isinstance(record, RecordBeginOp) and not record.parts:
+                        continue   # a presumed-abort tombstone is kept
+                    self.engine.execute("DELETE FROM records WHERE txn = ?", (txn,))
+                    forgotten += 1
+                return OpResult(status="ok", detail=str(forgotten))
             case _:
                 return OpResult(status="refused", detail=f"not a shard op: {type(op).__name__}")
 

@@ -120,9 +120,10 @@ class RecordDecideOp(Message):
 @message(815)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordForgetOp(Message):
-    """Every participant acknowledged the decision: drop the record."""
+    """Every participant acknowledged these decisions: drop their records (one
+    operation for many, so forgetting costs the log little)."""
 
-    txn: str
+    txns: tuple[str, ...]
 
 
 @message(816)

@@ -91,6 +91,7 @@ from synod.txn.locks import MUTANT_WOUND_PREPARED, LockTable, Mode, Outcome, Req
 from synod.txn.machine import (
     ABORTED,
     COMMITTED,
+    FORGET_BATCH_MAX,
     MUTANT_COMMIT_WITHOUT_PREPARE,
     PENDING,
     ShardMachine,
@@ -251,6 +252,7 @@ class ShardServer:
         self._coordinating: dict[str, _Coordination] = {}
         self._in_doubt: dict[str, tuple[str, float]] = {}
         self._presuming: dict[str, str] = {}
+        self._forget_batches: dict[int, tuple[str, ...]] = {}
         self._inbox: deque[tuple[NodeId, Message]] = deque()
         self._counts: Counter[str] = Counter()
 
@@ -397,10 +399,11 @@ class ShardServer:
         self._coordinating.clear()
         self._in_doubt.clear()
         self._presuming.clear()
+        self._forget_batches.clear()
         self._proposals.clear()
         self.locks.waiters.clear()
 
-    def _propose(self, now_ms: float, op: Message, kind: str, txn: str, out: Effects) -> None:
+    def _propose(self, now_ms: float, op: Message, kind: str, txn: str, out: Effects) -> int:
         ballot = self.replica.ballot
         if ballot != self._seq_ballot:
             # A new client name per leadership, so sequence numbers never repeat.
@@ -415,6 +418,7 @@ class ShardServer:
         self._counts[f"proposed_{kind}"] += 1
         out.extend(self.replica.on_message(now_ms, self._self_client,
                                            ClientRequest(request_id=request_id, body=command)))
+        return request_id
 
     def _send_group(self, group: str, message: Message, out: Effects) -> None:
         """Send to every replica of ``group`` (its leader acts; the others ignore)."""
@@ -953,9 +957,8 @@ class ShardServer:
             return
         coordination.acks.add(message.group)
         if all(p.group in coordination.acks for p in coordination.parts):
+            # Forgotten in batches on the tick (one log slot for many records).
             coordination.move(CoordinatorState.FORGETTING)
-            coordination.proposing = True
-            self._propose(now_ms, RecordForgetOp(txn=message.txn), "forget", message.txn, out)
 
     def _on_decision_query(self, now_ms: float, message: DecisionQuery, out: Effects) -> None:
         state = self.machine.record_state(message.txn)
@@ -995,6 +998,17 @@ class ShardServer:
                     commit = applied_presume.detail == COMMITTED
                     self._send_group(group, Decision(txn=txn, coordinator=self.group, commit=commit), out)
             return
+        if kind == "forget":
+            batch = self._forget_batches.pop(request_id, ())
+            for txn in batch:
+                coordination = self._coordinating.get(txn)
+                if coordination is None:
+                    continue
+                if isinstance(result, CommandResult):
+                    del self._coordinating[txn]
+                else:
+                    coordination.proposing = False
+            return
         if kind == "epoch":
             if not isinstance(result, CommandResult):
                 self._epoch_proposed = None   # proposed again on the next event
@@ -1016,7 +1030,7 @@ class ShardServer:
                 self._applied_prepare(now_ms, txn, applied, out)
             case "decide":
                 self._applied_decide(now_ms, txn, out)
-            case "begin" | "record_decide" | "forget":
+            case "begin" | "record_decide":
                 self._applied_record(now_ms, kind, txn, applied, out)
             case _:
                 invariant(False, f"unknown proposal kind {kind}")
@@ -1125,8 +1139,14 @@ class ShardServer:
                     self._propose(now_ms, RecordDecideOp(txn=coordination.txn, commit=False), "record_decide",
                                   coordination.txn, out)
                 case CoordinatorState.FORGETTING:
-                    coordination.proposing = True
-                    self._propose(now_ms, RecordForgetOp(txn=coordination.txn), "forget", coordination.txn, out)
+                    pass   # batched below
+        batch = tuple(c.txn for c in self._coordinating.values()
+                      if c.state is CoordinatorState.FORGETTING and not c.proposing)[:FORGET_BATCH_MAX]
+        if batch:
+            for txn in batch:
+                self._coordinating[txn].proposing = True
+            request_id = self._propose(now_ms, RecordForgetOp(txns=batch), "forget", "", out)
+            self._forget_batches[request_id] = batch
         for prep in list(self._preparing.values()):
             if not prep.proposed and not prep.voted and not prep.waiting and prep.txn in self._preparing:
                 self._prepare_locked(now_ms, prep, out)
