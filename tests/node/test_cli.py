@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,13 +26,17 @@ def test_cluster_up_status_and_ctrl_c(tmp_path: Path) -> None:
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert up.stdout is not None
-        output = []
+        lines: queue.Queue[str] = queue.Queue()
+        # A thread reads the lines: select() on a buffered text stream would miss
+        # lines already read into its buffer.
+        threading.Thread(target=lambda: [lines.put(line) for line in up.stdout or ()], daemon=True).start()
+        output: list[str] = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not any("Ctrl-C" in line for line in output):
             if up.poll() is not None:
                 raise AssertionError(f"cluster up exited: {up.stderr.read() if up.stderr else ''}")
-            if select.select([up.stdout], [], [], 0.2)[0]:
-                output.append(up.stdout.readline())
+            with contextlib.suppress(queue.Empty):
+                output.append(lines.get(timeout=0.2))
         assert any("cluster of 3 nodes up" in line for line in output), output
         pids = json.loads((data / "cluster.json").read_text())["pids"]
         assert sorted(pids) == ["n1", "n2", "n3"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from synod.cli.node import node_main
 from synod.core.errors import ConfigError
 from synod.node.config import NodeConfig, load_node_config
 
@@ -74,20 +75,26 @@ def test_a_secret_or_tls_or_insecure_is_required(tmp_path: Path) -> None:
         NodeConfig(node_id="n1", data_dir=tmp_path, nodes=("n1=127.0.0.1:1",), tls_cert_file=tmp_path / "c")
 
 
-def test_the_process_prints_one_error_line_naming_the_field(tmp_path: Path) -> None:
+def test_the_command_prints_one_error_line_naming_the_field(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, GOOD.replace("shards = 3", "shards = -1"))
-    result = subprocess.run([sys.executable, "-m", "synod.node", "--config", str(path)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: NodeConfig.shards")
+    assert node_main(["--config", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: NodeConfig.shards: must be 0 to 26, got -1"]
 
 
-def test_an_unreadable_secret_is_one_line(tmp_path: Path) -> None:
+def test_an_unreadable_secret_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, GOOD)
     (tmp_path / "cluster.key").write_text("short")
+    assert node_main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least 16" in err
+
+
+def test_the_module_entry_point_is_the_same_command(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('preset = "local"', 'preset = "moon"'))
     result = subprocess.run([sys.executable, "-m", "synod.node", "--config", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "at least 16" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: NodeConfig.preset: must be one of local, lan, got 'moon'"]

@@ -97,6 +97,7 @@ def test_the_cluster_view_computes_leaders_and_lag() -> None:
         "c": {"role": "unreachable", "chosen_index": None, "lag": None}}}]
 
 
+@pytest.mark.slow
 def test_a_mapreduce_worker_in_gossip_is_listed(node: LocalNodeCluster, tmp_path: Path) -> None:
     import os
     import signal
