@@ -43,8 +43,9 @@ def test_a_killed_node_shows_as_failed_in_the_browser(tmp_path: Path) -> None:
     with LocalNodeCluster(tmp_path / "cluster", 3, shards=1) as cluster:
         wait_for("a leader in every group", lambda: leaders(cluster, "n1"))
         url = f"http://{cluster.http('n1')}/"
-        before = render(url, tmp_path)
-        assert member_states(before) == {"n1": "alive", "n2": "alive", "n3": "alive"}
+        before = wait_for("every member alive on the page", lambda: (
+            page if member_states(page := render(url, tmp_path)) == {"n1": "alive", "n2": "alive", "n3": "alive"}
+            else None))
         assert '<td class="leader">' in before      # groups drawn from /status by the page's script
 
         cluster.kill("n3")
