@@ -191,6 +191,8 @@ class ClusterRun:
     loop: LoopThread
     #: True once someone asked to kill the job (called on the loop thread).
     killed: Callable[[], bool] | None = None
+    #: True while the master must not act (its lock session is in jeopardy).
+    paused: Callable[[], bool] | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -223,6 +225,7 @@ class ClusterDriver(_Driver):
             self._loop_thread = cluster.loop
             self._owns_loop = False
             self._killed = cluster.killed
+            self._paused = cluster.paused
         else:
             self._target = cluster
             self.job_id = f"job-{uuid.uuid4().hex[:12]}"
@@ -231,6 +234,7 @@ class ClusterDriver(_Driver):
             self._loop_thread = LoopThread()
             self._owns_loop = True
             self._killed = None
+            self._paused = None
         self._worker_wait_s = self._target.worker_wait_s
         self._runtime = RuntimeConfig(insecure=self._target.cluster_secret is None)
         self._workers: dict[NodeId, _Worker] = {}
@@ -319,6 +323,11 @@ class ClusterDriver(_Driver):
         waited_since = time.monotonic()
         try:
             while True:
+                if self._paused is not None and self._paused():
+                    # Act on nothing (no sends, no deliveries, no timers) until the
+                    # master's lease is safe again; replies wait in the inbox.
+                    await asyncio.sleep(0.05)
+                    continue
                 effects += self._refresh(master)
                 for effect in effects:
                     match effect:

@@ -10,10 +10,11 @@ it (Burrows, *Chubby*, 2.2: primary election and small-file storage):
 
 * **Election.** Every ``synod mr master`` calls ``LockClient.elect`` on
   ``ROOT/master``. The holder is the master; the others block in ``acquire``.
-  The winner's *epoch* is the lock generation of its sequencer. If its
-  session expires (partitioned or frozen), the process exits at once: it can
-  no longer be sure it is the master, and another will be elected after the
-  lock-delay.
+  The winner's *epoch* is the lock generation of its sequencer. While its
+  session is in jeopardy (partitioned, frozen, or the cell failing over) it
+  schedules nothing; if the session expires the process exits at once: it can
+  no longer be sure it is the master, and another is elected once the cell has
+  expired its session and the lock-delay is over.
 * **Submission.** ``submit_job`` (``synod mr run --runner cluster`` while a
   master is elected) creates the directory ``ROOT/jobs/<job-id>`` holding
   ``spec`` (a ``JobSpec``) and waits for ``outcome`` (a ``JobOutcome``).
@@ -191,9 +192,17 @@ class MasterService:
         while True:
             await asyncio.sleep(0.05)
             if self.client.state in (SessionState.EXPIRED, SessionState.CLOSED):
-                # Fail-stop: without a session this process may no longer be the master.
-                log.error("master %s lost its lock-service session: exiting", self.identity)
+                # Fail-stop: this process can no longer know it is the master.
+                log.error("master %s: lock-service session %s: exiting", self.identity,
+                          self.client.state.value)
                 os._exit(3)
+
+    def paused(self) -> bool:
+        """True while the session is in jeopardy (Chubby 2.8): the master then
+        schedules nothing. Its local lease ended before the cell's, and the cell
+        elects no one else before its own lease and the lock-delay are over, so
+        two masters never schedule at once; back in the safe state, it goes on."""
+        return self.client.state is not SessionState.SAFE
 
     def serve(self, *, jobs_max: int | None = None) -> None:
         """Block until elected, then run submitted jobs (forever, or ``jobs_max``)."""
@@ -255,7 +264,7 @@ class MasterService:
             target = ClusterTarget.from_dir(self.data_dir)
             job = load_job(spec.job_path, spec.job_class)
             run = ClusterRun(target=target, job_id=spec.job_id, epoch=self.epoch, checkpoint=checkpoint,
-                             loop=self.loop, killed=lambda: bool(killed))
+                             loop=self.loop, killed=lambda: bool(killed), paused=self.paused)
             result = run_job(job, list(spec.inputs), spec.output, runner="cluster",
                              workers=spec.workers or None, reducers=spec.reducers or None,
                              overwrite=spec.overwrite, config=decode_config(spec.config), cluster=run,
