@@ -23,8 +23,8 @@ def test_txn_scenario_passes_many_seeds_with_four_shards() -> None:
 
 @pytest.mark.slow
 def test_the_same_seed_replays_to_the_same_trace() -> None:
-    first = run_scenario("txn", 7, {"chaos_ms": "1500", "heal_ms": "2000"})
-    again = run_scenario("txn", 7, {"chaos_ms": "1500", "heal_ms": "2000"})
+    first = run_scenario("txn", 7, {"chaos_ms": "1500", "heal_ms": "3000"})
+    again = run_scenario("txn", 7, {"chaos_ms": "1500", "heal_ms": "3000"})
     assert first.ok and first.trace_digest == again.trace_digest
 
 
