@@ -403,5 +403,11 @@ def test_a_job_killed_on_the_cluster_stops_and_leaves_no_output(
         assert status.job_id == submitted[0] and status.state == "failed"
         with pytest.raises(JobError, match="already over"):
             kill_job(layout, submitted[0])
+        from click.testing import CliRunner
+
+        from synod.cli.mapreduce import mr
+        shown = CliRunner().invoke(mr, ["jobs", "--cluster", str(layout)], catch_exceptions=False)
+        assert shown.exit_code == 0
+        assert "master: m1" in shown.output and submitted[0] in shown.output and "failed" in shown.output
     finally:
         master.stop()

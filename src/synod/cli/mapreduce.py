@@ -234,7 +234,8 @@ def jobs_command(cluster_dir: Path) -> None:
         raise SystemExit(1) from None
     console.print(f"master: {leader or 'none elected'}", highlight=False)
     table = Table(show_header=True)
-    for column in ("job", "state", "masters", "maps done", "reduces done", "output"):
+    table.add_column("job", no_wrap=True)  # ids are copied into `synod mr kill`
+    for column in ("state", "masters", "maps done", "reduces done", "output"):
         table.add_column(column)
     for job in jobs:
         state = job.state + (f": {job.error}" if job.error else "")
