@@ -129,8 +129,8 @@ def test_cli_says_when_the_cell_cannot_be_reached(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "synod", "ls", "/ls/local", "--data", str(tmp_path)],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "synod cluster up" in missing.stderr
-    with LocalCluster(tmp_path / "cell", 3, core=CORE) as cluster:
-        cluster.wait_leader()
+    # A layout whose nodes are not running (written, never started).
+    LocalCluster(tmp_path / "cell", 3, core=CORE).init()
     stopped = subprocess.run([sys.executable, "-m", "synod", "ls", "/ls/local", "--data",
                               str(tmp_path / "cell"), "--timeout", "1"],
                              capture_output=True, text=True, timeout=60)

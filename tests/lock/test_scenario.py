@@ -10,7 +10,7 @@ from synod.sim import assert_mutant_caught, assert_scenario_passes, run_scenario
 
 
 def test_lock_scenario_passes_a_few_seeds() -> None:
-    results = assert_scenario_passes("lock", range(3))
+    results = assert_scenario_passes("lock", range(3), {"chaos_ms": "3000", "heal_ms": "2000"})
     assert all(r.statistics["file_ops"] > 0 for r in results)
     assert sum(r.statistics["fenced_writes_accepted"] for r in results) > 0
     assert sum(r.statistics["cached_reads"] for r in results) > 0
