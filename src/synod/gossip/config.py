@@ -45,19 +45,15 @@ class GossipConfig:
     #: reaches every member with high probability (memberlist's default).
     retransmit_mult: int = 4
     #: Scales the minimum suspicion timeout (see the module comment); also fixes the
-    #: number of confirmations Lifeguard waits for: ``suspicion_mult - 2``. 3, one
-    #: below memberlist's 4: at n = 50 the minimum is 3 * log10(50) * 1 s = 5.1 s,
-    #: so a crash is known everywhere in about 6.5-7.5 s (first suspicion 1-2 s
-    #: after the crash, plus 5.1 s, plus the verdict's spread) where 4 gave 8-10 s
-    #: like Serf; and a member stalled for 5 s is still never declared failed: its
-    #: suspicion starts at least one probe timeout after the stall began, so the
-    #: verdict could come 5.6 s after it at the earliest, while the member refutes
-    #: as soon as it runs again (it is told first, by the buddy system). That holds
-    #: from 32 members up; below, ``max(1, log10 n)`` floors the minimum at 3 probe
-    #: intervals (memberlist's and Serf's at 4), so small clusters trade some stall
-    #: tolerance for speed. Measured in ``bench/gossip.py`` on real agents and with
-    #: ``synod gossip false-failures``; ``tests/gossip/test_bench_preset.py``.
-    suspicion_mult: int = 3
+    #: number of confirmations Lifeguard waits for: ``suspicion_mult - 2``. 4 as in
+    #: memberlist and Serf. 3 was tried to beat Serf's detection at n = 50 (a crash
+    #: known everywhere in ~7 s instead of ~9 s) and refused: ``max(1, log10 n)``
+    #: floors the minimum at ``suspicion_mult`` probe intervals below 10 members, so
+    #: with 3 a member stalled 5 s in a 5- or 10-member cluster is declared failed
+    #: about 4 s into the stall (every stall, in ``bench/gossip.py`` on real agents
+    #: and on the lab pump; none with 4). Faster detection at n = 50 without that
+    #: needs a floor on the minimum timeout in the core, not a smaller multiplier.
+    suspicion_mult: int = 4
     #: Maximum suspicion timeout as a multiple of the minimum (Lifeguard's beta). 6
     #: gives a lone accuser's suspicion time to be refuted.
     suspicion_max_timeout_mult: int = 6
