@@ -146,7 +146,7 @@ def run_local_nodes(data_dir: Path, count: int, shards: int) -> None:
         click.echo(f"status:  synod cluster status --data {data_dir}")
         click.echo(f"locks:   synod put --data {data_dir} /ls/local/NAME VALUE;  "
                    f"synod lock --data {data_dir} /ls/local/NAME COMMAND")
-        if shards == 1:
+        if shards:
             click.echo(f"kv:      synod kv put --cluster {data_dir} KEY VALUE")
         click.echo("Ctrl-C stops every node.")
         while not stop_requested:

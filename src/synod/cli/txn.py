@@ -30,7 +30,7 @@ from synod.core.ids import NodeId
 from synod.txn.client import Transaction, TxnClient
 from synod.txn.errors import TxnError
 from synod.txn.node import LocalTxnCluster, shard_map_for
-from synod.txn.shardmap import StaticShardMapSource
+from synod.txn.shardmap import Shard, ShardMap, StaticShardMapSource
 
 T = TypeVar("T")
 
@@ -41,7 +41,14 @@ def _client(cluster: Path) -> TxnClient:
         spec = json.loads(path.read_text())
         nodes = {str(n): (str(a[0]), int(a[1])) for n, a in spec["nodes"].items()}
         key = Path(spec["user_key_file"]).read_text().strip().encode()
-        shard_map = shard_map_for(tuple(NodeId(n) for n in nodes), int(spec.get("replicas", 3)))
+        if spec.get("shard_map"):
+            # A cluster of whole nodes (`synod cluster up --nodes`) writes its placement.
+            shard_map = ShardMap(version=1, shards=tuple(
+                Shard(group=str(s["group"]), start=str(s["start"]), end=str(s["end"]),
+                      replicas=tuple(NodeId(r) for r in s["replicas"]))
+                for s in spec["shard_map"]))
+        else:
+            shard_map = shard_map_for(tuple(NodeId(n) for n in nodes), int(spec.get("replicas", 3)))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise click.UsageError(f"cannot read cluster file {path}: {error}") from None
     return TxnClient(StaticShardMapSource(shard_map), nodes, principal=str(spec["user"]), key=key)
