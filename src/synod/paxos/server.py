@@ -86,6 +86,10 @@ class StatusReply(Message):
     #: A digest of the replicated state (equal digests at equal chosen indexes:
     #: the replicas agree).
     digest: str = ""
+    #: Why the replica ignored or refused inputs, as ``reason=count`` (for
+    #: example ``prevote_denied=12``): what to look at when a node does not
+    #: campaign or does not follow.
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +170,7 @@ class PaxosServer:
             elections_started=stats.elections_started,
             leaderships=stats.leaderships,
             digest=stats.digest,
+            ignored=tuple(f"{reason}={count}" for reason, count in stats.ignored),
         )
 
     def statistics(self) -> ReplicaStatistics:
