@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    uv run python -m bench.gossip              # N = 5, 10, 25, 50; about 10 minutes
-    uv run python -m bench.gossip --quick      # N = 5, 10; about 2 minutes
+    uv run python -m bench.gossip              # N = 5, 10, 25, 50; about 11 minutes
+    uv run python -m bench.gossip --quick      # N = 5, 10; about 3 minutes
     uv run python -m bench.gossip --sizes 50 --join-runs 20   # the p99 at N = 50
 
 For each N, first synod (``synod gossip agent``, LAN preset, one process per agent)
