@@ -161,7 +161,10 @@ class Connection:
         self.peer = peer
         self.config = config
         self.counters = counters
-        self.queue = queue or SendQueue(
+        # ``is None``, not ``or``: an empty SendQueue is falsy (it has __len__), and
+        # a reconnecting PeerLink whose queue happened to be empty would otherwise
+        # get a private queue that nothing it offers ever reaches.
+        self.queue = queue if queue is not None else SendQueue(
             messages_max=config.send_queue_messages_max, bytes_max=config.send_queue_bytes_max
         )
         self.label = label or f"{peer.kind} {peer.principal}"
