@@ -181,10 +181,6 @@ def test_the_checker_rejects_a_history_the_cluster_never_produced(tmp_path: Path
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known stall, reported to the replica/runtime owners: after a leader kill in the "
-    "2nd or 3rd round, the two survivors sometimes stay followers of the dead leader "
-    "for over 4 s without winning a pre-vote (elections_started stays 0)"))
 def test_repeated_leader_kills_under_load_stay_linearizable(tmp_path: Path) -> None:
     """Three rounds of SIGKILL of whichever node leads, each restarted, under load."""
     local = LocalCluster(tmp_path / "cluster", 3)
