@@ -15,7 +15,16 @@ from typing import Any
 
 from synod.codec.kernel import ClientRequest
 from synod.codec.registry import Message, decode, encode
-from synod.core.effects import CancelTimer, ClientResult, Effect, Persist, Recovered, Send, SetTimer
+from synod.core.effects import (
+    CancelTimer,
+    ClientResult,
+    Effect,
+    Persist,
+    Recovered,
+    SaveSnapshot,
+    Send,
+    SetTimer,
+)
 from synod.core.ids import NodeId
 from synod.paxos.config import PaxosConfig
 from synod.paxos.kv import KeyValue
@@ -48,7 +57,8 @@ class Cluster:
         self._seq = 0
         self.replicas: dict[NodeId, PaxosReplica] = {}
         self.disks: dict[NodeId, list[bytes]] = {}
-        self.unsynced: dict[NodeId, list[Persist]] = {}
+        self.unsynced: dict[NodeId, list[Persist | SaveSnapshot]] = {}
+        self.snapshots: dict[NodeId, tuple[bytes, ...]] = {}
         self.hold_persists: set[NodeId] = set()
         self.down: set[NodeId] = set()
         self.blocked: set[tuple[NodeId, NodeId]] = set()
@@ -78,7 +88,8 @@ class Cluster:
         self.unsynced[node] = []
         replica = self.build(node)
         self.replicas[node] = replica
-        self.execute(node, replica.start(self.local_ms(node), Recovered(records=tuple(self.disks[node]))))
+        self.execute(node, replica.start(self.local_ms(node), Recovered(records=tuple(self.disks[node]),
+                                                                           snapshot=self.snapshots.get(node))))
 
     def crash(self, node: NodeId) -> None:
         """Lose every volatile thing: memory, unsynced persists, armed timers."""
@@ -95,6 +106,9 @@ class Cluster:
         """Make the held persists of ``node`` durable and run their ``then``."""
         persists, self.unsynced[node] = self.unsynced[node], []
         for persist in persists:
+            if isinstance(persist, SaveSnapshot):
+                self._save_snapshot(node, persist)
+                continue
             self.disks[node].extend(persist.records)
             self.execute(node, list(persist.then))
 
@@ -127,8 +141,19 @@ class Cluster:
                     else:
                         self.disks[node].extend(effect.records)
                         self.execute(node, list(effect.then))
+                case SaveSnapshot():
+                    if node in self.hold_persists:
+                        self.unsynced[node].append(effect)
+                    else:
+                        self._save_snapshot(node, effect)
                 case ClientResult(request_id=request_id, result=result):
                     self.results[request_id] = result
+
+    def _save_snapshot(self, node: NodeId, effect: SaveSnapshot) -> None:
+        """Like a driver: the snapshot replaces every record persisted before it."""
+        self.snapshots[node] = effect.chunks
+        self.disks[node] = []
+        self.execute(node, list(effect.then))
 
     # ------------------------------------------------------------ running
 

@@ -36,8 +36,11 @@ LEASE_OPTIONS = {"lease_ms": "300", "sim.faults": "false"}
 MUTANTS: dict[str, tuple[dict[str, str], tuple[int, ...]]] = {
     MUTANT_ANSWER_BEFORE_PERSIST: ({}, (25,)),
     MUTANT_PROMISE_EQUAL_BALLOT: ({}, (2,)),
-    MUTANT_SKIP_GAP_FILL: ({}, (14, 27, 38)),
-    MUTANT_SNAPSHOT_DROPS_CLIENT_TABLE: ({}, (1, 27, 28, 36)),
+    # Since snapshots became SaveSnapshot effects (queued behind earlier persists,
+    # WAL truncated) the runs differ: over seeds 1..40 these two are caught by
+    # one seed each (were 3 and 4).
+    MUTANT_SKIP_GAP_FILL: ({}, (24,)),
+    MUTANT_SNAPSHOT_DROPS_CLIENT_TABLE: ({}, (19,)),
     MUTANT_LEASE_IGNORES_DRIFT: (LEASE_OPTIONS, (10,)),
 }
 

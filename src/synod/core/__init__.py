@@ -10,8 +10,11 @@ from synod.core.effects import (
     Host,
     Persist,
     Recovered,
+    SaveSnapshot,
     Send,
     SetTimer,
+    frame_chunks,
+    unframe_chunks,
 )
 from synod.core.errors import (
     ConfigError,
@@ -39,10 +42,13 @@ __all__ = [
     "Persist",
     "Recovered",
     "RemoteProtocolError",
+    "SaveSnapshot",
     "Send",
     "SetTimer",
     "SynodError",
     "TimeoutError_",
+    "frame_chunks",
     "invariant",
     "node_id",
+    "unframe_chunks",
 ]

@@ -19,6 +19,19 @@ effects, which the driver carries out *in list order*:
     effects in ``then``. This is how an acceptor says "persist the promise BEFORE
     sending it". Persists become durable in the order they were returned, and the
     ``then`` effects of an earlier ``Persist`` run before those of a later one.
+``SaveSnapshot``
+    durably store ``chunks`` as this node's snapshot, which stands for every
+    record persisted by a ``Persist`` returned *before* it (in effect order); then
+    carry out ``then``. The driver queues it behind those Persists (group-commit
+    order), writes the snapshot file atomically once they are durable, and only
+    then may delete write-ahead-log records it covers. At restart the core gets
+    ``Recovered(snapshot=<the newest durable snapshot's chunks>, records=<the
+    records persisted after it>)``. A crash anywhere leaves either the new
+    snapshot with the records after it, or the previous snapshot with every record
+    after that one. The chunks must be self-sufficient: whatever durable state the
+    earlier records held (promises, accepted values) must be in them. A driver
+    that cannot store snapshots may drop one and truncate nothing: so a core's
+    records must also recover its state without the snapshot (as before it).
 ``ClientResult``
     hand a result back to the client request ``request_id`` that arrived from
     ``client``. The driver routes it (a TCP connection in the runtime, a simulated
@@ -35,7 +48,8 @@ same inputs always give the same effects.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
@@ -77,6 +91,15 @@ class Persist:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SaveSnapshot:
+    """Store ``chunks`` durably as the node's snapshot, replacing every record
+    persisted before this effect; THEN carry out ``then`` (see the module comment)."""
+
+    chunks: tuple[bytes, ...]
+    then: tuple[Effect, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClientResult:
     """Answer the client request ``request_id`` from ``client`` with ``result``."""
 
@@ -85,16 +108,48 @@ class ClientResult:
     result: Message
 
 
-Effect: TypeAlias = Send | SetTimer | CancelTimer | Persist | ClientResult
+Effect: TypeAlias = Send | SetTimer | CancelTimer | Persist | SaveSnapshot | ClientResult
 Effects: TypeAlias = list[Effect]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Recovered:
-    """What a node's disk held when it (re)started: the write-ahead log records in
-    append order (a torn tail already dropped). Empty on a fresh node."""
+    """What a node's disk held when it (re)started: the chunks of the newest
+    snapshot the core saved with ``SaveSnapshot`` (None if it never saved one),
+    and the write-ahead log records persisted after that snapshot, in append order
+    (a torn tail already dropped). Empty on a fresh node."""
 
     records: tuple[bytes, ...] = ()
+    snapshot: tuple[bytes, ...] | None = None
+
+
+_CHUNK_LENGTH = struct.Struct(">Q")
+
+
+def frame_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Length-prefix each chunk, so that ``unframe_chunks`` gives back exactly
+    these chunks from any re-chunking of the concatenated output (a snapshot
+    file splits big chunks). Pure; drivers use it to store ``SaveSnapshot``."""
+    for chunk in chunks:
+        yield _CHUNK_LENGTH.pack(len(chunk))
+        yield chunk
+
+
+def unframe_chunks(pieces: Iterable[bytes]) -> tuple[bytes, ...]:
+    """The inverse of ``frame_chunks``; raises ``ValueError`` on a malformed stream."""
+    data = b"".join(pieces)
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < len(data):
+        if offset + _CHUNK_LENGTH.size > len(data):
+            raise ValueError("framed chunks: truncated length")
+        (length,) = _CHUNK_LENGTH.unpack_from(data, offset)
+        offset += _CHUNK_LENGTH.size
+        if offset + length > len(data):
+            raise ValueError("framed chunks: truncated chunk")
+        chunks.append(data[offset : offset + length])
+        offset += length
+    return tuple(chunks)
 
 
 class Core(Protocol):

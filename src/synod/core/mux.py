@@ -15,6 +15,13 @@ named child cores, keeping them apart on every channel:
 * durability: a child's WAL record ``r`` is stored as ``<group>\\x00r`` in the
   node's one write-ahead log (one fsync serves every group: group commit across
   groups), and at ``start`` each child gets back exactly its own records.
+* snapshots: a child's ``SaveSnapshot(chunks)`` is stored as one WAL record
+  ``\x00<group>\x00<framed chunks>`` (a plain record never starts with ``\x00``:
+  group names are not empty). At ``start`` a child gets its newest such record as
+  ``Recovered.snapshot`` and only its records persisted after it. LIMIT: the mux
+  does not let the driver truncate the shared log (one group's snapshot does not
+  cover the others' records), so a node hosting a mux keeps its whole WAL; the
+  truncating ``SaveSnapshot`` works for a single-core node only.
 
 Messages for an unknown group are dropped and counted, never a crash. The mux is
 itself sans-IO and adds no state beyond the table of children.
@@ -35,10 +42,13 @@ from synod.core.effects import (
     Effects,
     Persist,
     Recovered,
+    SaveSnapshot,
     Send,
     SetTimer,
+    frame_chunks,
+    unframe_chunks,
 )
-from synod.core.errors import ConfigError
+from synod.core.errors import ConfigError, invariant
 from synod.core.ids import NodeId
 
 _SEPARATOR = b"\x00"
@@ -57,17 +67,24 @@ class Mux:
     # ------------------------------------------------------------ handlers
 
     def start(self, now_ms: float, recovered: Recovered) -> Effects:
+        invariant(recovered.snapshot is None, "a mux never saves a snapshot of its own")
         per_group: dict[str, list[bytes]] = {name: [] for name in self.children}
+        snapshots: dict[str, tuple[bytes, ...]] = {}
         for record in recovered.records:
-            group, sep, body = record.partition(_SEPARATOR)
+            is_snapshot = record.startswith(_SEPARATOR)
+            group, sep, body = (record[1:] if is_snapshot else record).partition(_SEPARATOR)
             name = group.decode("utf-8", "replace")
-            if sep and name in per_group:
-                per_group[name].append(body)
-            else:
+            if not sep or name not in per_group:
                 self.dropped["record for unknown group"] += 1
+            elif is_snapshot:
+                snapshots[name] = unframe_chunks((body,))
+                per_group[name] = []
+            else:
+                per_group[name].append(body)
         effects: Effects = []
         for name, child in self.children.items():
-            child_effects = child.start(now_ms, Recovered(records=tuple(per_group[name])))
+            child_effects = child.start(now_ms, Recovered(records=tuple(per_group[name]),
+                                                          snapshot=snapshots.get(name)))
             effects.extend(self._wrap(name, child_effects))
         return effects
 
@@ -119,5 +136,8 @@ class Mux:
             case Persist(records=records, then=then):
                 return Persist(records=tuple(prefix + r for r in records),
                                then=tuple(self._wrap_one(group, e) for e in then))
+            case SaveSnapshot(chunks=chunks, then=then):
+                record = _SEPARATOR + prefix + b"".join(frame_chunks(chunks))
+                return Persist(records=(record,), then=tuple(self._wrap_one(group, e) for e in then))
             case ClientResult():
                 return effect

@@ -28,6 +28,12 @@ leader's own acceptor persists its proposals the same way; its own vote counts
 only when a zero-delay timer placed in the ``then`` of that persist fires
 (``durable/<n>``), i.e. once the record is on disk.
 
+*Snapshots.* Every ``snapshot_interval_slots`` chosen slots the replica returns a
+``SaveSnapshot`` whose chunks are WAL-style records (the state as of the chosen
+index, the promise, the entries held above it, the learned index); the driver
+stores it durably and drops the WAL records persisted before it, and ``start``
+replays ``Recovered.snapshot`` before the records after it.
+
 *Learning.* Every ``Accept`` (an empty one is the heartbeat) carries the leader's
 chosen index. A learner marks a slot chosen when it holds that slot's value at the
 leader's ballot (a leader proposes one value per slot per ballot) or when the
@@ -71,6 +77,7 @@ from synod.core.effects import (
     Effects,
     Persist,
     Recovered,
+    SaveSnapshot,
     Send,
     SetTimer,
 )
@@ -294,7 +301,7 @@ class PaxosReplica:
 
         A restarted acceptor has forgotten the leases it granted, so it promises
         nothing until a full lease plus the drift bound has passed."""
-        for raw in recovered.records:
+        for raw in (recovered.snapshot or ()) + recovered.records:
             self._replay(decode(raw))
         if self._snapshot is not None:
             self._install_snapshot_state(self._snapshot)
@@ -1141,7 +1148,16 @@ class PaxosReplica:
             del self.log[slot]
         self._counts["snapshots_taken"] += 1
         self.learned_persisted = max(self.learned_persisted, index)
-        self._persist(out, (record,))
+        # The driver drops every WAL record persisted before this effect, so the
+        # snapshot carries all the durable state they held: the promise, the
+        # entries accepted above the snapshot, the learned index (replayed like
+        # WAL records at start).
+        records: list[Message] = [record, PromiseRecord(ballot=self.promised)]
+        above = tuple(self.log[slot] for slot in sorted(self.log))
+        if above:
+            records.append(AcceptRecord(entries=above))
+        records.append(LearnedRecord(chosen_index=self.learned_persisted))
+        out.append(SaveSnapshot(chunks=tuple(encode(r) for r in records)))
 
     def _members_snapshot_fields(self) -> tuple[tuple[NodeId, ...], tuple[NodeId, ...], int]:
         if len(self.members_history) == 1:

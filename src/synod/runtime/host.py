@@ -26,6 +26,14 @@ handler returns, in list order, exactly as ``effects.py`` specifies:
     at most one in flight. A Persist with no records waits its turn too. Past
     half of ``group_commit_pending_bytes_max`` waiting, inbound connections stop
     being read until the fsyncs catch up.
+``SaveSnapshot``
+    joins the same FIFO (behind the Persists returned before it) with the log
+    position of the first record after them. When its batch's fsync returns, the
+    ``SnapshottingLog`` (``open_durable_store``) writes the snapshot file
+    atomically in the worker thread, truncates the log below that position and
+    deletes older snapshots; then its ``then`` effects run. A host given a plain
+    ``WriteAheadLog`` (``open_durable_log``) drops the snapshot and truncates
+    nothing, so the core recovers from all its records (``snapshots_dropped``).
 ``ClientResult``
     a ``ClientReply`` on the TCP connection the ``ClientRequest`` came from. Each
     client connection is given its own client id, ``"<principal>#<n>"``, which
@@ -49,6 +57,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, assert_never
 
@@ -62,8 +71,11 @@ from synod.core.effects import (
     Effect,
     Persist,
     Recovered,
+    SaveSnapshot,
     Send,
     SetTimer,
+    frame_chunks,
+    unframe_chunks,
 )
 from synod.core.errors import LocalProtocolError, invariant
 from synod.core.ids import NodeId, node_id
@@ -86,9 +98,11 @@ from synod.runtime.auth import (
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.stats import Counters, RuntimeStatistics
 from synod.runtime.transport import Connection, Listener, MessageHandler, PeerLink
+from synod.storage.errors import StorageCorruption
 from synod.storage.group_commit import GroupCommit, GroupCommitConfig
 from synod.storage.realfs import RealFileSystem
-from synod.storage.wal import WriteAheadLog
+from synod.storage.snapshot import SnapshotStore
+from synod.storage.wal import WalConfig, WriteAheadLog
 
 log = logging.getLogger("synod.runtime.host")
 
@@ -112,6 +126,82 @@ class DurableLog(Protocol):
     def sync(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+SNAPSHOT_DIRECTORY = "snap"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSnapshot:
+    """A ``SaveSnapshot`` queued behind the Persists before it, with the log index
+    the first record after them gets (everything below it is covered). The
+    simulator's ``synod.sim.disk`` does the same; a driver imports no other."""
+
+    position: int
+    effect: SaveSnapshot
+
+
+Token = tuple[Effect, ...] | PendingSnapshot
+
+
+def recover_snapshot(store: SnapshotStore, first_index: int,
+                     last_index: int) -> tuple[int, tuple[bytes, ...]] | None:
+    """The newest snapshot that verifies and that a log holding records
+    ``first_index..last_index`` reaches, as (position, chunks); None if there is
+    none and the log is whole. A damaged newest snapshot falls back to an older
+    one, or to the whole log, only while the log reaches back that far; otherwise
+    ``StorageCorruption``."""
+    damaged: Exception | None = None
+    for info in reversed(store.snapshots()):
+        if info.index < first_index:
+            break
+        if info.index > last_index + 1:
+            raise StorageCorruption(info.path, 0, f"snapshot covers records up to {info.index - 1} "
+                                    f"but the log ends at {last_index}")
+        try:
+            return info.index, unframe_chunks(store.read(info))
+        except (StorageCorruption, ValueError) as error:
+            damaged = error
+    if first_index > 1:
+        raise StorageCorruption(SNAPSHOT_DIRECTORY, 0, f"the log starts at record {first_index} but no "
+                                f"usable snapshot covers the records before it ({damaged})")
+    return None
+
+
+class SnapshottingLog:
+    """A write-ahead log with a snapshot store beside it: the ``DurableLog`` that
+    also carries out ``SaveSnapshot`` (see ``open_durable_store``)."""
+
+    def __init__(self, wal: WriteAheadLog, store: SnapshotStore) -> None:
+        self.wal = wal
+        self.store = store
+        self.snapshots_saved = 0
+
+    @property
+    def first_index(self) -> int:
+        return self.wal.first_index
+
+    @property
+    def last_index(self) -> int:
+        return self.wal.last_index
+
+    def append(self, record: bytes) -> int:
+        return self.wal.append(record)
+
+    def sync(self) -> int:
+        return self.wal.sync()
+
+    def close(self) -> None:
+        self.wal.close()
+
+    def save_snapshot(self, pending: PendingSnapshot) -> int:
+        """Write the snapshot (every record below its position is durable), then
+        truncate the log; returns the log's new first index."""
+        self.store.write(pending.position, frame_chunks(pending.effect.chunks))
+        first = self.wal.truncate_prefix(pending.position)
+        self.store.retain()
+        self.snapshots_saved += 1
+        return first
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -169,13 +259,17 @@ class AsyncioHost:
         self._client_sequence = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._timer_generation: dict[str, int] = {}
-        self._commit: GroupCommit[tuple[Effect, ...]] = GroupCommit(
+        #: Log index the next submitted record gets (where a SaveSnapshot starts).
+        self._next_position = (durable_log.last_index + 1
+                               if isinstance(durable_log, SnapshottingLog) else 1)
+        self._commit: GroupCommit[Token] = GroupCommit(
             GroupCommitConfig(
                 pending_bytes_max=config.group_commit_pending_bytes_max,
                 batch_bytes_max=config.group_commit_batch_bytes_max,
             )
         )
         self._sync_task: asyncio.Task[None] | None = None
+        self.snapshots_dropped = 0
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_open = asyncio.Event()
         self._read_open.set()
@@ -208,6 +302,8 @@ class AsyncioHost:
                     self._cancel_timer(effect.key)
                 case Persist():
                     self._persist(effect)
+                case SaveSnapshot():
+                    self._save_snapshot(effect)
                 case ClientResult():
                     self._client_result(effect)
                 case _:
@@ -448,10 +544,25 @@ class AsyncioHost:
         # StorageFull here means the read gate below did not hold the load back:
         # the Persist cannot be dropped (the core moved on), so the node stops.
         self._commit.submit(effect.records, effect.then)
+        self._next_position += len(effect.records)
         over_half = self._commit.pending_bytes > self.config.group_commit_pending_bytes_max // 2
         if over_half and self._read_open.is_set():
             self.counters.add("reads_paused")
             self._read_open.clear()
+        if self._sync_task is None:
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
+
+    def _save_snapshot(self, effect: SaveSnapshot) -> None:
+        self.counters.add("persists")
+        if self.durable_log is None:
+            raise LocalProtocolError(f"node {self._node}: core saved a snapshot but the host has no log")
+        if isinstance(self.durable_log, SnapshottingLog):
+            self._commit.submit((), PendingSnapshot(self._next_position, effect))
+        else:
+            # A plain log cannot store snapshots: drop it and keep every record
+            # (nothing is truncated, so the records still hold the whole state).
+            self.snapshots_dropped += 1
+            self._commit.submit((), effect.then)
         if self._sync_task is None:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
 
@@ -474,9 +585,14 @@ class AsyncioHost:
                 await loop.run_in_executor(self._fsync_executor, self.durable_log.sync)
                 self.counters.add("fsyncs")
                 self.counters.add("records_persisted", len(batch.records))
-                for then in self._commit.batch_durable(batch):
+                for token in self._commit.batch_durable(batch):
+                    if isinstance(token, PendingSnapshot):
+                        assert isinstance(self.durable_log, SnapshottingLog)
+                        await loop.run_in_executor(self._fsync_executor, self.durable_log.save_snapshot,
+                                                   token)
+                        token = token.effect.then
                     if self.failure is None:
-                        self.execute(then)
+                        self.execute(token)
                 if self._commit.pending_bytes <= self.config.group_commit_pending_bytes_max // 2:
                     self._read_open.set()
         except Exception as error:
@@ -489,10 +605,29 @@ class AsyncioHost:
 
 def open_durable_log(data_dir: Path, directory: str = "wal") -> tuple[WriteAheadLog, Recovered]:
     """Open (or create) the node's write-ahead log under ``data_dir`` on real files
-    and return it with what it recovered."""
+    and return it with what it recovered (with the snapshot saved beside it, if
+    any). A host given this log cannot save snapshots: use ``open_durable_store``
+    for a core that returns ``SaveSnapshot``."""
+    log, recovered = open_durable_store(data_dir, directory)
+    return log.wal, recovered
+
+
+def open_durable_store(data_dir: Path, directory: str = "wal", *,
+                       wal_config: WalConfig | None = None) -> tuple[SnapshottingLog, Recovered]:
+    """Open (or create) the node's write-ahead log and snapshot store under
+    ``data_dir`` on real files; return them with what they recovered: the newest
+    usable snapshot and the records after it (``StorageCorruption`` if records a
+    snapshot covered are gone and no snapshot covering them is readable)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    wal, records = WriteAheadLog.open(RealFileSystem(data_dir), directory)
-    return wal, Recovered(records=tuple(records))
+    fs = RealFileSystem(data_dir)
+    wal, found_records = WriteAheadLog.open(fs, directory, wal_config)
+    records = tuple(found_records)
+    log = SnapshottingLog(wal, SnapshotStore(fs, SNAPSHOT_DIRECTORY))
+    found = recover_snapshot(log.store, wal.first_index, wal.last_index)
+    if found is None:
+        return log, Recovered(records=records)
+    position, chunks = found
+    return log, Recovered(records=records[position - wal.first_index:], snapshot=chunks)
 
 
 async def start_local_cluster(

@@ -16,6 +16,17 @@ on the disk unsynced, and a crash there loses them or tears them, exactly the
 window a real power loss hits. Only after ``finish_batch`` do the ``then`` effects
 of the batch's persists run (returned in submission order).
 
+A ``SaveSnapshot`` joins the same queue, after the Persists returned before it,
+with its WAL *position*: the index the next record appended after those Persists
+gets. When the batch holding it is durable, the snapshot is written atomically to
+``snap/`` under that position (``SnapshotStore``), the log is truncated below the
+position (``truncate_prefix``: whole sealed segments only) and older snapshots are
+deleted (two are kept); then its ``then`` effects run. At ``open`` the newest
+snapshot that verifies and that the log still reaches is returned with the
+records from its position on. The simulator runs an event at a time, so a crash
+falls before the snapshot is written or after it is written (before or after the
+truncation); a crash never tears it (a torn snapshot file is a storage test).
+
 On the side, a *shadow* keeps what the node appended and how many of those records
 were made durable, so that at every (re)start the simulator checks the storage
 layer's promise:
@@ -31,8 +42,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from synod.core.effects import Effect
+from synod.core.effects import Effect, Recovered, SaveSnapshot, frame_chunks, unframe_chunks
 from synod.storage import (
     AppendFile,
     CommitBatch,
@@ -40,13 +52,63 @@ from synod.storage import (
     GroupCommit,
     SimDisk,
     SimDiskConfig,
+    SnapshotStore,
+    StorageCorruption,
     WalConfig,
     WriteAheadLog,
 )
 
 WAL_DIRECTORY = "wal"
+SNAPSHOT_DIRECTORY = "snap"
 
 Then = tuple[Effect, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSnapshot:
+    """A ``SaveSnapshot`` queued behind the Persists before it, with the WAL
+    index the first record after them gets (everything below it is covered)."""
+
+    position: int
+    effect: SaveSnapshot
+
+
+Token = Then | PendingSnapshot
+
+
+def recover_snapshot(store: SnapshotStore, first_index: int,
+                     last_index: int) -> tuple[int, tuple[bytes, ...]] | None:
+    """The newest snapshot that verifies and that a log holding records
+    ``first_index..last_index`` reaches, as (position, chunks); None if there is
+    none and the log is whole (starts at record 1). A damaged newest snapshot
+    falls back to an older one, or to the whole log, only while the log still
+    reaches back that far; otherwise ``StorageCorruption`` (covered records are
+    gone). Shared by both drivers."""
+    damaged: Exception | None = None
+    for info in reversed(store.snapshots()):
+        if info.index < first_index:
+            break
+        if info.index > last_index + 1:
+            raise StorageCorruption(info.path, 0, f"snapshot covers records up to {info.index - 1} "
+                                    f"but the log ends at {last_index}")
+        try:
+            return info.index, unframe_chunks(store.read(info))
+        except (StorageCorruption, ValueError) as error:
+            damaged = error
+    if first_index > 1:
+        raise StorageCorruption(SNAPSHOT_DIRECTORY, 0, f"the log starts at record {first_index} but no "
+                                f"usable snapshot covers the records before it ({damaged})")
+    return None
+
+
+def save_snapshot(store: SnapshotStore, log: WriteAheadLog, pending: PendingSnapshot) -> int:
+    """Write ``pending`` atomically, then drop the log records it covers and the
+    snapshots before it. Every record below its position must be durable.
+    Returns the log's new first index. Shared by both drivers."""
+    store.write(pending.position, frame_chunks(pending.effect.chunks))
+    first = log.truncate_prefix(pending.position)
+    store.retain()
+    return first
 
 
 class StorageViolation(AssertionError):
@@ -160,11 +222,18 @@ class NodeDisk:
         self.fs = SimDisk(config)
         self._files = _HeldSyncs(self.fs)
         self._log: WriteAheadLog | None = None
-        self._commit: GroupCommit[Then] | None = None
-        #: Every record appended since the disk was new, minus what crashes lost.
+        self._commit: GroupCommit[Token] | None = None
+        self._snapshots: SnapshotStore | None = None
+        #: WAL index the next submitted record will get (valid while open).
+        self._next_position = 1
+        #: Every record appended since the disk was new, minus what crashes lost
+        #: and what snapshots covered: record i has WAL index ``_base + i``.
         self._appended: list[bytes] = []
+        self._base = 1
         #: How many leading records of ``_appended`` are known durable.
         self._synced_count = 0
+        #: Snapshots written and WAL truncations that removed records.
+        self.snapshots_saved = 0
 
     @property
     def appended_count(self) -> int:
@@ -178,23 +247,42 @@ class NodeDisk:
     def is_open(self) -> bool:
         return self._log is not None
 
-    def open(self) -> tuple[bytes, ...]:
-        """Open the log (at start or restart) and return the recovered records,
-        after checking them against the shadow (``StorageViolation``)."""
+    def log_records(self) -> int:
+        """How many records the open log holds (what truncation bounds)."""
+        log = self._require_log()
+        return log.last_index - log.first_index + 1
+
+    def open(self) -> Recovered:
+        """Open the log and snapshots (at start or restart) and return what they
+        recovered, after checking the records against the shadow
+        (``StorageViolation``)."""
         if self._log is not None:
             raise AssertionError(f"{self.node}: log opened twice")
         log, recovered = WriteAheadLog.open(self._files, WAL_DIRECTORY, self.wal_config)
         records = tuple(recovered)
+        first = log.first_index
         if self.check:
-            self._check_recovery(records)
+            self._check_recovery(first, records)
+        store = SnapshotStore(self.fs, SNAPSHOT_DIRECTORY)
+        found = recover_snapshot(store, first, log.last_index)
         self._log = log
+        self._snapshots = store
         self._commit = GroupCommit()
+        self._next_position = log.last_index + 1
         self._appended = list(records)
+        self._base = first
         # WriteAheadLog.open makes everything it returns durable.
         self._synced_count = len(records)
-        return records
+        if found is None:
+            return Recovered(records=records)
+        position, chunks = found
+        return Recovered(records=records[position - first:], snapshot=chunks)
 
-    def _check_recovery(self, records: tuple[bytes, ...]) -> None:
+    def _check_recovery(self, first: int, records: tuple[bytes, ...]) -> None:
+        # Records below the shadow's base were covered by a snapshot (a crash may
+        # undo a truncation); the rest must match what was appended.
+        skip = max(0, self._base - first)
+        records = records[skip:]
         if len(records) > len(self._appended):
             raise StorageViolation(
                 f"{self.node}: recovered {len(records)} records but only "
@@ -215,8 +303,13 @@ class NodeDisk:
     def submit(self, records: tuple[bytes, ...], then: Then) -> None:
         """Queue a Persist; it becomes durable with a later batch."""
         self._require_commit().submit(records, then)
+        self._next_position += len(records)
 
-    def start_batch(self) -> CommitBatch[Then] | None:
+    def submit_snapshot(self, effect: SaveSnapshot) -> None:
+        """Queue a SaveSnapshot behind every Persist submitted before it."""
+        self._require_commit().submit((), PendingSnapshot(self._next_position, effect))
+
+    def start_batch(self) -> CommitBatch[Token] | None:
         """If no fsync is in flight and persists are queued: append the next batch
         to the log and write it to the disk, holding its fsyncs back. Returns the
         batch (the caller schedules ``finish_batch`` after the fsync latency)."""
@@ -233,18 +326,34 @@ class NodeDisk:
         log.flush()
         return batch
 
-    def finish_batch(self, batch: CommitBatch[Then]) -> tuple[Then, ...]:
-        """The fsync latency has passed: carry out the held fsyncs; return the
-        batch's ``then`` effects in submission order."""
-        self._require_log().sync()
+    def finish_batch(self, batch: CommitBatch[Token]) -> tuple[Then, ...]:
+        """The fsync latency has passed: carry out the held fsyncs, then the
+        batch's snapshots; return the batch's ``then`` effects in submission order."""
+        log = self._require_log()
+        log.sync()
         self._files.release()
         self._synced_count = len(self._appended)
-        return self._require_commit().batch_durable(batch)
+        thens: list[Then] = []
+        for token in self._require_commit().batch_durable(batch):
+            if isinstance(token, PendingSnapshot):
+                assert self._snapshots is not None
+                first = save_snapshot(self._snapshots, log, token)
+                self._files.release()
+                self.snapshots_saved += 1
+                if first > self._base:
+                    del self._appended[: first - self._base]
+                    self._synced_count -= first - self._base
+                    self._base = first
+                thens.append(token.effect.then)
+            else:
+                thens.append(token)
+        return tuple(thens)
 
     def crash(self, rng: random.Random) -> None:
         """Power loss: log and queue are gone; the disk loses what was not fsynced."""
         self._log = None
         self._commit = None
+        self._snapshots = None
         self._files.forget()
         self.fs.crash(rng)
 
@@ -253,7 +362,7 @@ class NodeDisk:
             raise AssertionError(f"{self.node}: disk used while the node is down")
         return self._log
 
-    def _require_commit(self) -> GroupCommit[Then]:
+    def _require_commit(self) -> GroupCommit[Token]:
         if self._commit is None:
             raise AssertionError(f"{self.node}: disk used while the node is down")
         return self._commit

@@ -28,9 +28,11 @@ is ``random.Random(f"{seed}/{node}/...")`` -- derived from the seed *by name*
 node's draws do not depend on what other nodes do. A crash drops the Core object
 (all volatile state), every armed timer and every Persist not yet fsynced, and
 crashes the node's ``SimDisk`` (unsynced writes lost, the last one maybe torn). A
-restart builds a fresh core and calls ``start(now, Recovered(records))`` with
-what the write-ahead log recovered, after checking those records against what the
-node appended (see ``synod.sim.disk``).
+restart builds a fresh core and calls ``start(now, Recovered(records, snapshot))``
+with what the write-ahead log and the snapshot store recovered, after checking
+those records against what the node appended (see ``synod.sim.disk``). A
+``SaveSnapshot`` waits in the group-commit queue behind earlier Persists, is
+written when their fsync completes, and truncates the log.
 
 Every event writes one line to the ``Trace``, whose running sha256 is the run's
 fingerprint: the same seed on the same commit gives the same digest.
@@ -55,7 +57,7 @@ from synod.core import (
     CoreFactory,
     Effect,
     Persist,
-    Recovered,
+    SaveSnapshot,
     Send,
     SetTimer,
 )
@@ -64,7 +66,7 @@ from synod.core.faults import disable_buggify, enable_buggify
 from synod.core.ids import NodeId, node_id
 from synod.sim.clock import NodeClock
 from synod.sim.config import SimConfig
-from synod.sim.disk import NodeDisk
+from synod.sim.disk import NodeDisk, Token
 from synod.sim.network import Network
 from synod.sim.schedule import (
     Clog,
@@ -119,6 +121,7 @@ class SimStatistics:
     persists: int
     records_appended: int
     fsyncs: int
+    snapshots: int
     crashes: int
     restarts: int
     faults_injected: int
@@ -186,7 +189,7 @@ class _Node:
         #: Armed timers: key -> token of the current arming.
         self.timers: dict[str, int] = {}
         #: The group-commit batch whose fsync is in flight, if any.
-        self.batch: CommitBatch[tuple[Effect, ...]] | None = None
+        self.batch: CommitBatch[Token] | None = None
         #: A mid-write crash waiting for a write: (arming number, down_ms).
         self.armed_crash: tuple[int, float] | None = None
 
@@ -222,7 +225,7 @@ class Simulation:
         self._counts: dict[str, int] = dict.fromkeys(
             ("events", "messages_sent", "messages_delivered", "messages_duplicated",
              "dropped_loss", "dropped_partition", "dropped_down", "timers_fired", "persists",
-             "records_appended", "fsyncs", "crashes", "restarts", "faults_injected"), 0)
+             "records_appended", "fsyncs", "snapshots", "crashes", "restarts", "faults_injected"), 0)
         if self.config.buggify:
             enable_buggify(seed)
         else:
@@ -399,13 +402,15 @@ class Simulation:
         assert node.core is None
         rng = random.Random(f"{self.seed}/{node.name}/core/{node.incarnation}")
         try:
-            records = node.disk.open()
+            recovered = node.disk.open()
         except Exception as error:
             self._fail(node.name, f"recovery: {type(error).__name__}: {error}", error)
         node.core = node.factory(NodeId(node.name), rng)
         core = node.core
-        self._trace.record(self._now_ms, node.name, "start", f"life={node.incarnation} records={len(records)}")
-        self._run_core(node, "start", lambda now: core.start(now, Recovered(records=records)))
+        snapshot = "" if recovered.snapshot is None else f" snapshot={len(recovered.snapshot)}"
+        self._trace.record(self._now_ms, node.name, "start",
+                           f"life={node.incarnation} records={len(recovered.records)}{snapshot}")
+        self._run_core(node, "start", lambda now: core.start(now, recovered))
         for hook in self._start_hooks:
             try:
                 hook(node.name, core)
@@ -430,6 +435,10 @@ class Simulation:
                     self._counts["persists"] += 1
                     self._counts["records_appended"] += len(records)
                     node.disk.submit(records, then)
+                    self._start_fsync(node)
+                case SaveSnapshot():
+                    self._counts["snapshots"] += 1
+                    node.disk.submit_snapshot(effect)
                     self._start_fsync(node)
                 case ClientResult(client=client, request_id=request_id, result=result):
                     self._send(node.name, client, ClientReply(request_id=request_id, body=result))
