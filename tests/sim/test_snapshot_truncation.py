@@ -153,21 +153,20 @@ def _paxos_sim(seed: int, config: SimConfig) -> tuple[Simulation, tuple[NodeId, 
 
 
 def test_replica_wal_stays_bounded_in_the_simulator() -> None:
-    config = SimConfig(chaos_ms=0.0, heal_ms=3000.0, loss_probability=0.0)
+    config = SimConfig(chaos_ms=0.0, heal_ms=10_000.0, loss_probability=0.0)
     simulation, replicas = _paxos_sim(11, config)
     simulation.start()
-    peak = 0
-    for _ in range(30):
+    peak = dict.fromkeys(replicas, 0)
+    for _ in range(100):
         simulation.run_for(100.0)
-        peak = max(peak, max(simulation.disk(n).log_records() for n in replicas))
-    appended = simulation.statistics().records_appended
-    chosen = [simulation.core(n) for n in replicas]
-    assert all(isinstance(c, PaxosReplica) for c in chosen)
-    taken = sum(c.statistics().snapshots_taken for c in chosen if isinstance(c, PaxosReplica))
-    assert taken >= 6
-    assert all(simulation.disk(n).snapshots_saved >= 2 for n in replicas)
-    # The log holds a bounded window, not the history.
-    assert peak < 400 < appended
+        for node in replicas:
+            peak[node] = max(peak[node], simulation.disk(node).log_records())
+    for node in replicas:
+        disk = simulation.disk(node)
+        assert disk.snapshots_saved >= 10
+        # 600+ records appended per node; the log holds a bounded window of them
+        # (what the last snapshot does not cover, rounded up to whole segments).
+        assert disk.records_ever() > 600 > 2 * peak[node]
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -247,6 +247,10 @@ class NodeDisk:
     def is_open(self) -> bool:
         return self._log is not None
 
+    def records_ever(self) -> int:
+        """WAL index of the newest record: every record this disk ever kept."""
+        return self._require_log().last_index
+
     def log_records(self) -> int:
         """How many records the open log holds (what truncation bounds)."""
         log = self._require_log()
