@@ -34,7 +34,7 @@ from synod.core.faults import enable_mutant
 from synod.core.ids import NodeId, node_id
 from synod.runtime.auth import Keyring, new_secret
 from synod.runtime.config import RuntimeConfig
-from synod.runtime.host import AsyncioHost, open_durable_log, run
+from synod.runtime.host import AsyncioHost, open_durable_store, run
 
 log = logging.getLogger("synod.runtime.serve")
 
@@ -90,7 +90,7 @@ async def serve_node(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run one node until ``stop`` is set (or the core fails, which re-raises)."""
-    durable_log, recovered = (None, None) if data_dir is None else open_durable_log(data_dir)
+    durable_log, recovered = (None, None) if data_dir is None else open_durable_store(data_dir)
     host = AsyncioHost(
         node=node,
         core_factory=core_factory,
