@@ -57,7 +57,6 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, assert_never
 
@@ -75,7 +74,6 @@ from synod.core.effects import (
     Send,
     SetTimer,
     frame_chunks,
-    unframe_chunks,
 )
 from synod.core.errors import LocalProtocolError, invariant
 from synod.core.ids import NodeId, node_id
@@ -98,10 +96,10 @@ from synod.runtime.auth import (
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.stats import Counters, RuntimeStatistics
 from synod.runtime.transport import Connection, Listener, MessageHandler, PeerLink
-from synod.storage.errors import StorageCorruption
 from synod.storage.group_commit import GroupCommit, GroupCommitConfig
 from synod.storage.realfs import RealFileSystem
 from synod.storage.snapshot import SnapshotStore
+from synod.storage.snapshot_log import SNAPSHOT_DIRECTORY, PendingSnapshot, recover_snapshot
 from synod.storage.wal import WalConfig, WriteAheadLog
 
 log = logging.getLogger("synod.runtime.host")
@@ -128,44 +126,9 @@ class DurableLog(Protocol):
     def close(self) -> None: ...
 
 
-SNAPSHOT_DIRECTORY = "snap"
-
-
-@dataclass(frozen=True, slots=True)
-class PendingSnapshot:
-    """A ``SaveSnapshot`` queued behind the Persists before it, with the log index
-    the first record after them gets (everything below it is covered). The
-    simulator's ``synod.sim.disk`` does the same; a driver imports no other."""
-
-    position: int
-    effect: SaveSnapshot
 
 
 Token = tuple[Effect, ...] | PendingSnapshot
-
-
-def recover_snapshot(store: SnapshotStore, first_index: int,
-                     last_index: int) -> tuple[int, tuple[bytes, ...]] | None:
-    """The newest snapshot that verifies and that a log holding records
-    ``first_index..last_index`` reaches, as (position, chunks); None if there is
-    none and the log is whole. A damaged newest snapshot falls back to an older
-    one, or to the whole log, only while the log reaches back that far; otherwise
-    ``StorageCorruption``."""
-    damaged: Exception | None = None
-    for info in reversed(store.snapshots()):
-        if info.index < first_index:
-            break
-        if info.index > last_index + 1:
-            raise StorageCorruption(info.path, 0, f"snapshot covers records up to {info.index - 1} "
-                                    f"but the log ends at {last_index}")
-        try:
-            return info.index, unframe_chunks(store.read(info))
-        except (StorageCorruption, ValueError) as error:
-            damaged = error
-    if first_index > 1:
-        raise StorageCorruption(SNAPSHOT_DIRECTORY, 0, f"the log starts at record {first_index} but no "
-                                f"usable snapshot covers the records before it ({damaged})")
-    return None
 
 
 class SnapshottingLog:
