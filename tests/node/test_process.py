@@ -11,11 +11,11 @@ import pytest
 
 from synod.core.errors import ConfigError
 from synod.node.config import NodeConfig
-from synod.node.local import _free_ports
 from synod.node.process import Node
 from synod.paxos.replica import PaxosReplica
 from synod.runtime.auth import new_secret
 from synod.runtime.host import run
+from synod.runtime.local import free_ports as _free_ports
 
 
 def configs(tmp_path: Path, count: int = 3) -> list[NodeConfig]:

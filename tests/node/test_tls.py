@@ -14,11 +14,11 @@ import pytest
 from synod.lock.client import LockClient
 from synod.lock.config import LockConfig
 from synod.node.config import NodeConfig
-from synod.node.local import _free_ports
 from synod.node.process import Node
 from synod.runtime.auth import new_secret
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.host import run
+from synod.runtime.local import free_ports as _free_ports
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 

@@ -27,24 +27,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import click
 
 from synod.core.errors import ConfigError, SynodError
-from synod.runtime.auth import new_secret
 from synod.runtime.config import RuntimeConfig
+from synod.runtime.local import LOOPBACK, LocalProcesses, free_ports, write_secret
 
-LOOPBACK = "127.0.0.1"
 CONNECTION_FILE = "cluster.json"
 CLUSTER_KEY_FILE = "cluster.key"
 CLIENT_KEY_FILE = "client.key"
@@ -89,27 +84,7 @@ def read_connection(data_dir: Path) -> ConnectionInfo:
                           insecure=bool(layout.get("insecure", False)))
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((LOOPBACK, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _write_secret(path: Path) -> None:
-    if path.exists():
-        return
-    path.write_bytes(new_secret().hex().encode())
-    path.chmod(0o600)
-
-
-class LocalCluster:
+class LocalCluster(LocalProcesses):
     """``n`` node processes on 127.0.0.1 sharing ``data_dir``.
 
     ``start()`` spawns every node and waits for its ``READY`` line; ``kill(node)``
@@ -129,14 +104,11 @@ class LocalCluster:
     ) -> None:
         if not 1 <= n <= 9:
             raise ConfigError("a local cluster has 1 to 9 nodes")
-        self.data_dir = Path(data_dir)
+        super().__init__(data_dir, env=env, ready_timeout_s=ready_timeout_s)
         self.n = n
         self.insecure = insecure
         self.core = core
         self.base_port = base_port
-        self.env = env or {}
-        self.ready_timeout_s = ready_timeout_s
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.nodes: dict[str, tuple[str, int]] = {}
 
     # ------------------------------------------------------------ layout
@@ -145,8 +117,8 @@ class LocalCluster:
         """Create the secrets and the connection file (reusing an existing layout)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.insecure:
-            _write_secret(self.data_dir / CLUSTER_KEY_FILE)
-            _write_secret(self.data_dir / CLIENT_KEY_FILE)
+            write_secret(self.data_dir / CLUSTER_KEY_FILE)
+            write_secret(self.data_dir / CLIENT_KEY_FILE)
         path = self.data_dir / CONNECTION_FILE
         if path.exists():
             layout = json.loads(path.read_text())
@@ -155,11 +127,14 @@ class LocalCluster:
                 self.nodes = nodes
         if not self.nodes:
             ports = ([self.base_port + i for i in range(self.n)] if self.base_port
-                     else _free_ports(self.n))
+                     else free_ports(self.n))
             self.nodes = {f"n{i + 1}": (LOOPBACK, port) for i, port in enumerate(ports)}
-        self._write_layout()
+        self.save_layout()
 
-    def _write_layout(self) -> None:
+    def node_names(self) -> list[str]:
+        return list(self.nodes)
+
+    def save_layout(self) -> None:
         layout = {
             "nodes": {name: list(address) for name, address in self.nodes.items()},
             "principal": CLIENT_PRINCIPAL,
@@ -191,101 +166,6 @@ class LocalCluster:
             if peer != node:
                 argv += ["--peer", f"{peer}={host}:{peer_port}"]
         return argv
-
-    def start(self) -> LocalCluster:
-        if not self.nodes:
-            self.init()
-        started = [node for node in self.nodes if node not in self.processes]
-        for node in started:
-            self._spawn(node)
-        for node in started:
-            self._wait_ready(node)
-        self._write_layout()
-        return self
-
-    def _spawn(self, node: str) -> None:
-        log_file = open(self.data_dir / f"{node}.log", "ab")  # noqa: SIM115 - the child keeps it
-        try:
-            self.processes[node] = subprocess.Popen(
-                self.command(node), stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env}, start_new_session=True,
-            )
-        finally:
-            log_file.close()
-
-    def _wait_ready(self, node: str) -> None:
-        process = self.processes[node]
-        assert process.stdout is not None
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SynodError(f"node {node} exited with {process.returncode} before READY; "
-                                 f"see {self.data_dir / f'{node}.log'}")
-            readable, _, _ = select.select([process.stdout], [], [], 0.1)
-            if readable:
-                line = process.stdout.readline()
-                if line.startswith(b"READY"):
-                    return
-        self._signal(node, signal.SIGKILL)
-        raise SynodError(f"node {node} not READY within {self.ready_timeout_s} s")
-
-    def pid(self, node: str) -> int:
-        return self.processes[node].pid
-
-    def is_running(self, node: str) -> bool:
-        process = self.processes.get(node)
-        return process is not None and process.poll() is None
-
-    def _signal(self, node: str, signum: int, timeout_s: float = 10.0) -> None:
-        process = self.processes.pop(node, None)
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signum)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def kill(self, node: str) -> None:
-        """SIGKILL ``node`` (by PID): a crash, no clean shutdown."""
-        self._signal(node, signal.SIGKILL)
-        self._write_layout()
-
-    def stop_node(self, node: str) -> None:
-        """SIGTERM ``node`` and wait for it to exit."""
-        self._signal(node, signal.SIGTERM)
-        self._write_layout()
-
-    def restart(self, node: str) -> None:
-        """Start ``node`` again (same port, same data) and wait for READY."""
-        if self.is_running(node):
-            raise ConfigError(f"node {node} is running")
-        self.processes.pop(node, None)
-        self._spawn(node)
-        self._wait_ready(node)
-        self._write_layout()
-
-    def stop(self) -> None:
-        """SIGTERM every node (SIGKILL after 10 s) and wait for them."""
-        for node in list(self.processes):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.processes[node].pid, signal.SIGTERM)
-        for node in list(self.processes):
-            self._signal(node, signal.SIGTERM)
-        if self.data_dir.exists():
-            self._write_layout()
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.stop()
 
     # ------------------------------------------------------------ clients
 
