@@ -80,7 +80,7 @@ def test_a_data_directory_serves_one_process_at_a_time(tmp_path: Path) -> None:
         first = Node(config)
         await first.start()
         try:
-            with pytest.raises(ConfigError, match=r"NodeConfig\.data_dir: .* in use by another synod node"):
+            with pytest.raises(ConfigError, match=r"NodeConfig\.data_dir: .* in use by another synod"):
                 await Node(config).start()
         finally:
             await first.stop()

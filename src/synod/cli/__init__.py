@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "synod.cli.txn",
     "synod.cli.mapreduce",
     "synod.cli.node",
+    "synod.cli.member",
 )
 
 #: Which module registers which top-level command (for lazy loading only; a name
@@ -41,6 +42,7 @@ _COMMAND_HOMES = {
     "kv": "synod.cli.txn",
     "mr": "synod.cli.mapreduce",
     "node": "synod.cli.node",
+    **{name: "synod.cli.member" for name in ("member", "backup", "restore")},
 }
 
 _registered: set[str] = set()

@@ -92,6 +92,21 @@ class NodeConfig:
     """Every node of the cluster as ``ID=HOST:PORT`` (TCP), this one included:
     the members of the Paxos groups."""
 
+    initial_members: tuple[str, ...] = ()
+    """The voting members of every Paxos group when the cluster was created (node
+    ids, each listed in ``nodes``); empty: every node of ``nodes``. The shard
+    placement is computed from this set, so every node of a cluster must list the
+    same one. A node added later lists the original set here: it is not one of
+    them, so it joins each group it hosts as a *learner* (it receives the log and
+    never votes) until ``synod member add`` makes it a member. Afterwards the
+    member sets come from the log, not from this field."""
+
+    join: bool = False
+    """Start this node's replicas as learners even if it is one of
+    ``initial_members``: for a node whose data directory was lost and that comes
+    back empty (it must not vote with promises it has forgotten). Only takes
+    effect on an empty data directory; ``synod member add`` makes it vote again."""
+
     seeds: tuple[str, ...] = ()
     """Gossip seeds as ``ID@HOST:PORT`` (UDP); a new member joins through them."""
 
@@ -131,6 +146,11 @@ class NodeConfig:
         members = self.members()
         if self.node_id not in members:
             raise ConfigError(f"NodeConfig.nodes: must list this node {self.node_id!r}")
+        unknown = [name for name in self.initial_members if name not in members]
+        if unknown:
+            raise ConfigError(f"NodeConfig.initial_members: {', '.join(unknown)} not in nodes")
+        if len(set(self.initial_members)) != len(self.initial_members):
+            raise ConfigError("NodeConfig.initial_members: a node is listed twice")
         for seed in self.seeds:
             name, sep, address = seed.partition("@")
             if not sep or not name:
@@ -170,6 +190,10 @@ class NodeConfig:
                 raise ConfigError(f"NodeConfig.nodes: {name!r} is listed twice")
             table[name] = parse_host_port("nodes", address)
         return table
+
+    def voters(self) -> tuple[str, ...]:
+        """``initial_members``, or every node when it is empty (sorted)."""
+        return tuple(sorted(self.initial_members or self.members()))
 
     @property
     def tls_enabled(self) -> bool:

@@ -162,6 +162,10 @@ class NodeCoreFactory:
     txn: TxnConfig
     shard_dir: Path | None = None
     on_build: Callable[[NodeMux], None] | None = None
+    learner: bool = False
+    """Start every replica without this node in its member set: a learner that
+    receives the log and never votes, until a membership change chosen in the
+    log adds it (``NodeConfig.join``: a node whose data directory was lost)."""
 
     def __call__(self, node: NodeId, rng: random.Random) -> NodeMux:
         children: dict[str, Core] = {
@@ -174,6 +178,15 @@ class NodeCoreFactory:
                     children[shard.group] = NodeShardServer(
                         node, random.Random(rng.getrandbits(64)), group=shard.group, shard_map=self.shard_map,
                         config=self.txn, paxos_config=self.paxos, engine=self._engine(shard.group))
+        if self.learner:
+            for child in children.values():
+                replica = getattr(child, "replica", None)
+                if replica is None or len(replica.members_history) != 1:
+                    continue
+                first, members = replica.members_history[0]
+                others = tuple(m for m in members if m != node)
+                if others and len(others) < len(members):
+                    replica.members_history = [(first, others)]
         mux = NodeMux(children, self.shard_map)
         if self.on_build is not None:
             self.on_build(mux)

@@ -24,6 +24,7 @@ servers in reverse order.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import json
 import logging
@@ -61,6 +62,41 @@ LOCK_FILE = "node.lock"
 #: Seconds a graceful stop waits for each leadership handed over.
 TRANSFER_WAIT_S = 3.0
 
+#: Seconds between two looks at gossip for the TCP address of unlisted nodes.
+PEER_REFRESH_S = 0.5
+
+
+def _meta_tcp(meta: bytes) -> tuple[str, int] | None:
+    """The ``tcp`` address in a node's gossip metadata, or None."""
+    try:
+        decoded = json.loads(meta.decode())
+        host, _, port = str(decoded["tcp"]).rpartition(":")
+        return (host, int(port)) if host else None
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def lock_data_dir(data_dir: Path) -> TextIO:
+    """Refuse to share ``data_dir`` with another live process: two replicas on
+    one log would each vote, and both append to it. The lock is an ``flock``, so
+    the kernel drops it when the process dies, even by kill -9. Returns the open
+    lock file: the lock lasts until it is closed. ``ConfigError`` if taken."""
+    path = data_dir / LOCK_FILE
+    handle = open(path, "a+")  # noqa: SIM115 - held for as long as the caller needs
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise ConfigError(f"NodeConfig.data_dir: {data_dir} is in use by another "
+                          f"synod process (pid {owner})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
 
 def build_keyring(config: NodeConfig) -> Keyring:
     users = {name: read_secret(Path(path)) for name, _, path in (u.partition("=") for u in config.users)}
@@ -91,7 +127,7 @@ class Node:
         self.config = config
         self.node = NodeId(config.node_id)
         self.keyring = build_keyring(config)
-        members = tuple(sorted(NodeId(n) for n in config.members()))
+        members = tuple(NodeId(n) for n in config.voters())
         self.members = members
         local = config.preset == "local"
         self.shard_map = place_shards(members, config.shards, config.replicas) if config.shards else None
@@ -109,6 +145,8 @@ class Node:
         self.started_s = time.time()
         self.http_address: tuple[str, int] | None = None
         self._lock_handle: TextIO | None = None
+        self._peer_task: asyncio.Task[None] | None = None
+        self.learner_at_start = False
 
     @property
     def mux(self) -> NodeMux:
@@ -122,7 +160,10 @@ class Node:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         wal, recovered = open_durable_log(config.data_dir)
-        self.host = AsyncioHost(node=self.node, core_factory=self.factory, config=runtime_config(config),
+        fresh = not recovered.records and recovered.snapshot is None
+        self.learner_at_start = config.join and fresh
+        factory = dataclasses.replace(self.factory, learner=self.learner_at_start)
+        self.host = AsyncioHost(node=self.node, core_factory=factory, config=runtime_config(config),
                                 keyring=self.keyring, listen=parse_host_port("bind", config.bind),
                                 durable_log=wal, recovered=recovered)
         await self.host.start()
@@ -143,34 +184,38 @@ class Node:
                                   advertise=config.gossip_advertise, seeds=seeds, config=self.gossip_config,
                                   meta=meta, data_dir=config.data_dir / "gossip")
         await self.gossip.start()
+        self._peer_task = asyncio.create_task(self._learn_peers())
         log.info("node %s up: tcp %s gossip %s http %s", self.node, self.host.address,
                  self.gossip.address, self.http_address)
 
     def _lock_data_dir(self) -> None:
-        """Refuse to share ``data_dir`` with another live process: two replicas
-        on one log would each vote, and both append to it. The lock is an
-        ``flock``, so the kernel drops it when the process dies, even by kill -9."""
-        path = self.config.data_dir / LOCK_FILE
-        handle = open(path, "a+")  # noqa: SIM115 - held for the process's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
-            raise ConfigError(f"NodeConfig.data_dir: {self.config.data_dir} is in use by another "
-                              f"synod node (pid {owner})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock_handle = handle
+        self._lock_handle = lock_data_dir(self.config.data_dir)
 
     def advertised_tcp(self) -> str:
         if self.config.advertise:
             return self.config.advertise
         host, port = self.config.members()[self.config.node_id]
         return f"{host}:{port}"
+
+    async def _learn_peers(self) -> None:
+        """Keep the host's peer table in step with gossip: a node that is not in
+        ``nodes`` (one added later, see ``synod member add``) is reachable at the
+        TCP address its gossip metadata advertises. The ``nodes`` entries win."""
+        listed = set(self.config.members())
+        while True:
+            await asyncio.sleep(PEER_REFRESH_S)
+            host, agent = self.host, self.gossip
+            if host is None or agent is None or agent.member is None:
+                continue
+            known = host.peers()
+            for info in agent.member.view(agent.now_ms()).members:
+                name = str(info.node)
+                if name in listed or name == self.node or info.status is not MemberStatus.ALIVE:
+                    continue
+                address = _meta_tcp(info.meta)
+                if address is not None and known.get(name) != address:
+                    log.info("node %s: peer %s at %s:%d (from gossip)", self.node, name, *address)
+                    await host.set_peer(name, address)
 
     def live_members(self) -> set[str]:
         """Nodes gossip believes alive (this one included)."""
@@ -205,6 +250,9 @@ class Node:
 
     async def stop(self) -> None:
         """Graceful stop: leadership transfer, gossip leave, then the servers."""
+        if self._peer_task is not None:
+            self._peer_task.cancel()
+            self._peer_task = None
         try:
             moved = await self.transfer_leadership()
             if moved:

@@ -1,0 +1,318 @@
+"""Offline operations on a stopped node's data directory: backup, restore and
+force-new-cluster (``synod backup``, ``synod restore``, ``synod member
+force-new-cluster``).
+
+Theory of operation
+-------------------
+Each operation takes the data directory's lock (``node.lock``: the node must be
+stopped; a running node holds it) and reads the write-ahead log the way the node
+itself does at start: it builds the node's cores (``NodeCoreFactory``, in-memory
+shard databases) and replays the log into them with ``start``, discarding the
+effects. The cores are sans-IO, so this is the node's own recovery, run on the
+side.
+
+*Backup.* For every Paxos group the node hosts: its replicated state as of its
+chosen index (the state machine and the client table, ``ReplicatedState``), that
+index, and the group's member set. Only chosen slots are in it, so it is a
+consistent state of each group: the state after applying exactly slots 1..index.
+(Groups are consistent one by one; a cross-shard transaction in doubt at that
+instant is in doubt in the backup too, and is resolved after a restore like
+after a crash.) The file: ``synod-backup`` magic, then a msgpack map, then the
+SHA-256 of everything before it; written atomically (temp file, fsync, rename).
+
+*Restore* writes, into an EMPTY data directory, one snapshot record per group
+the node hosts (the format ``synod.core.mux`` documents: ``\\x00<group>\\x00``
+then the framed snapshot chunks), with the member set given (default: this node
+alone), no promise and no accepted entry. Several nodes restored from the same
+backup with the same member set start as one new cluster at the backed-up index.
+The old cluster must be gone: its nodes know promises the restored ones do not.
+
+*Force-new-cluster* rewrites a surviving node's log so that each group it hosts
+has this node as its only member: a snapshot at the chosen index with member set
+``{node}``, its promise, and the entries it accepted above the chosen index (a
+membership change among them becomes a no-op). On start the node elects itself
+and, by ordinary Phase 1 against its own acceptor, re-proposes what it accepted:
+a write the old cluster acknowledged but this node had not yet learned chosen is
+kept if this node accepted it. The old log is kept beside the new one
+(``wal.before-force-new-cluster-<time>``). The other old members must never
+rejoin with their old data: wipe them and add them back as learners
+(``join = true``), then ``synod member add``.
+
+Both restore and force-new-cluster verify their result by replaying it and
+comparing each group's state digest with the one written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from synod.codec.registry import Message, encode
+from synod.core.effects import frame_chunks
+from synod.core.errors import ConfigError
+from synod.core.ids import NodeId
+from synod.lock.config import LockConfig
+from synod.node.config import NodeConfig
+from synod.node.groups import NodeCoreFactory, NodeMux, place_shards
+from synod.paxos.config import PaxosConfig
+from synod.paxos.messages import (
+    NOOP,
+    AcceptRecord,
+    Entry,
+    LearnedRecord,
+    PromiseRecord,
+    SnapshotRecord,
+    ValueKind,
+)
+from synod.paxos.replica import PaxosReplica
+from synod.runtime.host import open_durable_log
+from synod.txn.config import TxnConfig
+
+BACKUP_MAGIC = b"synod-backup\n"
+BACKUP_VERSION = 1
+WAL_DIRECTORY = "wal"
+SNAPSHOT_DIRECTORY = "snap"
+
+#: A backup file is read whole into memory: refuse anything bigger.
+BACKUP_BYTES_MAX = 1 << 31
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupBackup:
+    """One group's consistent state: after applying slots 1..``index``."""
+
+    group: str
+    index: int
+    members: tuple[str, ...]
+    chunks: tuple[bytes, ...]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backup:
+    """The groups of one node, as ``synod backup`` writes them."""
+
+    node: str
+    created_s: float
+    groups: tuple[GroupBackup, ...]
+
+    def group(self, name: str) -> GroupBackup | None:
+        return next((g for g in self.groups if g.group == name), None)
+
+
+# ---------------------------------------------------------------- replay
+
+
+def _factory(config: NodeConfig) -> NodeCoreFactory:
+    members = tuple(NodeId(n) for n in config.voters())
+    local = config.preset == "local"
+    return NodeCoreFactory(
+        members=members,
+        shard_map=place_shards(members, config.shards, config.replicas) if config.shards else None,
+        paxos=PaxosConfig.local() if local else PaxosConfig.lan(),
+        lock=LockConfig.local() if local else LockConfig.lan(),
+        txn=TxnConfig.local() if local else TxnConfig.lan(),
+        shard_dir=None,
+    )
+
+
+def _replicas(mux: NodeMux) -> dict[str, PaxosReplica]:
+    found: dict[str, PaxosReplica] = {}
+    for name, child in mux.children.items():
+        replica = getattr(child, "replica", None)
+        if isinstance(replica, PaxosReplica):
+            found[name] = replica
+    return found
+
+
+def replay(config: NodeConfig) -> NodeMux:
+    """The node's cores as its log leaves them (the data directory must be locked
+    by the caller, and must hold a log)."""
+    wal_dir = config.data_dir / WAL_DIRECTORY
+    if not wal_dir.is_dir():
+        raise ConfigError(f"NodeConfig.data_dir: {config.data_dir} holds no log ({wal_dir} is missing)")
+    wal, recovered = open_durable_log(config.data_dir)
+    try:
+        mux = _factory(config)(NodeId(config.node_id), random.Random(0))
+        mux.start(0.0, recovered)
+    finally:
+        wal.close()
+    return mux
+
+
+@contextlib.contextmanager
+def _locked(config: NodeConfig) -> Any:
+    from synod.node.process import lock_data_dir
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    handle = lock_data_dir(config.data_dir)
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+# ---------------------------------------------------------------- backup
+
+
+def take_backup(config: NodeConfig) -> Backup:
+    """Each hosted group's state at its chosen index (the node must be stopped)."""
+    with _locked(config):
+        mux = replay(config)
+    groups = []
+    for name, replica in sorted(_replicas(mux).items()):
+        groups.append(GroupBackup(group=name, index=replica.chosen_index,
+                                  members=tuple(str(m) for m in replica.members_history[-1][1]),
+                                  chunks=replica.state.snapshot_chunks(), digest=replica.digest()))
+    return Backup(node=config.node_id, created_s=time.time(), groups=tuple(groups))
+
+
+def write_backup(backup: Backup, path: Path) -> None:
+    """Write ``backup`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    body = msgpack.packb({
+        "version": BACKUP_VERSION, "node": backup.node, "created_s": backup.created_s,
+        "groups": [{"group": g.group, "index": g.index, "members": list(g.members),
+                    "chunks": list(g.chunks), "digest": g.digest} for g in backup.groups],
+    }, use_bin_type=True)
+    data = BACKUP_MAGIC + body
+    data += hashlib.sha256(data).digest()
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def read_backup(path: Path) -> Backup:
+    """Read and verify a backup file; ``ConfigError`` naming what is wrong."""
+    try:
+        if path.stat().st_size > BACKUP_BYTES_MAX:
+            raise ConfigError(f"backup {path}: larger than {BACKUP_BYTES_MAX} bytes")
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read backup {path}: {error}") from None
+    if not data.startswith(BACKUP_MAGIC) or len(data) < len(BACKUP_MAGIC) + 32:
+        raise ConfigError(f"backup {path}: not a synod backup")
+    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        raise ConfigError(f"backup {path}: checksum mismatch (the file is damaged)")
+    try:
+        body = msgpack.unpackb(data[len(BACKUP_MAGIC):-32], raw=False)
+        if body["version"] != BACKUP_VERSION:
+            raise ConfigError(f"backup {path}: version {body['version']}, this synod reads {BACKUP_VERSION}")
+        groups = tuple(GroupBackup(group=str(g["group"]), index=int(g["index"]),
+                                   members=tuple(str(m) for m in g["members"]),
+                                   chunks=tuple(bytes(c) for c in g["chunks"]), digest=str(g["digest"]))
+                       for g in body["groups"])
+        return Backup(node=str(body["node"]), created_s=float(body["created_s"]), groups=groups)
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as error:
+        raise ConfigError(f"backup {path}: malformed ({error})") from None
+
+
+# ---------------------------------------------------------------- restore
+
+
+def _snapshot_log_record(group: str, records: list[Message]) -> bytes:
+    """One group's snapshot as ``Mux`` stores it in the node's log (see
+    ``synod.core.mux``): ``\\x00<group>\\x00`` and the framed chunks, each chunk
+    one replica record (as ``PaxosReplica`` writes its ``SaveSnapshot``)."""
+    return b"\x00" + group.encode() + b"\x00" + b"".join(frame_chunks(encode(r) for r in records))
+
+
+def _write_fresh_log(config: NodeConfig, records: list[bytes]) -> None:
+    wal, recovered = open_durable_log(config.data_dir)
+    try:
+        if recovered.records or recovered.snapshot is not None:
+            raise ConfigError(f"NodeConfig.data_dir: {config.data_dir} already holds a log")
+        for record in records:
+            wal.append(record)
+        wal.sync()
+    finally:
+        wal.close()
+
+
+def _verify(config: NodeConfig, digests: dict[str, str]) -> None:
+    replicas = _replicas(replay(config))
+    for name, digest in digests.items():
+        if replicas[name].digest() != digest:
+            raise ConfigError(f"group {name}: state after writing differs from the state written (a bug)")
+
+
+def restore(backup: Backup, config: NodeConfig, members: tuple[str, ...] | None = None) -> list[str]:
+    """Write ``backup``'s groups that this node hosts into its EMPTY data
+    directory, with member set ``members`` (default: this node alone). Returns
+    the groups restored; ``ConfigError`` if the directory holds a log, or if the
+    node hosts a group the backup lacks."""
+    chosen = tuple(sorted(members or (config.node_id,)))
+    if config.node_id not in chosen:
+        raise ConfigError(f"restore: the member set {','.join(chosen)} must include this node {config.node_id}")
+    with _locked(config):
+        for directory in (WAL_DIRECTORY, SNAPSHOT_DIRECTORY):
+            path = config.data_dir / directory
+            if path.exists() and any(path.iterdir()):
+                raise ConfigError(f"NodeConfig.data_dir: {path} is not empty; restore only into a new data dir")
+        hosted = _replicas(_factory(config)(NodeId(config.node_id), random.Random(0)))
+        missing = [name for name in hosted if backup.group(name) is None]
+        if missing:
+            raise ConfigError(f"restore: the backup has no group {', '.join(missing)} that this node hosts")
+        ids = tuple(NodeId(m) for m in chosen)
+        records, digests = [], {}
+        for name in sorted(hosted):
+            group = backup.group(name)
+            assert group is not None
+            snapshot = SnapshotRecord(index=group.index, chunks=group.chunks, previous_members=ids,
+                                      members=ids, members_from_slot=1)
+            records.append(_snapshot_log_record(name, [snapshot, LearnedRecord(chosen_index=group.index)]))
+            digests[name] = group.digest
+        _write_fresh_log(config, records)
+        _verify(config, digests)
+    return sorted(hosted)
+
+
+# ---------------------------------------------------------------- force-new-cluster
+
+
+def force_new_cluster(config: NodeConfig) -> dict[str, int]:
+    """Rewrite this node's log so that every group it hosts has it as the only
+    member (see the module comment). Returns each group's chosen index."""
+    node = NodeId(config.node_id)
+    with _locked(config):
+        replicas = _replicas(replay(config))
+        records, digests, indexes = [], {}, {}
+        for name, replica in sorted(replicas.items()):
+            index = replica.chosen_index
+            snapshot = SnapshotRecord(index=index, chunks=replica.state.snapshot_chunks(),
+                                      previous_members=(node,), members=(node,), members_from_slot=1)
+            group_records: list[Message] = [snapshot, PromiseRecord(ballot=replica.promised)]
+            above = tuple(
+                entry if entry.value.kind is not ValueKind.MEMBERS else replace(entry, value=NOOP)
+                for slot, entry in sorted(replica.log.items()) if slot > index
+            )
+            if above:
+                group_records.append(AcceptRecord(entries=tuple(Entry(slot=e.slot, ballot=e.ballot, value=e.value)
+                                                                for e in above)))
+            group_records.append(LearnedRecord(chosen_index=index))
+            records.append(_snapshot_log_record(name, group_records))
+            digests[name] = replica.digest()
+            indexes[name] = index
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        for directory in (WAL_DIRECTORY, SNAPSHOT_DIRECTORY):
+            path = config.data_dir / directory
+            if path.exists():
+                path.rename(config.data_dir / f"{directory}.before-force-new-cluster-{stamp}")
+        _write_fresh_log(config, records)
+        _verify(config, digests)
+    return indexes
