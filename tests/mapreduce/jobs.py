@@ -61,6 +61,25 @@ class KillMidReduce(CountWords):
         yield from super().reducer(word, counts)
 
 
+class LoseMapOutput(CountWords):
+    """The first reduce attempt to start deletes (or, with ``TRUNCATE``, cuts short)
+    every map output file under ``SCRATCH``, once: the map workers stay alive but
+    their output is gone, so later reduce attempts hit fetch failures."""
+
+    MARKER: ClassVar[str] = ""
+    SCRATCH: ClassVar[str] = ""
+    TRUNCATE: ClassVar[bool] = False
+
+    def reducer_init(self) -> None:
+        if not _first_time(self.MARKER):
+            return
+        for path in Path(self.SCRATCH).rglob("s0-m*.out"):
+            if self.TRUNCATE:
+                os.truncate(path, path.stat().st_size // 3)
+            else:
+                path.unlink()
+
+
 class CountRecords(Job):
     """Counts records; fails on lines starting with 'BAD' (skippable)."""
 

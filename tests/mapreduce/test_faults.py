@@ -13,7 +13,7 @@ import pytest
 
 from synod.mapreduce import MapReduceConfig, run_job
 from tests.mapreduce import data
-from tests.mapreduce.jobs import CountWords, KillMidMap, KillMidReduce
+from tests.mapreduce.jobs import CountWords, KillMidMap, KillMidReduce, LoseMapOutput
 
 pytestmark = pytest.mark.realproc
 
@@ -140,3 +140,22 @@ def test_worker_killed_from_outside_during_the_map_phase(tmp_path: Path) -> None
             progress=progress, on_driver=on_driver)
     assert killed
     assert data.read_parts(tmp_path / "out") == clean_output(tmp_path, source)
+
+
+@pytest.mark.parametrize(("runner", "truncate"), [("local", False), ("inline", True)])
+def test_map_output_lost_on_a_live_worker_is_re_executed_after_a_fetch_failure(
+        tmp_path: Path, runner: str, truncate: bool) -> None:
+    # The workers live on, but their map output is deleted (or cut short) once
+    # the first reduce attempt starts: the reducers that read it afterwards report
+    # fetch failures and the master re-executes those map tasks.
+    source, _ = corpus(tmp_path)
+    clean = clean_output(tmp_path, source)
+    job = type("Job", (LoseMapOutput,), {"MARKER": str(tmp_path / "marker"), "TRUNCATE": truncate,
+                                         "SCRATCH": str(tmp_path / "out" / "_temporary")})
+    result = run_job(job, [source], tmp_path / "out", runner=runner, workers=2, reducers=3,
+                     config=SMALL_CHUNKS)
+    assert (tmp_path / "marker").exists(), "the map output was never lost"
+    assert data.read_parts(tmp_path / "out") == clean
+    stats = result.steps[0]
+    assert stats.fetch_failures >= 1 and stats.map_reexecutions >= 1
+    assert stats.failures == 0  # a fetch failure does not count against the reduce task

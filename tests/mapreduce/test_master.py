@@ -247,3 +247,86 @@ def test_attempt_numbers_continue_across_steps() -> None:
     stale = TaskCompleted(attempt=7, kind=TaskKind.MAP, task=0, path="x", offsets=(0,), lengths=(1,))
     assert master.on_message(1, W1, stale) == []
     assert master.statistics().maps_completed == 0
+
+
+def fetch_failed(reduce: AssignReduce, *lost: int) -> TaskFailed:
+    return TaskFailed(attempt=reduce.attempt, kind=TaskKind.REDUCE, task=reduce.task,
+                      error="FetchFailed: gone", lost_map_attempts=lost)
+
+
+def maps_then_reduce(master: Master) -> tuple[AssignMap, AssignMap, AssignReduce]:
+    """Two map tasks done on W1 and W2 (both alive); the one reduce assigned to W1."""
+    a = assigns(master.on_message(0, W1, WorkerReady()))[W1]
+    b = assigns(master.on_message(0, W2, WorkerReady()))[W2]
+    assert isinstance(a, AssignMap) and isinstance(b, AssignMap)
+    assert assigns(master.on_message(1, W2, map_done(b, W2, reducers=1))) == {}
+    reduce = assigns(master.on_message(2, W1, map_done(a, W1, reducers=1)))[W1]
+    assert isinstance(reduce, AssignReduce)
+    return a, b, reduce
+
+
+def test_a_fetch_failure_re_executes_the_map_task_on_a_live_worker() -> None:
+    # Hadoop's shuffle rule, the paper's 3.3 for output lost without a worker death:
+    # a reducer that cannot read a map task's output makes the master re-run it.
+    master = make(maps=2, reducers=1)
+    a, b, reduce = maps_then_reduce(master)
+    redo = assigns(master.on_message(3, W1, fetch_failed(reduce, a.attempt)))[W1]
+    assert isinstance(redo, AssignMap) and redo.task == a.task and redo.attempt != a.attempt
+    stats = master.statistics()
+    assert (stats.fetch_failures, stats.map_reexecutions, stats.failures) == (1, 1, 0)
+    master.check_invariants()
+    again = assigns(master.on_message(4, W1, map_done(redo, W1, reducers=1)))[W1]
+    assert isinstance(again, AssignReduce) and again.task == reduce.task
+    assert [r.attempt for r in again.inputs] == [redo.attempt, b.attempt]
+    master.on_message(5, W1, reduce_done(again))
+    assert master.succeeded
+
+
+def test_fetch_failures_max_reports_are_needed_before_re_execution() -> None:
+    master = make(maps=2, reducers=1, fetch_failures_max=2)
+    a, b, reduce = maps_then_reduce(master)
+    retry = assigns(master.on_message(3, W1, fetch_failed(reduce, a.attempt)))[W1]
+    # One report: the reduce runs again, bound to the same map attempts.
+    assert isinstance(retry, AssignReduce) and [r.attempt for r in retry.inputs] == [a.attempt, b.attempt]
+    assert master.statistics().map_reexecutions == 0
+    redo = assigns(master.on_message(4, W1, fetch_failed(retry, a.attempt)))[W1]
+    assert isinstance(redo, AssignMap) and redo.task == a.task
+    master.check_invariants()
+
+
+def test_a_stale_fetch_failure_does_not_re_execute_twice() -> None:
+    master = make(maps=2, reducers=2)
+    a = assigns(master.on_message(0, W1, WorkerReady()))[W1]
+    b = assigns(master.on_message(0, W2, WorkerReady()))[W2]
+    assert isinstance(a, AssignMap) and isinstance(b, AssignMap)
+    master.on_message(1, W2, map_done(b, W2))
+    reduces = assigns(master.on_message(2, W1, map_done(a, W1)))
+    r1, r2 = reduces[W1], reduces[W2]
+    assert isinstance(r1, AssignReduce) and isinstance(r2, AssignReduce)
+    effects = master.on_message(3, W1, fetch_failed(r1, a.attempt))
+    # The other reduce attempt, bound to the lost output, is cancelled.
+    assert any(isinstance(e, Send) and e.message == CancelAttempt(attempt=r2.attempt) for e in effects)
+    # Its own report of the same loss, arriving late, changes nothing.
+    assert master.on_message(4, W2, fetch_failed(r2, a.attempt)) == []
+    assert master.statistics().map_reexecutions == 1
+    redo = assigns(effects)[W1]
+    assert isinstance(redo, AssignMap)
+    master.check_invariants()
+
+
+def test_output_that_can_never_be_read_fails_the_step_naming_the_map_task() -> None:
+    master = make(maps=1, reducers=1, task_attempts_max=3)
+    assign: AssignMap | AssignReduce = assigns(master.on_message(0, W1, WorkerReady()))[W1]
+    for now in range(1, 20):
+        if isinstance(assign, AssignMap):
+            effects = master.on_message(now, W1, map_done(assign, W1, reducers=1))
+        else:
+            effects = master.on_message(now, W1, fetch_failed(assign, assign.inputs[0].attempt))
+        master.check_invariants()
+        if master.finished:
+            break
+        assign = assigns(effects)[W1]
+    failure = master.failure
+    assert failure is not None and failure.kind is TaskKind.MAP and failure.task == 0
+    assert "map task 0" in failure.describe() and "unreadable" in failure.describe()
+    assert master.statistics().fetch_failures == 3

@@ -244,6 +244,10 @@ class ClusterDriver(_Driver):
         self._holders: dict[int, _Worker] = {}
         #: Recalled map attempts -> the core id the new core credits them to.
         self._credited: dict[int, NodeId] = {}
+        #: Recalled map attempts -> (step, task), and the map tasks never to recall
+        #: again because a reducer could not read their checkpointed output.
+        self._recalled_maps: dict[int, tuple[int, int]] = {}
+        self._unrecallable: set[tuple[int, int]] = set()
         self.recalled = 0
         #: The step of each attempt assigned (attempt ids are unique over a job).
         self._steps: dict[int, int] = {}
@@ -389,11 +393,14 @@ class ClusterDriver(_Driver):
         if entry is None:
             return None
         if kind is TaskKind.MAP:
+            if (assign.step, assign.task) in self._unrecallable:
+                return None  # that output failed a fetch: the map task runs again
             holder = self._workers.get(NodeId(entry.holder))
             if holder is None or holder.core_id is None or holder.rpc != entry.rpc:
                 return None  # the worker holding that output is gone or restarted
             self._holders[assign.attempt] = holder
             self._credited[assign.attempt] = core_id
+            self._recalled_maps[assign.attempt] = (assign.step, assign.task)
         elif not Path(entry.completion.path).is_file():
             return None
         self.recalled += 1
@@ -411,6 +418,10 @@ class ClusterDriver(_Driver):
             return []
         if worker is not None:
             worker.connection_failures = 0
+        if isinstance(reply, TaskFailed):
+            for lost in reply.lost_map_attempts:
+                if lost in self._recalled_maps:
+                    self._unrecallable.add(self._recalled_maps[lost])
         before = master.statistics()
         effects = master.on_message(_now_ms(), source, reply)
         after = master.statistics()

@@ -67,7 +67,7 @@ from synod.mapreduce.messages import (
     TaskKind,
 )
 from synod.mapreduce.runner import load_job
-from synod.mapreduce.worker import run_attempt
+from synod.mapreduce.worker import FetchFailed, run_attempt
 from synod.runtime.auth import MODE_HMAC, MODE_INSECURE, AcceptorHandshake, Keyring, ReplayCache
 from synod.runtime.client import ClientConnection, connect
 from synod.runtime.config import RuntimeConfig
@@ -331,6 +331,10 @@ class ClusterWorker:
                 if isinstance(assign, AssignReduce):
                     try:
                         assign = await self._localize(run, assign, scratch, fetched)
+                    except FetchFailed as error:
+                        return TaskFailed(attempt=assign.attempt, kind=kind, task=assign.task,
+                                          error=f"worker {self.node}: {error}",
+                                          lost_map_attempts=tuple(ref.attempt for ref in error.refs))
                     except (SynodError, OSError) as error:
                         return TaskFailed(attempt=assign.attempt, kind=kind, task=assign.task,
                                           error=f"worker {self.node}: {error}")
@@ -384,10 +388,21 @@ class ClusterWorker:
                 refs.append(ref)
                 continue
             if not location:
-                raise SynodError(f"no address for map worker {ref.worker}")
+                raise FetchFailed((ref,), f"no address for map worker {ref.worker}")
             local = scratch / f"fetch-r{assign.task}-a{assign.attempt}-m{ref.map_task}"
             fetched.append(local)
-            await self._fetch_remote(location, ref, local)
+            try:
+                await self._fetch_remote(location, ref, local)
+            except SynodError:
+                # One retry on a fresh connection before reporting a fetch failure,
+                # which makes the master re-execute the map task.
+                stale = self._fetch_connections.pop(location, None)
+                if stale is not None:
+                    await stale.close()
+                try:
+                    await self._fetch_remote(location, ref, local)
+                except SynodError as error:
+                    raise FetchFailed((ref,), str(error)) from None
             refs.append(dataclasses.replace(ref, path=str(local), offset=0))
         return dataclasses.replace(assign, inputs=tuple(refs))
 

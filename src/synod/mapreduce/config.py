@@ -46,6 +46,13 @@ class MapReduceConfig:
     #: Attempts of one task before the job fails (worker deaths and user-code
     #: failures both count). Four matches Hadoop's ``mapreduce.map.maxattempts``.
     task_attempts_max: int = 4
+    #: Fetch-failure reports (a reducer could not read a bucket) against one
+    #: committed map attempt before the master deems its output lost and
+    #: re-executes the map task. Hadoop waits for three notifications, as its
+    #: reducers report every failed HTTP fetch; ours report only after their own
+    #: retry (a cluster worker reconnects once; the local runner reads a file on
+    #: this machine, and a missing or corrupt file stays so), so one is enough.
+    fetch_failures_max: int = 1
     #: Failures of the same input record before it is skipped (the paper's
     #: bad-record skipping: "more than one failure on a particular record").
     skip_after_failures: int = 2
@@ -78,7 +85,7 @@ class MapReduceConfig:
         positive = (
             "split_bytes_max", "split_bytes_min", "splits_per_worker", "map_buffer_bytes_max",
             "reduce_memory_bytes_max", "chunk_records_max", "task_attempts_max",
-            "skip_after_failures", "workers_max",
+            "skip_after_failures", "workers_max", "fetch_failures_max",
         )
         for name in positive:
             if getattr(self, name) <= 0:

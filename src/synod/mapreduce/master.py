@@ -25,6 +25,16 @@ and a move not in the table is a bug (``IllegalTransition``).
   bound to lost map output are abandoned and re-assigned, with new bindings, once
   the map task has been re-executed. Completed reduce tasks are never re-executed:
   their output is on shared storage.
+* **Fetch failures** (3.3; Hadoop's shuffle). A worker may live while its map
+  output does not (a lost or corrupt file, a disk error, a network path that
+  fails although gossip still sees the worker). A reduce attempt that cannot read
+  a bucket fails with ``TaskFailed.lost_map_attempts``; after
+  ``fetch_failures_max`` such reports against a committed map attempt, the master
+  treats its output as lost exactly as on ``WorkerLost``: the map task is
+  re-executed and reduce attempts bound to it are abandoned. The reporting reduce
+  attempt does not count against its own task (the fault is the map output's);
+  each loss of output counts against the *map* task's attempts, so output that can
+  never be read fails the step instead of looping.
 * **Backup tasks** (3.6). When the phase is close to completion (at most
   ``backup_remaining_fraction`` of its tasks running and none idle), a free worker
   gets a second attempt of the longest-running task that has run longer than
@@ -103,6 +113,8 @@ TRANSITIONS: dict[tuple[TaskState, TaskEvent], TaskState] = {
     (TaskState.IN_PROGRESS, TaskEvent.ATTEMPTS_LOST): TaskState.IDLE,
     (TaskState.IN_PROGRESS, TaskEvent.FAIL): TaskState.FAILED,
     (TaskState.COMPLETED, TaskEvent.OUTPUT_LOST): TaskState.IDLE,
+    #: A map task whose output was lost (fetch failures) once too often.
+    (TaskState.COMPLETED, TaskEvent.FAIL): TaskState.FAILED,
 }
 
 
@@ -141,6 +153,7 @@ class MasterStatistics:
     duplicates_ignored: int
     stale_ignored: int
     failures: int
+    fetch_failures: int
     workers_alive: int
     records_in: int
     bytes_in: int
@@ -175,6 +188,8 @@ class _Task:
     last_failure: TaskFailed | None = None
     #: How long the committed attempt ran, for the straggler threshold.
     duration_ms: float = 0.0
+    #: Fetch-failure reports against the committed attempt (a map task only).
+    fetch_failures: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -316,6 +331,7 @@ class Master:
             duplicates_ignored=self._stats["duplicates_ignored"],
             stale_ignored=self._stats["stale_ignored"],
             failures=self._stats["failures"],
+            fetch_failures=self._stats["fetch_failures"],
             workers_alive=sum(1 for w in self._workers.values() if w.alive),
             records_in=sum(t.completion.records_in for t in maps_done if t.completion),
             bytes_in=sum(t.completion.bytes_in for t in maps_done if t.completion),
@@ -399,6 +415,8 @@ class Master:
         if not attempt.live:
             self._stats["stale_ignored"] += 1
             return []
+        if failed.lost_map_attempts and attempt.kind is TaskKind.REDUCE:
+            return self._on_fetch_failed(task, attempt, failed)
         self._stats["failures"] += 1
         if failed.user_error and failed.offset >= 0 and attempt.kind is TaskKind.MAP:
             record = (failed.path, failed.offset)
@@ -440,6 +458,44 @@ class Master:
         self._move(task, TaskEvent.ATTEMPTS_LOST)
         return []
 
+    def _on_fetch_failed(self, reduce: _Task, attempt: _Attempt, failed: TaskFailed) -> Effects:
+        """Reduce attempt ``attempt`` could not read the output of the map attempts
+        ``failed.lost_map_attempts``: count the reports, re-execute the map tasks
+        whose output is now deemed lost, and put the reduce task back to work."""
+        self._stats["fetch_failures"] += 1
+        attempt.live = False
+        reduce.live.discard(attempt.id)
+        reduce.last_failure = failed
+        effects: Effects = []
+        for lost_id in sorted(set(failed.lost_map_attempts)):
+            lost = self._attempts.get(lost_id)
+            if lost is None or lost.kind is not TaskKind.MAP or attempt.bindings[lost.task] != lost_id:
+                # Not a map attempt this reduce attempt was bound to: bad peer input.
+                self._stats["fetch_failure_unbound_ignored"] += 1
+                continue
+            map_task = self._maps[lost.task]
+            if map_task.state is not TaskState.COMPLETED or map_task.committed is not lost:
+                # Already re-executed (another reducer's report, or its worker died).
+                self._stats["fetch_failure_stale_ignored"] += 1
+                continue
+            map_task.fetch_failures += 1
+            if map_task.fetch_failures < self._config.fetch_failures_max:
+                continue
+            map_task.failures += 1
+            if map_task.failures >= self._config.task_attempts_max:
+                self._move(map_task, TaskEvent.FAIL)
+                self._failure = TaskFailure(
+                    kind=TaskKind.MAP, task=map_task.index, attempt=lost_id,
+                    error=(f"its output was lost or unreadable too often ({map_task.failures} "
+                           f"attempts lost); last fetch failure: {failed.error}"),
+                    detail=failed.detail,
+                )
+                break
+            effects += self._map_output_lost(map_task)
+        if reduce.state is TaskState.IN_PROGRESS and not reduce.live:
+            self._move(reduce, TaskEvent.ATTEMPTS_LOST)
+        return effects
+
     def _on_worker_lost(self, worker_id: NodeId) -> Effects:
         worker = self._workers.get(worker_id)
         if worker is None or not worker.alive:
@@ -470,6 +526,7 @@ class Master:
         self._move(task, TaskEvent.OUTPUT_LOST)
         task.committed = None
         task.completion = None
+        task.fetch_failures = 0
         self._stats["map_reexecutions"] += 1
         effects: Effects = []
         for reduce in self._reduces:

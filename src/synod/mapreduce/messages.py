@@ -132,7 +132,10 @@ class TaskFailed(Message):
     """Attempt ``attempt`` failed. ``error`` is one line (exception type and text),
     ``detail`` the traceback; ``path``/``offset`` name the input record being
     processed (empty / -1 when none was); ``user_error`` is True when the job's own
-    code raised (as opposed to the framework or the machine)."""
+    code raised (as opposed to the framework or the machine). A reduce attempt
+    that could not read map output (missing, truncated, corrupt, unreachable)
+    names those map attempts in ``lost_map_attempts``: a *fetch failure*, which
+    the master answers by re-executing the map tasks, as Hadoop does."""
 
     attempt: int
     kind: TaskKind
@@ -142,6 +145,7 @@ class TaskFailed(Message):
     path: str = ""
     offset: int = -1
     user_error: bool = False
+    lost_map_attempts: tuple[int, ...] = ()
 
 
 @message(1010)

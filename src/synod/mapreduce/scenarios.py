@@ -6,8 +6,9 @@ single-threaded event loop: one queue ordered by (virtual time, sequence), one
 ``random.Random(seed)``. Each seed draws M, R, the number of workers and the
 faults the paper's master must survive: workers that die (their results still
 in flight, their completed map output lost with them) and are replaced,
-duplicated and delayed messages, stragglers ten times slower than the rest, and a
-poison record that crashes its mapper every time (skipped after two failures).
+duplicated and delayed messages, stragglers ten times slower than the rest, map
+output lost on a worker that stays alive (a corrupt or deleted file, which only
+the reducers' fetch-failure reports reveal), and a poison record that crashes its mapper every time (skipped after two failures).
 Map attempts are *non-deterministic*: each produces a fresh random token, and
 reduce attempts record the tokens of the map attempts they were bound to, so a
 reducer bound to the wrong attempt is visible.
@@ -20,8 +21,8 @@ master reported, never from the master's private state:
 * no worker ran two attempts at once; no reduce was bound to a map attempt that
   never completed, or to output on a worker the master knew was dead;
 * every map task's output, as read by the committed reducers, comes from one
-  attempt -- unless that attempt's output was lost with its worker before the
-  later reducer was bound (the planted bug ``mapreduce.accept_late_map_completion``
+  attempt -- unless that attempt's output was lost (with its worker, or
+  corrupted on a live one) before the later reducer was bound (the planted bug ``mapreduce.accept_late_map_completion``
   breaks this);
 * counters are those of exactly one completed attempt per task;
 * exactly the poison records were skipped.
@@ -84,6 +85,8 @@ class Run:
     poisoned: set[int] = field(default_factory=set)
     #: worker -> virtual time the master was told of its death
     lost_noticed: dict[NodeId, float] = field(default_factory=dict)
+    #: map attempt -> virtual time its output was corrupted (its worker alive)
+    corrupted: dict[int, float] = field(default_factory=dict)
     steps: int = 0
     trace: list[str] = field(default_factory=list)
 
@@ -96,6 +99,7 @@ def simulate(seed: int, *, check_invariants: bool = True, events_max: int = 2000
     reducers = reducers or rng.randint(1, 6)
     workers_initial = workers or rng.randint(1, 5)
     deaths_max = rng.randint(0, 3)
+    corruptions_max = rng.choice([0, 0, 1, 3])
     duplicate_probability = rng.choice([0.0, 0.1, 0.3])
     poison = rng.random() < 0.3
     config = MapReduceConfig(task_attempts_max=12, backup_after_ms=rng.choice([0.0, 50.0, 200.0]),
@@ -187,11 +191,17 @@ def simulate(seed: int, *, check_invariants: bool = True, events_max: int = 2000
                 raise CheckFailed(f"reduce bound to map attempt {ref.attempt} that never completed")
             if ref.path != f"{ref.worker}/m{ref.map_task}-a{ref.attempt}":
                 raise CheckFailed("ref names another attempt's output")
-            if ref.worker in run.deaths and run.deaths[ref.worker] < run.assigned[assign.attempt][3]:
-                # The fetch from a dead machine fails; the master learns of the
-                # death from WorkerLost and re-executes the map task.
-                return TaskFailed(attempt=assign.attempt, kind=TaskKind.REDUCE, task=assign.task,
-                                  error=f"OSError: cannot fetch from {ref.worker}")
+        # The fetch from a dead machine fails, and so does the read of a corrupt
+        # bucket: the reducer reports a fetch failure naming those map attempts.
+        # (A reducer reads its inputs when it starts.)
+        started = run.assigned[assign.attempt][3]
+        unreadable = tuple(
+            ref.attempt for ref in assign.inputs
+            if run.deaths.get(ref.worker, float("inf")) < started
+            or run.corrupted.get(ref.attempt, float("inf")) < started)
+        if unreadable:
+            return TaskFailed(attempt=assign.attempt, kind=TaskKind.REDUCE, task=assign.task,
+                              error="OSError: cannot fetch map output", lost_map_attempts=unreadable)
         token = rng.getrandbits(40)
         run.reduce_tokens[assign.attempt] = token
         return TaskCompleted(
@@ -207,6 +217,8 @@ def simulate(seed: int, *, check_invariants: bool = True, events_max: int = 2000
     deaths = 0
     for _ in range(deaths_max):
         push(rng.uniform(0, 600), "kill", None)
+    for _ in range(corruptions_max):
+        push(rng.uniform(0, 600), "corrupt", None)
     events = 0
     while queue and not master.finished:
         events += 1
@@ -239,6 +251,13 @@ def simulate(seed: int, *, check_invariants: bool = True, events_max: int = 2000
             # The death is noticed a little later; messages in flight still arrive.
             push(now + rng.uniform(0, 20), "deliver", (DRIVER, WorkerLost(worker=victim)))
             spawn()
+        elif kind == "corrupt":
+            intact = sorted(a for a in run.map_tokens
+                            if a not in run.corrupted and run.assigned[a][2] in alive)
+            if intact:
+                victim_attempt = rng.choice(intact)
+                run.corrupted[victim_attempt] = now
+                run.trace.append(f"{now:9.1f} corrupt output of a{victim_attempt}")
         elif kind == "timer":
             key, due = payload
             if timers.get(key) == due:
@@ -274,8 +293,8 @@ def check_run(run: Run) -> None:
             if a1 == a2:
                 continue
             lost_worker = run.assigned[a1][2]
-            died = run.deaths.get(lost_worker)
-            if died is None or died > t2:
+            lost_at = min(run.deaths.get(lost_worker, float("inf")), run.corrupted.get(a1, float("inf")))
+            if lost_at > t2:
                 raise CheckFailed(
                     f"seed {run.seed}: map task {map_task}: reducers read attempts {a1} and {a2} "
                     f"although attempt {a1}'s output was never lost"
@@ -320,6 +339,7 @@ def mapreduce_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
             "steps": float(run.steps), "attempts": float(stats.attempts_started),
             "backups": float(stats.backups_started), "map_reexecutions": float(stats.map_reexecutions),
             "duplicates_ignored": float(stats.duplicates_ignored), "deaths": float(len(run.deaths)),
+            "corruptions": float(len(run.corrupted)), "fetch_failures": float(stats.fetch_failures),
         },
     )
 

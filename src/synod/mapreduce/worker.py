@@ -104,6 +104,19 @@ class UserCodeError(Exception):
         self.detail = detail
 
 
+class FetchFailed(Exception):
+    """A reduce attempt could not read a map task's bucket: the file is missing,
+    truncated or corrupt, or (cluster) its worker cannot be reached. Reported to
+    the master as ``TaskFailed.lost_map_attempts``, which re-executes the map task."""
+
+    def __init__(self, refs: Iterable[MapOutputRef], error: str) -> None:
+        self.refs = tuple(refs)
+        names = ", ".join(f"map task {r.map_task} (attempt {r.attempt})" for r in self.refs)
+        super().__init__(f"cannot read the output of {names}: {error}")
+        self.error = str(self)
+        self.reason = error
+
+
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
@@ -173,6 +186,15 @@ def iter_pairs(path: str, offset: int, length: int) -> Iterator[tuple[Any, Any]]
     return itertools.chain.from_iterable(iter_chunks(path, offset, length))
 
 
+def fetch_chunks(ref: MapOutputRef) -> Iterator[tuple[tuple[Any, Any], ...]]:
+    """The chunks of one map task's bucket; any failure to read them (a missing,
+    short or undecodable file) is a ``FetchFailed`` naming that map attempt."""
+    try:
+        yield from iter_chunks(ref.path, ref.offset, ref.length)
+    except (OSError, ValueError, msgpack.UnpackException) as error:
+        raise FetchFailed((ref,), _describe(error)) from None
+
+
 Segment = tuple[str, int, int]
 
 
@@ -200,12 +222,22 @@ def write_pairs(handle: Any, pairs: Iterable[tuple[Any, Any]], chunk_records: in
     return written
 
 
+def _run_pairs(segment: Segment, origins: dict[Segment, MapOutputRef]) -> Iterator[tuple[Any, Any]]:
+    origin = origins.get(segment)
+    if origin is None:
+        return iter_pairs(*segment)
+    return itertools.chain.from_iterable(fetch_chunks(origin))
+
+
 def merge_segments(
-    segments: list[Segment], *, fan_in: int, chunk_records: int, scratch_prefix: str
+    segments: list[Segment], *, fan_in: int, chunk_records: int, scratch_prefix: str,
+    origins: dict[Segment, MapOutputRef] | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """k-way merge of sorted runs, at most ``fan_in`` open at once: extra runs are
-    merged in passes into temporary runs first (each removed once read)."""
+    merged in passes into temporary runs first (each removed once read). A run
+    listed in ``origins`` is map output, whose read errors are ``FetchFailed``."""
     segments = [s for s in segments if s[2] > 0]
+    origins = origins or {}
     temporaries: list[str] = []
     generation = 0
     while len(segments) > fan_in:
@@ -217,7 +249,7 @@ def merge_segments(
                 continue
             path = f"{scratch_prefix}.merge{generation}-{start}"
             with open(path, "wb") as handle:
-                stream = heapq.merge(*(iter_pairs(*s) for s in group), key=_KEY0)
+                stream = heapq.merge(*(_run_pairs(s, origins) for s in group), key=_KEY0)
                 length = write_pairs(handle, stream, chunk_records)
             temporaries.append(path)
             merged.append((path, 0, length))
@@ -225,9 +257,9 @@ def merge_segments(
         generation += 1
     try:
         if len(segments) == 1:
-            yield from iter_pairs(*segments[0])
+            yield from _run_pairs(segments[0], origins)
         else:
-            yield from heapq.merge(*(iter_pairs(*s) for s in segments), key=_KEY0)
+            yield from heapq.merge(*(_run_pairs(s, origins) for s in segments), key=_KEY0)
     finally:
         for path in temporaries:
             with contextlib.suppress(FileNotFoundError):
@@ -291,6 +323,8 @@ def _fold_into_dict(fold: Callable[[Any, Any], Any], pairs: Iterable[tuple[Any, 
         for key, value in pairs:
             current = get(key, missing)
             totals[key] = value if current is missing else fold(current, value)
+    except FetchFailed:
+        raise
     except Exception as error:
         raise UserCodeError(f"reduce_with raised: {_describe(error)}", detail=traceback.format_exc()) from error
     return list(totals.items())
@@ -308,6 +342,8 @@ def _fold_stream(fold: Callable[[Any, Any], Any], pairs: Iterable[tuple[Any, Any
             if current_key is not _MISSING:
                 yield current_key, total
             current_key, total = key, value
+    except FetchFailed:
+        raise
     except Exception as error:
         raise UserCodeError(f"reduce_with raised: {_describe(error)}", detail=traceback.format_exc()) from error
     if current_key is not _MISSING:
@@ -681,7 +717,7 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
                         out = reducer(key, values)
                         if out is not None:
                             collect(out, "reducer")
-                    except UserCodeError:
+                    except (UserCodeError, FetchFailed):
                         raise
                     except Exception as error:
                         raise UserCodeError(f"reducer raised on key {key!r}: {_describe(error)}",
@@ -741,24 +777,35 @@ def _reduce_input(refs: tuple[MapOutputRef, ...], config: MapReduceConfig, scrat
                   ) -> list[tuple[Any, Any]] | Iterator[tuple[Any, Any]]:
     """The bucket's pairs from every map task, in key order (folded by key when
     the step has ``reduce_with``)."""
-    segments = [(ref.path, ref.offset, ref.length) for ref in refs if ref.length > 0]
-    total = sum(length for _, _, length in segments)
+    present = [ref for ref in refs if ref.length > 0]
+    total = sum(ref.length for ref in present)
     if total <= config.reduce_memory_bytes_max:
+        failures: list[FetchFailed] = []
+
+        def readable_chunks() -> Iterator[tuple[tuple[Any, Any], ...]]:
+            # Every input is tried, so one report names all the lost map output.
+            for ref in present:
+                try:
+                    yield from fetch_chunks(ref)
+                except FetchFailed as failure:
+                    failures.append(failure)
+
         if fold is not None:
             # Hash aggregation: no sort of the pairs, only of the distinct keys.
-            stream = itertools.chain.from_iterable(
-                chunk for segment in segments for chunk in iter_chunks(*segment))
-            folded = _fold_into_dict(fold, stream)
-            _sort(folded, "the mappers")
-            return folded
-        pairs: list[tuple[Any, Any]] = []
-        for segment in segments:
-            for chunk in iter_chunks(*segment):
+            pairs = _fold_into_dict(fold, itertools.chain.from_iterable(readable_chunks()))
+        else:
+            pairs = []
+            for chunk in readable_chunks():
                 pairs.extend(chunk)
+        if failures:
+            raise FetchFailed([ref for f in failures for ref in f.refs],
+                              "; ".join(f.reason for f in failures))
         _sort(pairs, "the mappers")
         return pairs
-    merged = merge_segments(segments, fan_in=config.merge_fan_in_max,
-                            chunk_records=config.chunk_records_max, scratch_prefix=scratch_prefix)
+    origins = {(ref.path, ref.offset, ref.length): ref for ref in present}
+    merged = merge_segments(list(origins), fan_in=config.merge_fan_in_max,
+                            chunk_records=config.chunk_records_max, scratch_prefix=scratch_prefix,
+                            origins=origins)
     return merged if fold is None else _fold_stream(fold, merged)
 
 
@@ -773,6 +820,10 @@ def run_attempt(job_factory: JobFactory, assign: AssignMap | AssignReduce, *,
         if isinstance(assign, AssignMap):
             return run_map(job_factory, assign, scratch_dir=scratch_dir, config=config)
         return run_reduce(job_factory, assign, scratch_dir=scratch_dir, config=config)
+    except FetchFailed as error:
+        return TaskFailed(attempt=assign.attempt, kind=kind, task=assign.task, error=error.error,
+                          detail=traceback.format_exc(),
+                          lost_map_attempts=tuple(ref.attempt for ref in error.refs))
     except UserCodeError as error:
         return TaskFailed(attempt=assign.attempt, kind=kind, task=assign.task, error=error.error,
                           detail=error.detail or traceback.format_exc(), path=error.path,
