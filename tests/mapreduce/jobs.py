@@ -62,20 +62,28 @@ class KillMidReduce(CountWords):
 
 
 class LoseMapOutput(CountWords):
-    """The first reduce attempt to start deletes (or, with ``TRUNCATE``, cuts short)
-    every map output file under ``SCRATCH``, once: the map workers stay alive but
-    their output is gone, so later reduce attempts hit fetch failures."""
+    """The first reduce attempt to start deletes, cuts short (``MODE = "truncate"``)
+    or flips a byte in the middle of (``"corrupt"``) every map output file under
+    ``SCRATCH``, once: the map workers stay alive but their output is gone, so
+    later reduce attempts hit fetch failures."""
 
     MARKER: ClassVar[str] = ""
     SCRATCH: ClassVar[str] = ""
-    TRUNCATE: ClassVar[bool] = False
+    MODE: ClassVar[str] = "delete"
 
     def reducer_init(self) -> None:
         if not _first_time(self.MARKER):
             return
         for path in Path(self.SCRATCH).rglob("s0-m*.out"):
-            if self.TRUNCATE:
-                os.truncate(path, path.stat().st_size // 3)
+            size = path.stat().st_size
+            if self.MODE == "truncate":
+                os.truncate(path, size // 3)
+            elif self.MODE == "corrupt":
+                with path.open("r+b") as handle:
+                    handle.seek(size // 2)
+                    byte = handle.read(1)
+                    handle.seek(size // 2)
+                    handle.write(bytes([byte[0] ^ 0x20]))
             else:
                 path.unlink()
 

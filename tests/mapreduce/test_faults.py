@@ -142,15 +142,17 @@ def test_worker_killed_from_outside_during_the_map_phase(tmp_path: Path) -> None
     assert data.read_parts(tmp_path / "out") == clean_output(tmp_path, source)
 
 
-@pytest.mark.parametrize(("runner", "truncate"), [("local", False), ("inline", True)])
+@pytest.mark.parametrize(("runner", "mode"), [("local", "delete"), ("inline", "truncate"),
+                                             ("local", "corrupt")])
 def test_map_output_lost_on_a_live_worker_is_re_executed_after_a_fetch_failure(
-        tmp_path: Path, runner: str, truncate: bool) -> None:
-    # The workers live on, but their map output is deleted (or cut short) once
-    # the first reduce attempt starts: the reducers that read it afterwards report
-    # fetch failures and the master re-executes those map tasks.
+        tmp_path: Path, runner: str, mode: str) -> None:
+    # The workers live on, but their map output is deleted, cut short or has a
+    # byte flipped (caught by the frame checksum) once the first reduce attempt
+    # starts: the reducers that read it afterwards report fetch failures and the
+    # master re-executes those map tasks.
     source, _ = corpus(tmp_path)
     clean = clean_output(tmp_path, source)
-    job = type("Job", (LoseMapOutput,), {"MARKER": str(tmp_path / "marker"), "TRUNCATE": truncate,
+    job = type("Job", (LoseMapOutput,), {"MARKER": str(tmp_path / "marker"), "MODE": mode,
                                          "SCRATCH": str(tmp_path / "out" / "_temporary")})
     result = run_job(job, [source], tmp_path / "out", runner=runner, workers=2, reducers=3,
                      config=SMALL_CHUNKS)

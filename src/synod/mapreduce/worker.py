@@ -27,6 +27,7 @@ import itertools
 import operator
 import os
 import signal
+import struct
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -41,7 +42,13 @@ from synod.codec.registry import decode, encode
 from synod.core.faults import declare_mutant, mutant
 from synod.core.ids import NodeId
 from synod.mapreduce.config import MapReduceConfig
-from synod.mapreduce.formats import InputDecodeError, InputFormat, MsgpackRecords, RecordBlock
+from synod.mapreduce.formats import (
+    InputDecodeError,
+    InputFormat,
+    MsgpackOutput,
+    MsgpackRecords,
+    RecordBlock,
+)
 from synod.mapreduce.job import Job, Step, stable_hash
 from synod.mapreduce.messages import (
     AssignMap,
@@ -86,7 +93,10 @@ def _stable_buckets(keys: list[Any], kinds: set[type], reducers: int) -> list[in
         hashes = list(map(stable_hash, keys))
     return list(map(operator.mod, hashes, itertools.repeat(reducers)))
 _READ_BYTES = 1 << 20
-_UNPACK_BUFFER_MAX = (1 << 31) - 1
+#: Run files (spills and map output) are frames: this header -- the payload's
+#: length and CRC-32, little-endian -- then a msgpack array of [key, value]
+#: pairs. The checksum makes a corrupt bucket a fetch failure, never bad output.
+_FRAME = struct.Struct("<II")
 #: Estimated bytes of Python objects per buffered pair besides key and value:
 #: the tuple (56) and its slot in the bucket list (8).
 _PAIR_OVERHEAD_BYTES = 64
@@ -102,6 +112,10 @@ class UserCodeError(Exception):
         self.path = path
         self.offset = offset
         self.detail = detail
+
+
+class CorruptRun(ValueError):
+    """A run file's frame fails its checksum or overruns the run."""
 
 
 class FetchFailed(Exception):
@@ -164,61 +178,76 @@ def check_pair(key: Any, value: Any) -> None:
 # ------------------------------------------------------------------- run files
 
 
-def iter_chunks(path: str, offset: int, length: int) -> Iterator[tuple[tuple[Any, Any], ...]]:
-    """The msgpack chunks in ``length`` bytes at ``offset`` of ``path``."""
+def iter_frames(path: str, offset: int, length: int) -> Iterator[tuple[int, tuple[tuple[Any, Any], ...]]]:
+    """(bytes, chunk) for each frame of the run in ``length`` bytes at ``offset``
+    of ``path``. A short file is an ``OSError``; a frame whose checksum does not
+    match, or that overruns the run, is a ``CorruptRun``."""
     if length <= 0:
         return
-    with open(path, "rb") as handle:
+    with open(path, "rb", buffering=_READ_BYTES) as handle:
         handle.seek(offset)
-        unpacker = msgpack.Unpacker(raw=False, use_list=False, strict_map_key=False,
-                                    max_buffer_size=_UNPACK_BUFFER_MAX)
+        position = offset
         remaining = length
         while remaining > 0:
-            data = handle.read(min(remaining, _READ_BYTES))
-            if not data:
+            header = handle.read(_FRAME.size)
+            if len(header) < _FRAME.size:
                 raise OSError(f"{path}: run truncated ({remaining} bytes missing at end)")
-            remaining -= len(data)
-            unpacker.feed(data)
-            yield from unpacker
+            size, checksum = _FRAME.unpack(header)
+            if size > remaining - _FRAME.size:
+                raise CorruptRun(f"{path}: frame at byte {position} overruns its run")
+            payload = handle.read(size)
+            if len(payload) < size:
+                raise OSError(f"{path}: run truncated ({remaining} bytes missing at end)")
+            if crc32(payload) != checksum:
+                raise CorruptRun(f"{path}: checksum mismatch in the frame at byte {position}")
+            remaining -= _FRAME.size + size
+            position += _FRAME.size + size
+            yield _FRAME.size + size, msgpack.unpackb(payload, raw=False, use_list=False, strict_map_key=False)
+
+
+def iter_chunks(path: str, offset: int, length: int) -> Iterator[tuple[tuple[Any, Any], ...]]:
+    """The chunks of pairs of the run in ``length`` bytes at ``offset`` of ``path``."""
+    return map(_VALUE1, iter_frames(path, offset, length))
 
 
 def iter_pairs(path: str, offset: int, length: int) -> Iterator[tuple[Any, Any]]:
     return itertools.chain.from_iterable(iter_chunks(path, offset, length))
 
 
-def fetch_chunks(ref: MapOutputRef) -> Iterator[tuple[tuple[Any, Any], ...]]:
-    """The chunks of one map task's bucket; any failure to read them (a missing,
-    short or undecodable file) is a ``FetchFailed`` naming that map attempt."""
+def fetch_frames(ref: MapOutputRef) -> Iterator[tuple[int, tuple[tuple[Any, Any], ...]]]:
+    """The frames of one map task's bucket; any failure to read them (a missing,
+    short, corrupt or undecodable file) is a ``FetchFailed`` naming that map attempt."""
     try:
-        yield from iter_chunks(ref.path, ref.offset, ref.length)
+        yield from iter_frames(ref.path, ref.offset, ref.length)
     except (OSError, ValueError, msgpack.UnpackException) as error:
         raise FetchFailed((ref,), _describe(error)) from None
+
+
+def fetch_chunks(ref: MapOutputRef) -> Iterator[tuple[tuple[Any, Any], ...]]:
+    return map(_VALUE1, fetch_frames(ref))
 
 
 Segment = tuple[str, int, int]
 
 
+def _write_frame(handle: Any, chunk: list[tuple[Any, Any]]) -> int:
+    payload = msgpack.packb(chunk, use_bin_type=True)
+    handle.write(_FRAME.pack(len(payload), crc32(payload)))
+    handle.write(payload)
+    return _FRAME.size + len(payload)
+
+
 def write_pairs(handle: Any, pairs: Iterable[tuple[Any, Any]], chunk_records: int) -> int:
-    """Write pairs as msgpack chunks; return the bytes written."""
+    """Write pairs as a run (frames of at most ``chunk_records`` pairs); return
+    the bytes written."""
     written = 0
     if isinstance(pairs, list):
         for start in range(0, len(pairs), chunk_records):
-            data = msgpack.packb(pairs[start : start + chunk_records], use_bin_type=True)
-            handle.write(data)
-            written += len(data)
+            written += _write_frame(handle, pairs[start : start + chunk_records])
         return written
-    chunk: list[tuple[Any, Any]] = []
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) >= chunk_records:
-            data = msgpack.packb(chunk, use_bin_type=True)
-            handle.write(data)
-            written += len(data)
-            chunk = []
-    if chunk:
-        data = msgpack.packb(chunk, use_bin_type=True)
-        handle.write(data)
-        written += len(data)
+    iterator = iter(pairs)
+    while chunk := list(itertools.islice(iterator, chunk_records)):
+        written += _write_frame(handle, chunk)
     return written
 
 
@@ -663,7 +692,8 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
     steps = job.steps()
     step = _step_of(job, assign.step)
     final_step = assign.step == len(steps) - 1
-    output = job.OUTPUT if final_step else None
+    # A later step reads this step's parts as plain msgpack (MsgpackRecords).
+    output = job.OUTPUT if final_step else MsgpackOutput()
     reducer = step.reducer
     os.makedirs(assign.output_dir, exist_ok=True)
     final_path = os.path.join(assign.output_dir, part_name(assign.task))
@@ -682,10 +712,7 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
             pending: list[tuple[Any, Any]] = []
 
             def flush() -> None:
-                if output is None:
-                    write_pairs(handle, pending, config.chunk_records_max)
-                else:
-                    output.write(handle, pending)
+                output.write(handle, pending)
                 pending.clear()
 
             def collect(out: Any, where: str) -> None:
