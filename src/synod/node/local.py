@@ -36,6 +36,10 @@ class LocalNodeCluster(LocalProcesses):
         self.n = n
         self.shards = shards
         self.layout: dict[str, dict[str, str]] = {}
+        #: The voting members the cluster was created with (NodeConfig.initial_members).
+        self.initial_members: list[str] = []
+        #: Nodes that start as learners on an empty data directory (NodeConfig.join).
+        self.joining: set[str] = set()
 
     # ------------------------------------------------------------ layout
 
@@ -45,17 +49,42 @@ class LocalNodeCluster(LocalProcesses):
         write_secret(self.data_dir / "client.key")
         path = self.data_dir / "cluster.json"
         if path.exists():
-            existing = json.loads(path.read_text()).get("node_layout", {})
-            if len(existing) == self.n:
+            saved = json.loads(path.read_text())
+            existing = saved.get("node_layout", {})
+            initial = saved.get("initial_members", list(existing))
+            if len(initial) == self.n:
                 self.layout = existing
+                self.initial_members = list(initial)
         if not self.layout:
             tcp, http = free_ports(self.n), free_ports(self.n)
             udp = free_ports(self.n, socket.SOCK_DGRAM)
             self.layout = {f"n{i + 1}": {"tcp": f"{LOOPBACK}:{tcp[i]}", "gossip": f"{LOOPBACK}:{udp[i]}",
                                          "http": f"{LOOPBACK}:{http[i]}"} for i in range(self.n)}
+            self.initial_members = list(self.layout)
+        self.write_configs()
+
+    def write_configs(self) -> None:
         for node in self.layout:
             self.config_path(node).write_text(self.config_text(node))
         self.save_layout()
+
+    def add_node(self, node: str, *, join: bool = False, start: bool = True) -> None:
+        """Add ``node`` to the layout (new ports) and start it. It is not one of
+        the initial members, so it hosts the lock cell as a learner until
+        ``synod member add``. ``join``: for a name that WAS an initial member
+        whose data is gone; it restarts as a learner (``NodeConfig.join``).
+        Every node's file is rewritten to list it (running nodes learn its
+        address from gossip)."""
+        if node not in self.layout:
+            (tcp,), (http,) = free_ports(1), free_ports(1)
+            (udp,) = free_ports(1, socket.SOCK_DGRAM)
+            self.layout[node] = {"tcp": f"{LOOPBACK}:{tcp}", "gossip": f"{LOOPBACK}:{udp}",
+                                 "http": f"{LOOPBACK}:{http}"}
+        if join:
+            self.joining.add(node)
+        self.write_configs()
+        if start:
+            self.restart(node)
 
     def config_path(self, node: str) -> Path:
         return self.data_dir / f"{node}.toml"
@@ -75,6 +104,8 @@ class LocalNodeCluster(LocalProcesses):
             f"nodes = [{nodes}]",
             f"seeds = [{seeds}]",
             f"shards = {self.shards}",
+            "initial_members = [{}]".format(", ".join(f'"{n}"' for n in self.initial_members)),
+            f"join = {'true' if node in self.joining else 'false'}",
             'preset = "local"',
             "stop_wait_s = 2.0",
             "",
@@ -88,7 +119,7 @@ class LocalNodeCluster(LocalProcesses):
             "nodes": {n: [a["tcp"].rsplit(":", 1)[0], int(a["tcp"].rsplit(":", 1)[1])]
                       for n, a in self.layout.items()},
             "principal": "client", "key_file": "client.key", "insecure": False,
-            "core": "synod.node", "node_layout": self.layout,
+            "core": "synod.node", "node_layout": self.layout, "initial_members": self.initial_members,
             # for `synod kv --cluster DIR` (synod.cli.txn): its user and key file,
             # and the placement every node computed (see synod.node.groups).
             "user": "client", "user_key_file": str((self.data_dir / "client.key").resolve()),
@@ -104,7 +135,7 @@ class LocalNodeCluster(LocalProcesses):
         """The shard placement as JSON: group, key range, replicas."""
         if not self.shards:
             return []
-        placed = place_shards(tuple(NodeId(n) for n in self.layout), self.shards, 3)
+        placed = place_shards(tuple(NodeId(n) for n in self.initial_members), self.shards, 3)
         return [{"group": s.group, "start": s.start, "end": s.end, "replicas": list(s.replicas)}
                 for s in placed.shards]
 

@@ -66,6 +66,7 @@ from synod.paxos.config import PaxosConfig
 from synod.paxos.messages import (
     NOOP,
     AcceptRecord,
+    Ballot,
     Entry,
     LearnedRecord,
     PromiseRecord,
@@ -94,6 +95,10 @@ class GroupBackup:
     members: tuple[str, ...]
     chunks: tuple[bytes, ...]
     digest: str
+    round: int = 0
+    """The highest ballot round the replica had seen: a restored group starts
+    its ballots above it, because the state may record ballots (a shard's
+    epoch, for example) that a new leader must exceed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +176,8 @@ def take_backup(config: NodeConfig) -> Backup:
     for name, replica in sorted(_replicas(mux).items()):
         groups.append(GroupBackup(group=name, index=replica.chosen_index,
                                   members=tuple(str(m) for m in replica.members_history[-1][1]),
-                                  chunks=replica.state.snapshot_chunks(), digest=replica.digest()))
+                                  chunks=replica.state.snapshot_chunks(), digest=replica.digest(),
+                                  round=max(replica.promised.round, replica.round_seen)))
     return Backup(node=config.node_id, created_s=time.time(), groups=tuple(groups))
 
 
@@ -180,7 +186,7 @@ def write_backup(backup: Backup, path: Path) -> None:
     body = msgpack.packb({
         "version": BACKUP_VERSION, "node": backup.node, "created_s": backup.created_s,
         "groups": [{"group": g.group, "index": g.index, "members": list(g.members),
-                    "chunks": list(g.chunks), "digest": g.digest} for g in backup.groups],
+                    "chunks": list(g.chunks), "digest": g.digest, "round": g.round} for g in backup.groups],
     }, use_bin_type=True)
     data = BACKUP_MAGIC + body
     data += hashlib.sha256(data).digest()
@@ -215,7 +221,8 @@ def read_backup(path: Path) -> Backup:
             raise ConfigError(f"backup {path}: version {body['version']}, this synod reads {BACKUP_VERSION}")
         groups = tuple(GroupBackup(group=str(g["group"]), index=int(g["index"]),
                                    members=tuple(str(m) for m in g["members"]),
-                                   chunks=tuple(bytes(c) for c in g["chunks"]), digest=str(g["digest"]))
+                                   chunks=tuple(bytes(c) for c in g["chunks"]), digest=str(g["digest"]),
+                                   round=int(g.get("round", 0)))
                        for g in body["groups"])
         return Backup(node=str(body["node"]), created_s=float(body["created_s"]), groups=groups)
     except (KeyError, TypeError, ValueError, msgpack.UnpackException) as error:
@@ -275,7 +282,10 @@ def restore(backup: Backup, config: NodeConfig, members: tuple[str, ...] | None 
             assert group is not None
             snapshot = SnapshotRecord(index=group.index, chunks=group.chunks, previous_members=ids,
                                       members=ids, members_from_slot=1)
-            records.append(_snapshot_log_record(name, [snapshot, LearnedRecord(chosen_index=group.index)]))
+            # No promise was made in the new cluster; this one only lifts its
+            # ballots above the old cluster's (see GroupBackup.round).
+            floor = PromiseRecord(ballot=Ballot(round=group.round, node=NodeId(config.node_id)))
+            records.append(_snapshot_log_record(name, [snapshot, floor, LearnedRecord(chosen_index=group.index)]))
             digests[name] = group.digest
         _write_fresh_log(config, records)
         _verify(config, digests)

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TextIO
 
 from synod.codec.kernel import ClientRequest, Routed
+from synod.codec.registry import encode
+from synod.core.effects import Persist
 from synod.core.errors import ConfigError
 from synod.core.ids import NodeId
 from synod.gossip.agent import GossipAgent
@@ -43,7 +45,7 @@ from synod.lock.config import LockConfig
 from synod.node.config import NodeConfig, parse_host_port
 from synod.node.groups import NodeCoreFactory, NodeMux, place_shards
 from synod.paxos.config import PaxosConfig
-from synod.paxos.messages import TransferLeader
+from synod.paxos.messages import LearnedRecord, TransferLeader
 from synod.paxos.replica import PaxosReplica
 from synod.runtime.auth import Keyring
 from synod.runtime.config import RuntimeConfig
@@ -248,6 +250,28 @@ class Node:
                 moved.append(group)
         return moved
 
+    def _persist_learned(self) -> None:
+        """Make each replica's chosen index durable before a graceful exit.
+
+        A replica writes its learned index lazily (with its next record, or every
+        ``window_slots_max`` slots), so the log of a stopped node may know fewer
+        slots chosen than the node did; the last writes would then be missing
+        from a backup taken from it (``synod backup``) until it rejoins. Every
+        slot up to the chosen index already has its value in the log (accepted
+        entries are durable before they are acknowledged, caught-up ones are
+        logged in order), so one ``LearnedRecord`` per group, in the group's
+        record format (``synod.core.mux``), is enough."""
+        host = self.host
+        if host is None or host.failure is not None:
+            return
+        records = []
+        for group, child in self.mux.children.items():
+            replica = getattr(child, "replica", None)
+            if isinstance(replica, PaxosReplica) and replica.chosen_index > replica.learned_persisted:
+                records.append(group.encode() + b"\x00" + encode(LearnedRecord(chosen_index=replica.chosen_index)))
+        if records:
+            host.execute([Persist(records=tuple(records))])
+
     async def stop(self) -> None:
         """Graceful stop: leadership transfer, gossip leave, then the servers."""
         if self._peer_task is not None:
@@ -269,6 +293,7 @@ class Node:
             assert isinstance(self.web, DashboardServer)
             await self.web.stop()
         if self.host is not None:
+            self._persist_learned()
             await self.host.stop()
         if self._lock_handle is not None:
             self._lock_handle.close()
