@@ -9,8 +9,9 @@ embedded engine, so data can exceed memory. ``SqliteEngine`` is that engine: a
 B-tree on disk (or ``":memory:"`` in the simulator, one database per replica),
 in the standard library, so it adds no dependency, and its transactions are
 atomic and durable on their own. Each applied operation runs in ONE SQLite
-transaction that also advances the ``applied`` counter in ``meta``: the applied
-index is stored atomically with the data it describes.
+savepoint that also advances the ``applied`` counter in ``meta``, and commits
+group the operations of one event: the applied index is stored atomically with
+the data it describes.
 
 A snapshot for catch-up is read from the engine table by table, as a stream of
 bounded chunks (``snapshot_rows_per_chunk`` rows each), and ``restore`` replaces
@@ -34,6 +35,10 @@ from synod.core.errors import RemoteProtocolError
 
 #: Rows per snapshot chunk (a large shard streams in pieces).
 SNAPSHOT_ROWS_PER_CHUNK = 256
+
+#: Applied operations one SQLite transaction holds at most before it is
+#: committed even without a ``flush`` (bounds the uncommitted WAL).
+OPS_PER_TRANSACTION_MAX = 256
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL)",
@@ -64,6 +69,7 @@ class Engine(Protocol):
     def begin(self) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
+    def flush(self) -> None: ...
     def execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
     def meta(self, name: str) -> int: ...
     def set_meta(self, name: str, value: int) -> None: ...
@@ -76,11 +82,28 @@ class Engine(Protocol):
 class SqliteEngine:
     """SQLite behind ``Engine``: ``path`` is a file, or ``":memory:"``."""
 
-    def __init__(self, path: str = ":memory:", *, synchronous: str = "NORMAL") -> None:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so one applied
-        # operation is exactly one SQLite transaction.
+    def __init__(self, path: str = ":memory:", *, synchronous: str = "OFF") -> None:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves. One applied
+        # operation is one SAVEPOINT (``begin`` .. ``commit`` or ``rollback``),
+        # and the operations applied while handling one event share ONE SQLite
+        # transaction, committed by ``flush`` (the server calls it after every
+        # event) or after ``OPS_PER_TRANSACTION_MAX`` operations: what reaches
+        # the file is always a whole number of operations with their applied
+        # counter, and a commit per operation (most of its cost) is saved.
+        #
+        # synchronous=OFF by default: a node recreates its database at start and
+        # the Paxos replica rebuilds the applied state from its own fsynced
+        # write-ahead log and snapshot, so an fsync here would buy nothing (a
+        # commit stays atomic: WAL mode never exposes half a transaction). Pass
+        # "NORMAL" or "FULL" once a node reopens its database instead.
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # A write-through cache of ``meta`` (read on every applied operation): a
+        # write goes to SQLite at once and to the cache; a rollback or a restore
+        # empties it. ``meta`` is written only through ``set_meta``.
+        self._meta: dict[str, int] = {}
+        self._in_op = False
+        self._ops_open = 0
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -88,26 +111,55 @@ class SqliteEngine:
             self._db.execute(statement)
 
     def begin(self) -> None:
-        self._db.execute("BEGIN")
+        """Start one operation (a savepoint inside the open transaction)."""
+        assert not self._in_op, "operations do not nest"
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+        self._db.execute("SAVEPOINT op")
+        self._in_op = True
 
     def commit(self) -> None:
-        self._db.execute("COMMIT")
+        """End the operation; its effects reach the file at the next ``flush``."""
+        assert self._in_op, "commit without begin"
+        self._db.execute("RELEASE op")
+        self._in_op = False
+        self._ops_open += 1
+        if self._ops_open >= OPS_PER_TRANSACTION_MAX:
+            self.flush()
 
     def rollback(self) -> None:
+        """Undo the operation in progress (and nothing applied before it)."""
+        self._meta.clear()
+        if self._in_op:
+            self._db.execute("ROLLBACK TO op")
+            self._db.execute("RELEASE op")
+            self._in_op = False
+
+    def flush(self) -> None:
+        """Commit every operation ended since the last flush."""
+        assert not self._in_op, "flush inside an operation"
         if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        self._ops_open = 0
 
     def execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, parameters).fetchall()
 
     def meta(self, name: str) -> int:
+        cached = self._meta.get(name)
+        if cached is not None:
+            return cached
         rows = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchall()
-        return int(rows[0][0]) if rows else 0
+        value = int(rows[0][0]) if rows else 0
+        self._meta[name] = value
+        return value
 
     def set_meta(self, name: str, value: int) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+        self._meta[name] = value
 
     def snapshot(self) -> Iterator[bytes]:
+        self.flush()
         for table, columns in _TABLES:
             cursor = self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1, 2")
             while True:
@@ -119,7 +171,9 @@ class SqliteEngine:
 
     def restore(self, chunks: Iterable[bytes]) -> None:
         known = dict(_TABLES)
-        self.begin()
+        self._meta.clear()
+        self.flush()
+        self._db.execute("BEGIN")
         try:
             for table, _ in _TABLES:
                 self._db.execute(f"DELETE FROM {table}")
@@ -137,14 +191,18 @@ class SqliteEngine:
                                          [tuple(row) for row in rows])
                 except (sqlite3.Error, TypeError, ValueError) as error:
                     raise RemoteProtocolError(f"bad shard snapshot rows: {error}") from None
-            self.commit()
+            self._db.execute("COMMIT")
         except BaseException:
-            self.rollback()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._meta.clear()
 
     def digest(self) -> str:
         """A hash of every table but ``meta``'s ``applied`` counter (replicas that
         restored a snapshot count fewer applied operations than ones that replayed)."""
+        self.flush()
         h = hashlib.sha256()
         for table, columns in _TABLES:
             for row in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1, 2"):
@@ -154,4 +212,6 @@ class SqliteEngine:
         return h.hexdigest()[:16]
 
     def close(self) -> None:
+        if not self._in_op:
+            self.flush()
         self._db.close()

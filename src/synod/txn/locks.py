@@ -111,6 +111,9 @@ class LockTable:
         self.txns: dict[str, TxnLocks] = {}
         self.holders: dict[str, dict[str, Mode]] = {}
         self.waiters: list[Request] = []
+        #: Transactions holding at least one range lock: an exclusive request
+        #: checks only these for a range covering its key, not every transaction.
+        self.ranged: set[str] = set()
         #: Transactions aborted here (wounded, released, timed out) -> the key
         #: that did it; remembered so a late request is refused, not re-admitted.
         self.aborted: OrderedDict[str, str] = OrderedDict()
@@ -194,12 +197,15 @@ class LockTable:
         for start_end in ranges:
             if start_end not in entry.ranges:
                 entry.ranges.append(start_end)
+        if entry.ranges:
+            self.ranged.add(txn)
 
     def release(self, txn: str, *, aborted_by: str | None = None) -> tuple[Outcome, list[Request]]:
         """Drop every lock and waiting request of ``txn``. Returns what waking the
         queue did (tokens granted to others, transactions they wounded) and the
         dropped requests of ``txn`` itself."""
         entry = self.txns.pop(txn, None)
+        self.ranged.discard(txn)
         dropped = [w for w in self.waiters if w.txn == txn]
         if dropped:
             self.waiters = [w for w in self.waiters if w.txn != txn]
@@ -246,9 +252,9 @@ class LockTable:
                 if holder != request.txn and (mode is Mode.EXCLUSIVE or request.mode is Mode.EXCLUSIVE):
                     found.append(holder)
             if request.mode is Mode.EXCLUSIVE:
-                for holder, entry in self.txns.items():
+                for holder in self.ranged:
                     if holder != request.txn and holder not in found and any(
-                            _in_range(request.key, s, e) for s, e in entry.ranges):
+                            _in_range(request.key, s, e) for s, e in self.txns[holder].ranges):
                         found.append(holder)
         else:
             for key, holders in self.holders.items():
@@ -276,6 +282,7 @@ class LockTable:
 
     def _drop(self, txn: str, key: str) -> None:
         entry = self.txns.pop(txn, None)
+        self.ranged.discard(txn)
         if entry is not None:
             for held in entry.keys:
                 holders = self.holders.get(held)
@@ -292,6 +299,7 @@ class LockTable:
         if request.end is not None:
             if (request.key, request.end) not in entry.ranges:
                 entry.ranges.append((request.key, request.end))
+            self.ranged.add(request.txn)
             return
         current = entry.keys.get(request.key)
         if current is Mode.EXCLUSIVE:
@@ -329,5 +337,7 @@ class LockTable:
                 invariant(entry is not None and entry.keys.get(key) is mode,
                           f"holder table and {txn}'s locks disagree on {key!r}")
         invariant(len(self.waiters) <= self.waiters_max, "lock waiters over their bound")
+        invariant(self.ranged == {t for t, e in self.txns.items() if e.ranges},
+                  "the set of range holders disagrees with the transactions' ranges")
         invariant(len(self.txns) <= self.txns_max + len([e for e in self.txns.values() if e.prepared]),
                   "transactions over their bound")

@@ -71,6 +71,16 @@ PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
 #: Records one ``RecordForgetOp`` drops at most.
 FORGET_BATCH_MAX = 256
 
+#: Old watch changes and outcomes are deleted once up to this many more than
+#: their bound have piled up (1/16 of the bound at most), in one statement,
+#: instead of one DELETE per operation. At least the bound is kept, and the
+#: rule is deterministic, so every replica keeps the same rows.
+TRIM_STEP_MAX = 64
+
+
+def _trim_step(bound: int) -> int:
+    return max(1, min(TRIM_STEP_MAX, bound // 16))
+
 
 def check_key(key: str, config: TxnConfig) -> None:
     """``KeyTooLargeError`` unless ``key`` is a non-empty key within the limit."""
@@ -107,6 +117,9 @@ class ShardMachine:
     def __init__(self, engine: Engine | None = None, config: TxnConfig | None = None) -> None:
         self.engine: Engine = engine if engine is not None else SqliteEngine(":memory:")
         self.config = config or TxnConfig()
+        # The last epoch, read on every event by the server: cached, and dropped
+        # whenever the engine's contents may differ from it (rollback, restore).
+        self._epoch: Ballot | None = None
 
     # ------------------------------------------------------------ StateMachine
 
@@ -122,11 +135,13 @@ class ShardMachine:
             if result.status == "refused":
                 # Nothing of a refused op stays: roll back, then count it applied.
                 self.engine.rollback()
+                self._epoch = None
                 self.engine.begin()
                 self.engine.set_meta("applied", self.engine.meta("applied") + 1)
             self.engine.commit()
         except BaseException:
             self.engine.rollback()
+            self._epoch = None
             raise
         return encode(result)
 
@@ -140,11 +155,19 @@ class ShardMachine:
             return encode(TxnValue(value=value, revision=revision))
         return encode(OpResult(status="refused", detail="not a query"))
 
+    def flush(self) -> None:
+        """Commit the operations applied so far to the engine (see ``SqliteEngine``)."""
+        self.engine.flush()
+
     def snapshot(self) -> Iterator[bytes]:
         return self.engine.snapshot()
 
     def restore(self, chunks: Iterable[bytes]) -> None:
-        self.engine.restore(chunks)
+        self._epoch = None
+        try:
+            self.engine.restore(chunks)
+        finally:
+            self._epoch = None
 
     def digest(self) -> str:
         return self.engine.digest()
@@ -158,8 +181,10 @@ class ShardMachine:
     @property
     def epoch(self) -> Ballot:
         """The ballot of the last leader whose ``EpochOp`` was applied."""
-        rows = self.engine.execute("SELECT round, node FROM epoch WHERE id = 0")
-        return Ballot(round=int(rows[0][0]), node=NodeId(str(rows[0][1]))) if rows else BALLOT_ZERO
+        if self._epoch is None:
+            rows = self.engine.execute("SELECT round, node FROM epoch WHERE id = 0")
+            self._epoch = Ballot(round=int(rows[0][0]), node=NodeId(str(rows[0][1]))) if rows else BALLOT_ZERO
+        return self._epoch
 
     @property
     def applied(self) -> int:
@@ -248,6 +273,7 @@ class ShardMachine:
                     return OpResult(status="duplicate", detail="older epoch")
                 self.engine.execute("INSERT OR REPLACE INTO epoch (id, round, node) VALUES (0, ?, ?)",
                                     (op.ballot.round, op.ballot.node))
+                self._epoch = op.ballot
                 return OpResult(status="ok")
             case FastCommitOp():
                 if self.outcome(op.txn) is not None:
@@ -353,7 +379,7 @@ class ShardMachine:
             self.engine.execute("INSERT INTO changes (revision, seq, key, value) VALUES (?, ?, ?, ?)",
                                 (revision, seq, write.key, write.value))
         horizon = revision - self.config.watch_history_max
-        if horizon > self.engine.meta("compacted_below"):
+        if horizon >= self.engine.meta("compacted_below") + _trim_step(self.config.watch_history_max):
             self.engine.execute("DELETE FROM changes WHERE revision < ?", (horizon,))
             self.engine.set_meta("compacted_below", horizon)
         return revision
@@ -362,4 +388,5 @@ class ShardMachine:
         seq = self.engine.meta("outcome_seq") + 1
         self.engine.set_meta("outcome_seq", seq)
         self.engine.execute("INSERT INTO outcomes (seq, txn, committed) VALUES (?, ?, ?)", (seq, txn, int(committed)))
-        self.engine.execute("DELETE FROM outcomes WHERE seq <= ?", (seq - self.config.outcomes_max,))
+        if seq % _trim_step(self.config.outcomes_max) == 0:
+            self.engine.execute("DELETE FROM outcomes WHERE seq <= ?", (seq - self.config.outcomes_max,))

@@ -17,6 +17,7 @@ secret files, shard layout) for ``synod kv``, and can SIGKILL and restart a node
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -75,7 +76,16 @@ class NodeShardFactory:
         else:
             engine = SqliteEngine(":memory:")
         return ShardServer(node, rng, group=group, shard_map=self.shard_map, config=TxnConfig.local(),
-                           paxos_config=PaxosConfig.local(), engine=engine)
+                           paxos_config=shard_paxos_config(), engine=engine)
+
+
+def shard_paxos_config() -> PaxosConfig:
+    """``PaxosConfig.local()`` with a Phase 2 window of 4 slots, as the Paxos KV
+    processes use (``synod.paxos.server.local_paxos_config``): with 32 slots open
+    every commit of a burst got a slot of its own (a WAL record, an Accept per
+    peer, a vote each, and a sync of the log); with 4, the rest of a burst waits
+    a moment and leaves in ONE slot of many commands."""
+    return dataclasses.replace(PaxosConfig.local(), window_slots_max=4)
 
 
 def shard_core(nodes: tuple[NodeId, ...]) -> NodeShardFactory:

@@ -318,6 +318,7 @@ class ShardServer:
                 source, message = self._inbox.popleft()
                 self._on_peer(now_ms, source, message, queue)
             if not queue:
+                self.machine.flush()
                 return out
 
     def _intercept(self, effect: Effect, intercepted: list[ClientResult]) -> Effect | None:
