@@ -15,7 +15,7 @@ key of the client principal ``client``), both written once with mode 0600. With
 Every process is stopped by its PID, never by name.
 
 Each node runs ``python -m synod.cli.cluster`` (``node_main`` below): the runtime's
-``serve_node`` with the same arguments as ``python -m synod.runtime.serve``, but on
+own ``python -m synod.runtime.serve`` (``main``, the same arguments), but on
 ``RuntimeConfig.local()`` (peer reconnect back-off capped at 0.5 s instead of 5 s).
 With the LAN default a node killed and restarted stays unreachable from its peers
 for up to 5 s of back-off, and a second kill in that time leaves the survivors
@@ -24,9 +24,7 @@ unable to elect a leader until the back-off ends (seen in the real-process tests
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -186,53 +184,10 @@ class LocalCluster(LocalProcesses):
 
 
 def node_main(argv: list[str] | None = None) -> int:
-    """One node process: ``synod.runtime.serve``'s arguments, ``RuntimeConfig.local()``."""
-    import asyncio
-    import dataclasses
-    import logging
+    """One node process: ``synod.runtime.serve``'s ``main`` on ``RuntimeConfig.local()``."""
+    from synod.runtime.serve import main
 
-    from synod.core.ids import NodeId, node_id
-    from synod.runtime.auth import Keyring
-    from synod.runtime.host import AsyncioHost, run
-    from synod.runtime.serve import _parser, core_builder, parse_address, read_secret, serve_node
-
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        if args.node is None:
-            raise ConfigError("--node is required")
-        node = node_id(args.node)
-        peers: dict[str, tuple[str, int]] = {node_id(name): parse_address(address)
-                 for name, _, address in (p.partition("=") for p in args.peer)}
-        config = dataclasses.replace(RuntimeConfig.local(), peers=dict(peers), insecure=args.insecure)
-        users = {name: read_secret(Path(path)) for name, _, path in (u.partition("=") for u in args.user)}
-        if args.secret_file is not None:
-            keyring = Keyring.from_secret(read_secret(args.secret_file), users)
-        elif args.insecure:
-            keyring = Keyring()
-        else:
-            raise ConfigError("--secret-file is required (or --insecure)")
-        nodes = tuple(sorted({node, *(NodeId(p) for p in peers)}))
-        factory = core_builder(args.core)(nodes)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    def ready(host: AsyncioHost) -> None:
-        assert host.address is not None
-        print(f"READY {host.node} {host.address[0]} {host.address[1]} {os.getpid()}", flush=True)
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await serve_node(node=node, core_factory=factory, config=config, keyring=keyring,
-                         listen=(args.host, args.port), data_dir=args.data, ready=ready, stop=stop)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        run(serve())
-    return 0
+    return main(argv, runtime=RuntimeConfig.local())
 
 
 # ---------------------------------------------------------------- commands

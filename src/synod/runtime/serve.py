@@ -132,7 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, runtime: RuntimeConfig | None = None) -> int:
+    """The process: parse ``argv``, serve until SIGTERM/SIGINT; the exit status.
+    ``runtime``: the base ``RuntimeConfig`` (timings; default the LAN one), on
+    which the peers and the security options of ``argv`` are set."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.new_secret is not None:
@@ -153,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, _, address in (p.partition("=") for p in args.peer)
         }
         config = dataclasses.replace(
-            RuntimeConfig(),
+            runtime or RuntimeConfig(),
             peers=dict(peers),
             insecure=args.insecure,
             tls_cert_file=args.tls_cert,
