@@ -185,7 +185,7 @@ def test_a_member_is_never_learnt_from_a_rumour_of_its_death() -> None:
 
 def test_suspicion_timeout_declares_the_member_failed_and_broadcasts_it() -> None:
     # memberlist's suspicion_mult (4) pinned: the formula, not the LAN preset, is the claim.
-    core = member(config=GossipConfig(suspicion_mult=4))
+    core = member(config=GossipConfig(suspicion_mult=4, suspicion_timeout_min_floor_ms=0.0))
     add_peers(core, *(f"p{i}" for i in range(8)))
     effects = learn(core, Suspect(node=NodeId("p0"), incarnation=1, source=C), now_ms=100.0)
     delay = timers(effects)[f"{TIMER_SUSPECT_PREFIX}p0"]
@@ -199,7 +199,7 @@ def test_suspicion_timeout_declares_the_member_failed_and_broadcasts_it() -> Non
 
 def test_independent_confirmations_shorten_the_suspicion_timeout() -> None:
     # suspicion_mult = 4 wants k = 2 confirmations, so both shorten the timeout.
-    core = member(config=GossipConfig(suspicion_mult=4))
+    core = member(config=GossipConfig(suspicion_mult=4, suspicion_timeout_min_floor_ms=0.0))
     add_peers(core, *(f"p{i}" for i in range(8)))
     first = timers(learn(core, Suspect(node=NodeId("p0"), incarnation=1, source=C)))
     second = timers(learn(core, Suspect(node=NodeId("p0"), incarnation=1, source=D)))
@@ -211,7 +211,8 @@ def test_independent_confirmations_shorten_the_suspicion_timeout() -> None:
 
 
 def test_without_lifeguard_the_suspicion_timeout_is_fixed() -> None:
-    core = member(config=GossipConfig(lifeguard=False, suspicion_mult=4))
+    core = member(config=GossipConfig(lifeguard=False, suspicion_mult=4,
+                                      suspicion_timeout_min_floor_ms=0.0))
     add_peers(core, *(f"p{i}" for i in range(8)))
     first = timers(learn(core, Suspect(node=NodeId("p0"), incarnation=1, source=C)))
     second = timers(learn(core, Suspect(node=NodeId("p0"), incarnation=1, source=D)))

@@ -61,3 +61,10 @@ def test_awareness_is_clamped_and_scales_timeouts() -> None:
     assert a.score == 7
     a.apply_delta(-100)
     assert a.score == 0
+
+
+def test_the_floor_raises_the_minimum_only_where_the_formula_is_below_it() -> None:
+    assert suspicion_timeout_min_ms(3, 5, 1000.0, floor_ms=4500.0) == 4500.0
+    assert suspicion_timeout_min_ms(3, 10, 1000.0, floor_ms=4500.0) == 4500.0
+    assert suspicion_timeout_min_ms(3, 50, 1000.0, floor_ms=4500.0) == pytest.approx(
+        3 * math.log10(50) * 1000)

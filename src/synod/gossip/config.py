@@ -8,7 +8,8 @@ the effective values (all computed from the current member count ``n``):
 
 * retransmits of each update = ``retransmit_mult * ceil(log10(n + 1))``
   (infection-style dissemination needs O(log n) rounds, SWIM section 4.1);
-* suspicion timeout, minimum = ``suspicion_mult * max(1, log10(n)) * probe_interval_ms``,
+* suspicion timeout, minimum = ``max(suspicion_timeout_min_floor_ms,
+  suspicion_mult * max(1, log10(n)) * probe_interval_ms)``,
   maximum = ``suspicion_max_timeout_mult * minimum``; the timeout starts at the
   maximum and falls towards the minimum as ``k = suspicion_mult - 2`` independent
   confirmations arrive (Lifeguard section 4.2);
@@ -30,7 +31,8 @@ from synod.core.errors import ConfigError
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GossipConfig:
-    """SWIM + Lifeguard knobs. Defaults are for a LAN (memberlist DefaultLANConfig)."""
+    """SWIM + Lifeguard knobs. Defaults are for a LAN (memberlist's DefaultLANConfig,
+    except ``suspicion_mult`` and ``suspicion_timeout_min_floor_ms``)."""
 
     #: Period of the failure detector: one member is probed per period. 1 s on a LAN
     #: (SWIM's T'); shorter detects faster at the cost of more packets.
@@ -41,19 +43,32 @@ class GossipConfig:
     #: Members asked to probe on our behalf after a missed direct ack (SWIM's k).
     #: 3 makes a false suspicion from one lossy path unlikely.
     indirect_checks: int = 3
-    #: Each update is piggybacked ``retransmit_mult * ceil(log10(n+1))`` times; 4
-    #: reaches every member with high probability (memberlist's default).
-    retransmit_mult: int = 4
+    #: Each update is piggybacked ``retransmit_mult * ceil(log10(n+1))`` times. A
+    #: member misses an update with probability about ``e^-R`` (R the retransmits), and
+    #: one that misses a refutation declares a live member failed when its suspicion
+    #: timer runs out. memberlist's 4 (R = 8 for 10-99 members) was enough with its
+    #: longer suspicion timeouts; with ``suspicion_mult = 3`` it let 2 of about 3,600
+    #: (stall, observer) pairs at n = 25 end in a false verdict on the lab pump (5
+    #: members stalled 5 s every 20 s, 20 seeds), and 5 (R = 10) none there or at
+    #: n = 10 and 50. It costs bytes only while updates are queued, not at steady state.
+    retransmit_mult: int = 5
     #: Scales the minimum suspicion timeout (see the module comment); also fixes the
-    #: number of confirmations Lifeguard waits for: ``suspicion_mult - 2``. 4 as in
-    #: memberlist and Serf. 3 was tried to beat Serf's detection at n = 50 (a crash
-    #: known everywhere in ~7 s instead of ~9 s) and refused: ``max(1, log10 n)``
-    #: floors the minimum at ``suspicion_mult`` probe intervals below 10 members, so
-    #: with 3 a member stalled 5 s in a 5- or 10-member cluster is declared failed
-    #: about 4 s into the stall (every stall, in ``bench/gossip.py`` on real agents
-    #: and on the lab pump; none with 4). Faster detection at n = 50 without that
-    #: needs a floor on the minimum timeout in the core, not a smaller multiplier.
-    suspicion_mult: int = 4
+    #: number of confirmations Lifeguard waits for: ``suspicion_mult - 2``. memberlist
+    #: and Serf use 4; we use 3 with ``suspicion_timeout_min_floor_ms``: at n = 50 the
+    #: minimum is 5.1 s instead of 6.8 s and one confirmation (not two) brings the
+    #: timeout down to it, so a crash is known everywhere about 2 s sooner than Serf
+    #: (bench/gossip.py). 3 alone was refused: ``max(1, log10 n)`` floors the minimum
+    #: at ``suspicion_mult`` probe intervals below 10 members, 3 s, and a member
+    #: stalled 5 s in a 5- or 10-member cluster was declared failed on every stall.
+    suspicion_mult: int = 3
+    #: Lower bound (ms) of the minimum suspicion timeout, whatever n. A stalled member
+    #: (SIGSTOP, a long GC pause, a VM migration) is suspected at the earliest about one
+    #: probe interval after its stall begins; it refutes as soon as it runs again. So
+    #: a stall of S ms is survived when ``probe_interval_ms + floor > S`` plus the
+    #: refutation's trip back: 4500 ms covers 5 s stalls with about half a second to
+    #: spare on a LAN. It only bites below about 30 members (3 * log10(n) * 1 s >=
+    #: 4.5 s from n = 32 on). 0 gives memberlist's formula alone.
+    suspicion_timeout_min_floor_ms: float = 4500.0
     #: Maximum suspicion timeout as a multiple of the minimum (Lifeguard's beta). 6
     #: gives a lone accuser's suspicion time to be refuted.
     suspicion_max_timeout_mult: int = 6
@@ -122,7 +137,7 @@ class GossipConfig:
             raise ConfigError("GossipConfig.probe_timeout_ms must be below probe_interval_ms "
                               "(indirect probes need the rest of the period)")
         for name in ("gossip_to_the_dead_ms", "tombstone_ms", "push_pull_interval_ms",
-                     "reconnect_interval_ms"):
+                     "reconnect_interval_ms", "suspicion_timeout_min_floor_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"GossipConfig.{name} must be >= 0")
         if self.tombstone_ms < self.gossip_to_the_dead_ms:
@@ -160,12 +175,16 @@ class GossipConfig:
     @classmethod
     def local(cls) -> GossipConfig:
         """Loopback or one host: round trips are tiny, so detect 5x faster
-        (memberlist's DefaultLocalConfig: 200 ms probes, 100 ms timeout, 3x retransmits)."""
+        (memberlist's DefaultLocalConfig: 200 ms probes, 100 ms timeout, 3x retransmits,
+        memberlist's suspicion formula without our floor). Tests and demos: a stall
+        of a second can be declared failed here."""
         return dataclasses.replace(
             cls(),
             probe_interval_ms=200.0,
             probe_timeout_ms=100.0,
             retransmit_mult=3,
+            suspicion_mult=4,
+            suspicion_timeout_min_floor_ms=0.0,
             suspicion_max_timeout_mult=3,
             gossip_interval_ms=100.0,
             push_pull_interval_ms=15_000.0,

@@ -551,7 +551,8 @@ class GossipMember:
                          accuser: NodeId) -> None:
         cfg = self.config
         members = self.table.live_count()
-        min_ms = suspicion_timeout_min_ms(cfg.suspicion_mult, members, cfg.probe_interval_ms)
+        min_ms = suspicion_timeout_min_ms(cfg.suspicion_mult, members, cfg.probe_interval_ms,
+                                          cfg.suspicion_timeout_min_floor_ms)
         if cfg.lifeguard:
             k = confirmations_wanted(cfg.suspicion_mult, members)
             max_ms = cfg.suspicion_max_timeout_mult * min_ms

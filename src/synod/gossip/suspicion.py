@@ -14,9 +14,15 @@ suspicion.go computes, with ``c`` confirmations so far:
 
 and the base values, for ``n`` members and probe interval ``T``:
 
-    min_ms = suspicion_mult * max(1, log10(n)) * T
+    min_ms = max(floor_ms, suspicion_mult * max(1, log10(n)) * T)
     max_ms = suspicion_max_timeout_mult * min_ms
     k      = suspicion_mult - 2, or 0 when fewer than k + 2 members exist
+
+``floor_ms`` (``suspicion_timeout_min_floor_ms``, ours, not memberlist's) keeps
+the minimum above the longest stall a live member must survive: below 10 members
+``max(1, log10 n)`` is 1, so the formula alone gives ``suspicion_mult`` probe
+intervals however small the multiplier, and a smaller multiplier (faster
+detection in larger clusters) would declare a member stalled for 5 s failed.
 
 Confirmations are counted once per member, never from the first accuser, and at
 most ``k`` of them. With ``k == 0`` (or Lifeguard off) the timeout is ``min_ms``.
@@ -29,10 +35,11 @@ import math
 from synod.core.ids import NodeId
 
 
-def suspicion_timeout_min_ms(suspicion_mult: int, members: int, probe_interval_ms: float) -> float:
-    """``suspicion_mult * max(1, log10(n)) * probe_interval_ms``."""
+def suspicion_timeout_min_ms(suspicion_mult: int, members: int, probe_interval_ms: float,
+                             floor_ms: float = 0.0) -> float:
+    """``max(floor_ms, suspicion_mult * max(1, log10(n)) * probe_interval_ms)``."""
     node_scale = max(1.0, math.log10(max(1.0, float(members))))
-    return suspicion_mult * node_scale * probe_interval_ms
+    return max(floor_ms, suspicion_mult * node_scale * probe_interval_ms)
 
 
 def confirmations_wanted(suspicion_mult: int, members: int) -> int:
