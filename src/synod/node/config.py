@@ -14,9 +14,11 @@ A node's TOML file holds the fields below at top level::
     seeds = ["n2@10.0.0.2:7946"]
     shards = 2
 
-``nodes`` is the static membership of the Paxos groups (every node of a cluster
-must list the same nodes, in any order); gossip membership is dynamic and needs
-only ``seeds``. Every error is a ``ConfigError`` whose message names the field.
+``nodes`` gives the TCP address of each node; ``initial_members`` (default: all of
+``nodes``) is the groups' member set at creation, the same on every node, from
+which the shard placement is computed. Later member sets come from each group's
+log (``synod member add|remove``); a node that is not a member of a group it
+hosts is a learner. Gossip membership is dynamic and needs only ``seeds``. Every error is a ``ConfigError`` whose message names the field.
 """
 
 from __future__ import annotations

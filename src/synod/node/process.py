@@ -13,12 +13,15 @@ A node is three servers on one asyncio loop:
   addresses, so any node's dashboard finds every other;
 * the dashboard (``synod.web``) on ``http_bind``.
 
-Start: host first (recovering the log), then gossip, then HTTP. After a kill -9
+Start: host first (recovering the log), then gossip, then HTTP. While it runs,
+the node gives its host the TCP address of any node that gossip knows and
+``nodes`` does not list (one added later: ``synod member add``), from that
+node's gossip metadata. After a kill -9
 the same start recovers: the Paxos replicas from their records, gossip with a
 higher incarnation. A graceful ``stop`` hands every Paxos leadership held here
 to another live member (``TransferLeader``, waiting a bounded time), leaves the
-gossip group (the leave spreads before the socket closes), then stops the
-servers in reverse order.
+gossip group (the leave spreads before the socket closes), makes each replica's
+chosen index durable, then stops the servers in reverse order.
 """
 
 from __future__ import annotations
