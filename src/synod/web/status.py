@@ -53,8 +53,12 @@ def _members(node: Node) -> list[dict[str, Any]]:
 
 def _group(name: str, replica: PaxosReplica) -> dict[str, Any]:
     stats = replica.statistics()
+    # A replica outside its group's member set receives the log but never votes.
+    role = stats.role.value
+    if stats.node not in stats.members and role != "leader":
+        role = "learner"
     return {
-        "group": name, "role": stats.role.value, "leader": stats.leader or "",
+        "group": name, "role": role, "leader": stats.leader or "",
         "ballot": str(stats.ballot if stats.role.value == "leader" else replica.leader_ballot),
         "chosen_index": stats.chosen_index, "snapshot_index": stats.snapshot_index,
         "log_entries": stats.log_entries, "proposals_in_flight": stats.proposals_in_flight,
