@@ -57,12 +57,21 @@ def test_overrides_replace_fields(tmp_path: Path) -> None:
     ('preset = "wan"', "NodeConfig.preset"),
     ('nodes = ["n2=127.0.0.1:7102"]', "NodeConfig.nodes"),
     ('colour = "blue"', "colour"),
+    ('initial_members = ["n1", "n9"]', "NodeConfig.initial_members"),
+    ('initial_members = ["n1", "n1"]', "NodeConfig.initial_members"),
 ])
 def test_a_bad_field_is_named(tmp_path: Path, change: str, field: str) -> None:
     key = change.split(" = ")[0]
     lines = [line for line in GOOD.splitlines() if not line.startswith(f"{key} =")]
     with pytest.raises(ConfigError, match=re.escape(field)):
         load_node_config(write(tmp_path, "\n".join([*lines, change]) + "\n"))
+
+
+def test_the_voters_are_the_initial_members_or_every_node(tmp_path: Path) -> None:
+    assert load_node_config(write(tmp_path, GOOD)).voters() == ("n1", "n2", "n3")
+    joining = load_node_config(write(tmp_path, GOOD), {"node_id": "n3", "initial_members": ["n2", "n1"],
+                                                        "join": True})
+    assert joining.voters() == ("n1", "n2") and joining.join
 
 
 def test_a_secret_or_tls_or_insecure_is_required(tmp_path: Path) -> None:

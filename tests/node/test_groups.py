@@ -91,3 +91,18 @@ def test_messages_to_another_shard_name_their_target_group() -> None:
     node.on_message(2.0, NodeId("n2"), Routed(group="s1", body=Routed(group="s9", body=DecisionQuery(
         txn="t", group="s1"))))
     assert node.dropped["message for unknown group"] == 1
+
+
+def test_a_joining_node_starts_every_replica_as_a_learner() -> None:
+    members = tuple(NodeId(n) for n in ("n1", "n2", "n3"))
+    factory = NodeCoreFactory(members=members, shard_map=place_shards(members, 2, 3), paxos=PaxosConfig.local(),
+                              lock=LockConfig.local(), txn=TxnConfig.local(), learner=True)
+    joined = factory(NodeId("n2"), random.Random(1))
+    for child in joined.children.values():
+        replica = getattr(child, "replica")  # noqa: B009 - every child here has one
+        assert replica.members_history == [(1, (NodeId("n1"), NodeId("n3")))]
+    # without the flag the node votes in every group it hosts
+    plain = NodeCoreFactory(members=members, shard_map=place_shards(members, 2, 3), paxos=PaxosConfig.local(),
+                            lock=LockConfig.local(), txn=TxnConfig.local())(NodeId("n2"), random.Random(1))
+    assert all(NodeId("n2") in getattr(c, "replica").members_history[0][1]  # noqa: B009
+               for c in plain.children.values())
