@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,6 +202,59 @@ def test_group_commit_many_concurrent_persists_share_fsyncs_and_answer_in_order(
             assert recovered == tuple(f"w{i:03d}" for i in range(200))
 
     run(scenario())
+
+
+@pytest.mark.parametrize(("inline_ms_max", "all_inline"), [(0.0, False), (1e9, True)])
+def test_fsync_runs_inline_only_when_allowed_and_answers_after_it_either_way(
+    tmp_path: Path, inline_ms_max: float, all_inline: bool,
+) -> None:
+    async def scenario() -> None:
+        config = make_config(fsync_inline_ms_max=inline_ms_max)
+        async with running_host(config=config, data_dir=tmp_path) as host:
+            for i in range(5):
+                assert await ask(host, Command(op="durable", arg=f"r{i}")) == (f"r{i}",)
+            stats = host.statistics()
+            assert stats.fsyncs >= 1
+            assert stats.fsyncs_inline == (stats.fsyncs if all_inline else 0)
+        async with running_host(data_dir=tmp_path) as again:
+            assert await ask(again, Command(op="recovered")) == tuple(f"r{i}" for i in range(5))
+
+    run(scenario())
+
+
+def test_sends_keep_their_order_when_some_go_out_directly_and_some_queued() -> None:
+    async def scenario() -> None:
+        async with running_host("n2") as n2:
+            assert n2.address is not None
+            config = make_config(peers={"n2": n2.address})
+            async with running_host("n1", config=config) as n1:
+                assert n1.address is not None
+                await ask(n1, Command(op="forward", arg="n2:first"))   # opens the link
+                client = await connect(n1.address, "alice", ALICE_KEY)
+                # Many requests at once: the host handles several in one loop
+                # iteration, so the first send of each goes out directly and the
+                # rest wait in the queue for the writer task.
+                await asyncio.gather(*(client.request(Command(op="forward", arg=f"n2:m{i:03d}"), 30)
+                                       for i in range(300)))
+                await client.close()
+                expected = ("n1:first", *(f"n1:m{i:03d}" for i in range(300)))
+
+                async def notes() -> tuple[str, ...]:
+                    return await ask(n2, Command(op="notes"))
+
+                await wait_until_async(lambda: notes(), lambda got: len(got) == len(expected))
+                assert await notes() == expected
+
+    run(scenario())
+
+
+async def wait_until_async(fetch: Any, done: Any, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if done(await fetch()):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
 
 
 def test_persist_without_a_log_is_a_bug_that_stops_the_node() -> None:

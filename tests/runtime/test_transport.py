@@ -182,3 +182,43 @@ def test_config_loads_from_toml_values() -> None:
     assert config.frame_bytes_max == 1048576 and config.handshake_timeout_s == 2.0
     assert config.tls_enabled and config.tls_ca_file is not None and config.tls_ca_file.name == "ca.pem"
     assert config.peers == {"n2": ("127.0.0.1", 7002)}
+
+
+def test_a_direct_write_never_overtakes_queued_frames() -> None:
+    """``Connection.write_now`` sends the first frame of a loop iteration at once;
+    a frame offered while others wait in the queue must go behind them."""
+    from synod.codec.frames import FrameDecoder
+    from synod.codec.registry import decode
+    from synod.runtime.auth import Authenticated
+    from synod.runtime.stats import Counters, RuntimeStatistics
+    from synod.runtime.transport import Connection
+
+    async def scenario() -> None:
+        left, right = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=left)
+        peer_reader, peer_writer = await asyncio.open_connection(sock=right)
+        config = make_config()
+        connection = Connection(reader=reader, writer=writer, decoder=FrameDecoder(),
+                                peer=Authenticated(principal="n2", kind="node"), config=config,
+                                counters=Counters(RuntimeStatistics))
+        # A backlog from before the connection was up (as a PeerLink's queue has).
+        for i in range(3):
+            connection.queue.offer(connection._frame(Command(op="echo", arg=f"queued{i}")))
+        task = asyncio.create_task(connection.run(lambda conn, msg: None))
+        await asyncio.sleep(0)   # the writer task exists, the backlog is not yet sent
+        assert connection.offer(Command(op="echo", arg="late"))
+        await asyncio.sleep(0.05)   # a later iteration: this one may go directly
+        assert connection.offer(Command(op="echo", arg="later"))
+        decoder = FrameDecoder()
+        got: list[str] = []
+        while len(got) < 5:
+            data = await asyncio.wait_for(peer_reader.read(65536), 5)
+            assert data
+            got += [decode(f).arg for f in decoder.feed(data)]  # type: ignore[attr-defined]
+        assert got == ["queued0", "queued1", "queued2", "late", "later"]
+        assert connection.counters.snapshot().messages_sent == 5
+        connection.close("done")
+        await task
+        peer_writer.close()
+
+    run(scenario())

@@ -78,6 +78,15 @@ class RuntimeConfig:
     """Record bytes one fsync covers at most; bounds the latency one fsync adds.
     A larger single Persist still forms a batch of its own."""
 
+    fsync_inline_ms_max: float = 0.5
+    """An fsync expected to take at most this long (ms) runs on the event-loop
+    thread instead of the fsync worker thread. Handing a sync to a thread and back
+    costs two thread wake-ups, which on a fast disk (and on a busy machine, where
+    each wake-up waits for a CPU) cost more than the fsync itself; a slow disk must
+    not block the loop, so the expectation is a moving average of the last syncs'
+    durations, and a batch over 64 KiB always goes to the thread. 0 sends every
+    sync to the thread."""
+
     insecure: bool = False
     """Skip authentication (peers' claimed names are believed). Development only:
     a warning is logged at start."""
@@ -118,6 +127,8 @@ class RuntimeConfig:
             "group_commit_batch_bytes_max",
         ):
             positive(name)
+        if self.fsync_inline_ms_max < 0:
+            raise ConfigError(f"RuntimeConfig.fsync_inline_ms_max must be >= 0, got {self.fsync_inline_ms_max!r}")
         if self.reconnect_delay_ms_max < self.reconnect_delay_ms_min:
             raise ConfigError("RuntimeConfig.reconnect_delay_ms_max must be >= reconnect_delay_ms_min")
         if self.send_queue_bytes_max < self.frame_bytes_max:

@@ -49,6 +49,7 @@ class RuntimeStatistics:
     persists: int = 0
     records_persisted: int = 0
     fsyncs: int = 0
+    fsyncs_inline: int = 0
     reads_paused: int = 0
     client_results: int = 0
 
