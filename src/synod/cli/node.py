@@ -94,7 +94,8 @@ def node_cluster_status(data_dir: Path, timeout_s: float = 2.0) -> list[str]:
                      f"dashboard http://{member['http']}/")
     lines.append("groups:")
     for group in status["cluster"]["groups"]:
-        replicas = "  ".join(f"{name}=unreachable" if r["lag"] is None else f"{name}={r['chosen_index']}(lag {r['lag']})"
+        replicas = "  ".join(f"{name}=unreachable" if r["lag"] is None else
+                             f"{name}={r['chosen_index']}(lag {r['lag']}{', learner' if r['role'] == 'learner' else ''})"
                              for name, r in group["replicas"].items())
         lines.append(f"  {group['group']:5} leader={group['leader'] or '-':4} ballot={group['ballot']:8} "
                      f"chosen={group['chosen_index']:<6} {replicas}")

@@ -76,8 +76,8 @@ def access_from_node_config(path: Path, user: str | None = None) -> ClusterAcces
     from synod.runtime.serve import read_secret
 
     config = load_node_config(path)
-    if not config.http_bind:
-        raise ConfigError(f"NodeConfig.http_bind: {path} has no dashboard to read the cluster from")
+    if not config.http_bind or config.http_bind.endswith(":0"):
+        raise ConfigError(f"NodeConfig.http_bind: {path} has no fixed dashboard address to read the cluster from")
     users = [u.partition("=") for u in config.users]
     chosen = [(name, file) for name, _, file in users if user is None or name == user]
     if config.tls_enabled:
