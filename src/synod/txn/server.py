@@ -163,6 +163,9 @@ class _Coordination:
     acks: set[str] = field(default_factory=set)
     clients: list[tuple[NodeId, int]] = field(default_factory=list)
     proposing: bool = False
+    #: When prepare requests or decisions were last sent (the tick re-sends
+    #: only what has waited ``resend_ms`` since).
+    sent_ms: float = 0.0
 
     def move(self, new: CoordinatorState) -> None:
         if new not in COORDINATOR_TRANSITIONS[self.state]:
@@ -254,6 +257,10 @@ class ShardServer:
         self._presuming: dict[str, str] = {}
         self._forget_batches: dict[int, tuple[str, ...]] = {}
         self._inbox: deque[tuple[NodeId, Message]] = deque()
+        #: Other groups' leaders, as last heard from (2PC messages come from a
+        #: group's ready leader only).
+        self._group_leaders: dict[str, NodeId] = {}
+        self._node_groups = {node: shard.group for shard in shard_map.shards for node in shard.replicas}
         self._counts: Counter[str] = Counter()
 
     # ================================================================ Core API
@@ -269,6 +276,9 @@ class ShardServer:
             case ClientRequest(request_id=request_id, body=body):
                 self._on_client(now_ms, source, request_id, body, out)
             case PrepareRequest() | Vote() | Decision() | DecisionAck() | DecisionQuery():
+                group = self._node_groups.get(source)
+                if group is not None and group != self.group:
+                    self._group_leaders[group] = source
                 self._sync(now_ms, out)
                 self._on_peer(now_ms, source, message, out)
             case _:
@@ -371,11 +381,11 @@ class ShardServer:
             self._coordinating[begin.txn] = coordination
             self._counts["resumed_records"] += 1
             if state == PENDING:
-                self._send_prepares(coordination, out)
+                self._send_prepares(now_ms, coordination, out, broadcast=True)
             else:
                 coordination.decision = state == COMMITTED
                 coordination.move(CoordinatorState.DECIDED)
-                self._send_decisions(coordination, out)
+                self._send_decisions(now_ms, coordination, out, broadcast=True)
 
     def _stop_leading(self, out: Effects) -> None:
         hint = self.replica.leader or ""
@@ -421,18 +431,29 @@ class ShardServer:
                                            ClientRequest(request_id=request_id, body=command)))
         return request_id
 
-    def _send_group(self, group: str, message: Message, out: Effects) -> None:
-        """Send to every replica of ``group`` (its leader acts; the others ignore)."""
+    def _send_group(self, group: str, message: Message, out: Effects, *, broadcast: bool = False) -> None:
+        """Send to ``group``'s leader (its ready leader acts; others ignore).
+
+        This group's leader is this server: the message goes to its inbox only.
+        Another group's: the replica it last heard from as that group's leader,
+        if any, else every replica; ``broadcast`` (re-sends on the tick, a new
+        leader resuming) always reaches every replica, so a stale hint costs
+        one ``resend_ms`` at most. Every message here is idempotent and only a
+        hint: each group's log, which every new leader resumes, is the truth."""
+        if group == self.group:
+            self._inbox.append((self.node, message))
+            return
         try:
             replicas = self.shard_map.shard(group).replicas
         except KeyError:
             self._counts["unknown_group"] += 1
             return
+        leader = self._group_leaders.get(group)
+        if leader is not None and not broadcast:
+            out.append(Send(to=leader, message=message))
+            return
         for node in replicas:
-            if node == self.node:
-                self._inbox.append((self.node, message))
-            else:
-                out.append(Send(to=node, message=message))
+            out.append(Send(to=node, message=message))
 
     def _reply(self, out: Effects, client: NodeId, request_id: int, result: Message) -> None:
         out.append(ClientResult(client=client, request_id=request_id, result=result))
@@ -615,7 +636,7 @@ class ShardServer:
         self._coordinating[body.txn] = coordination
         if read_only:
             coordination.move(CoordinatorState.VOTING)
-            self._send_prepares(coordination, out)
+            self._send_prepares(now_ms, coordination, out)
             return
         coordination.proposing = True
         self._propose(now_ms, RecordBeginOp(txn=body.txn, ts=body.ts, parts=body.parts), "begin", body.txn, out)
@@ -623,7 +644,7 @@ class ShardServer:
         # no decision is taken before the record is applied, and a participant
         # in doubt about a transaction whose record never got chosen is told
         # abort (presumed abort), which is then the truth.
-        self._send_prepares(coordination, out)
+        self._send_prepares(now_ms, coordination, out)
 
     def _refuse_commit(self, now_ms: float, out: Effects, client: NodeId, request_id: int,
                        error: TxnError) -> None:
@@ -851,12 +872,15 @@ class ShardServer:
         self._lock_writes(now_ms, _Preparing(txn=message.txn, ts=message.ts, coordinator=message.coordinator,
                                              part=part), out)
 
-    def _send_prepares(self, coordination: _Coordination, out: Effects) -> None:
+    def _send_prepares(self, now_ms: float, coordination: _Coordination, out: Effects, *,
+                       broadcast: bool = False) -> None:
+        coordination.sent_ms = now_ms
         for part in coordination.parts:
             if part.group not in coordination.votes:
                 self._send_group(part.group, PrepareRequest(txn=coordination.txn, ts=coordination.ts,
                                                             coordinator=self.group, part=part,
-                                                            read_only=coordination.read_only), out)
+                                                            read_only=coordination.read_only), out,
+                                 broadcast=broadcast)
 
     def _on_vote(self, now_ms: float, message: Vote, out: Effects) -> None:
         coordination = self._coordinating.get(message.txn)
@@ -891,7 +915,7 @@ class ShardServer:
             coordination.decision = commit
             coordination.move(CoordinatorState.DECIDED)
             self._answer_clients(coordination, out)
-            self._send_decisions(coordination, out)
+            self._send_decisions(now_ms, coordination, out)
             del self._coordinating[coordination.txn]
             return
         coordination.move(CoordinatorState.DECIDING)
@@ -913,14 +937,16 @@ class ShardServer:
                     key=coordination.no_key))
         coordination.clients.clear()
 
-    def _send_decisions(self, coordination: _Coordination, out: Effects) -> None:
+    def _send_decisions(self, now_ms: float, coordination: _Coordination, out: Effects, *,
+                        broadcast: bool = False) -> None:
+        coordination.sent_ms = now_ms
         commit = bool(coordination.decision)
         for part in coordination.parts:
             if part.group in coordination.acks:
                 continue
             writes = part.writes if commit and mutant(MUTANT_COMMIT_WITHOUT_PREPARE) else ()
             self._send_group(part.group, Decision(txn=coordination.txn, coordinator=self.group, commit=commit,
-                                                  writes=writes), out)
+                                                  writes=writes), out, broadcast=broadcast)
 
     def _on_decision(self, now_ms: float, message: Decision, out: Effects) -> None:
         ack = DecisionAck(txn=message.txn, group=self.group)
@@ -1093,7 +1119,7 @@ class ShardServer:
                 coordination.move(CoordinatorState.DECIDING)
                 coordination.move(CoordinatorState.DECIDED)
                 self._answer_clients(coordination, out)
-                self._send_decisions(coordination, out)
+                self._send_decisions(now_ms, coordination, out)
                 return
             if applied.status == "refused":
                 coordination.no_code = "aborted"
@@ -1101,15 +1127,16 @@ class ShardServer:
                 self._answer_clients(coordination, out)
                 del self._coordinating[txn]
                 return
+            # The prepare requests went out with the proposal of the record;
+            # the tick re-sends them if no vote comes within ``resend_ms``.
             coordination.move(CoordinatorState.VOTING)
-            self._send_prepares(coordination, out)
             self._maybe_decide(now_ms, coordination, out)
         elif kind == "record_decide":
             # The first decision chosen wins; ``detail`` is the one that did.
             coordination.decision = applied.detail == COMMITTED
             coordination.move(CoordinatorState.DECIDED)
             self._answer_clients(coordination, out)
-            self._send_decisions(coordination, out)
+            self._send_decisions(now_ms, coordination, out)
         else:
             del self._coordinating[txn]
 
@@ -1126,12 +1153,13 @@ class ShardServer:
                         coordination.no_code = "timeout"
                         self._counts["record_timeouts"] += 1
                         self._decide(now_ms, coordination, False, out)
-                    else:
-                        self._send_prepares(coordination, out)
+                    elif now_ms - coordination.sent_ms >= self.config.resend_ms:
+                        self._send_prepares(now_ms, coordination, out, broadcast=True)
                 case CoordinatorState.DECIDED:
-                    self._send_decisions(coordination, out)
+                    if now_ms - coordination.sent_ms >= self.config.resend_ms:
+                        self._send_decisions(now_ms, coordination, out, broadcast=True)
                 case CoordinatorState.BEGINNING:
-                    self._send_prepares(coordination, out)
+                    self._send_prepares(now_ms, coordination, out, broadcast=True)
                     coordination.proposing = True
                     self._propose(now_ms, RecordBeginOp(txn=coordination.txn, ts=coordination.ts,
                                                         parts=coordination.parts), "begin", coordination.txn, out)
@@ -1154,7 +1182,7 @@ class ShardServer:
         for txn, (coordinator, since_ms) in list(self._in_doubt.items()):
             if now_ms - since_ms >= 2 * self.config.resend_ms and txn not in self._deciding:
                 self._counts["in_doubt_queries"] += 1
-                self._send_group(coordinator, DecisionQuery(txn=txn, group=self.group), out)
+                self._send_group(coordinator, DecisionQuery(txn=txn, group=self.group), out, broadcast=True)
         for txn in self.locks.idle(now_ms, self.config.txn_idle_ms):
             if txn not in self._preparing:
                 self._counts["idle_aborts"] += 1
