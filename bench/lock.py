@@ -362,22 +362,27 @@ def synod_options(cluster: Any) -> dict[str, Any]:
             "key_hex": info.key.hex() if info.key else None, "insecure": info.insecure}
 
 
-def held_sessions(cluster: Any, count: int, hold_s: float) -> tuple[int, int, float]:
+def held_sessions(cluster: Any, count: int, hold_s: float, *, batched: bool = True,
+                  preset: str = "local") -> tuple[int, int, float]:
     """Open ``count`` sessions from this process, each a ``ClientSession`` core
     (the library's session state machine) multiplexed over ONE authenticated
     connection per node, as a client host with many sessions would; hold them
-    idle for ``hold_s`` (several leases) and count those still SAFE.
+    idle for ``hold_s`` (several leases) and count those still SAFE. With
+    ``batched`` their KeepAlives travel together (``KeepAliveBatcher``), else
+    one request per session per lease.
     Returns (opened, safe at the end, seconds to open them all)."""
     from synod.codec.kernel import ClientReply, ClientRequest
     from synod.core.effects import CancelTimer, Send, SetTimer
     from synod.core.ids import NodeId
+    from synod.lock.client import KeepAliveBatcher
     from synod.lock.config import LockConfig
+    from synod.lock.messages import KeepAlive
     from synod.lock.session import ClientSession, SessionState
     from synod.runtime.client import connect
     from synod.runtime.host import run
 
     info = cluster.connection()
-    config = LockConfig.local()
+    config = LockConfig.lan() if preset == "lan" else LockConfig.local()
 
     async def body() -> tuple[int, int, float]:
         loop = asyncio.get_running_loop()
@@ -394,9 +399,24 @@ def held_sessions(cluster: Any, count: int, hold_s: float) -> tuple[int, int, fl
         def now_ms() -> float:
             return (time.monotonic() - t0) * 1000.0
 
+        async def connection_for(node: str) -> Any:
+            return connections[node]
+
+        batcher = KeepAliveBatcher(connection_for, timeout_s=30.0) if batched else None
+
+        def keepalive_reply(index: int, node: str, request_id: int) -> Any:
+            def on_reply(answer: Any) -> None:
+                execute(index, sessions[index].on_message(now_ms(), NodeId(node),
+                                                          ClientReply(request_id=request_id, body=answer)))
+            return on_reply
+
         def execute(index: int, effects: Any) -> None:
             for effect in effects:
-                if isinstance(effect, Send):
+                if (batcher is not None and isinstance(effect, Send) and isinstance(effect.message, ClientRequest)
+                        and isinstance(effect.message.body, KeepAlive)):
+                    batcher.submit(effect.to, effect.message.body,
+                                   keepalive_reply(index, effect.to, effect.message.request_id))
+                elif isinstance(effect, Send):
                     task = loop.create_task(deliver(index, effect))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -440,6 +460,8 @@ def held_sessions(cluster: Any, count: int, hold_s: float) -> tuple[int, int, fl
             handle.cancel()
         for task in list(tasks):
             task.cancel()
+        if batcher is not None:
+            await batcher.close()
         for connection in connections.values():
             with contextlib.suppress(Exception):
                 await connection.close()

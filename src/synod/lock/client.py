@@ -59,6 +59,9 @@ from synod.lock.messages import (
     Done,
     Event,
     EventKind,
+    KeepAlive,
+    KeepAliveBatch,
+    KeepAliveBatchReply,
     ListChildren,
     NodeMeta,
     OpError,
@@ -474,6 +477,74 @@ class LockClient:
                 pending = asyncio.ensure_future(events.__anext__())
         finally:
             await events.aclose()
+
+
+class KeepAliveBatcher:
+    """Carries the KeepAlives of many sessions of one client host to the cell as
+    ``KeepAliveBatch`` requests: every KeepAlive submitted for a node during one
+    turn of the event loop goes in one request (at most ``batch_max`` entries).
+
+    Sessions opened together have leases that end together, so after the first
+    round their KeepAlives keep arriving together and the master answers them
+    together: a host with ten thousand idle sessions costs the master and itself
+    a few requests per lease instead of ten thousand. Each session's core sees
+    its own reply exactly as if it had sent its KeepAlive alone; a batch that
+    times out gives no reply, and each core's own KeepAlive timer tries again."""
+
+    def __init__(self, connection_for: Callable[[str], Awaitable[ClientConnection]], *,
+                 timeout_s: float, batch_max: int = 1_024) -> None:
+        if batch_max < 1:
+            raise ConfigError("KeepAliveBatcher.batch_max must be at least 1")
+        self.connection_for = connection_for
+        self.timeout_s = timeout_s
+        self.batch_max = batch_max
+        self.batches_sent = 0
+        self._queued: dict[str, list[tuple[KeepAlive, Callable[[Message], None]]]] = {}
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, node: str, keepalive: KeepAlive, on_reply: Callable[[Message], None]) -> None:
+        """Queue ``keepalive`` for ``node``; ``on_reply`` gets this session's
+        answer (a ``KeepAliveReply`` or an ``ErrorReply``)."""
+        self._queued.setdefault(node, []).append((keepalive, on_reply))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, {}
+        loop = asyncio.get_running_loop()
+        for node, items in queued.items():
+            for first in range(0, len(items), self.batch_max):
+                task = loop.create_task(self._send(node, items[first:first + self.batch_max]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, node: str, items: list[tuple[KeepAlive, Callable[[Message], None]]]) -> None:
+        self.batches_sent += 1
+        try:
+            connection = await self.connection_for(node)
+            reply = await connection.request(KeepAliveBatch(keepalives=tuple(k for k, _ in items)), self.timeout_s)
+        except (TimeoutError_, TimeoutError):
+            return  # each session's own timer tries again
+        except Exception:  # closed, refused, unreachable: all the same here
+            reply = ErrorReply(code="not_master", detail=f"{node} unreachable")
+        if isinstance(reply, KeepAliveBatchReply) and len(reply.replies) == len(items):
+            for (_, on_reply), answer in zip(items, reply.replies, strict=True):
+                on_reply(answer)
+            return
+        if not isinstance(reply, ErrorReply):
+            reply = ErrorReply(code="bad_reply", detail=f"{type(reply).__name__} for a KeepAlive batch")
+        for _, on_reply in items:
+            on_reply(reply)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 class SyncLockClient:

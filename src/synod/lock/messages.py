@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from synod.codec.kernel import ErrorReply
 from synod.codec.registry import Message, message
 from synod.lock.sequencer import LockMode, Sequencer
 
@@ -373,3 +374,25 @@ class Subscribe(Message):
     epoch: int
     path: str
     kinds: tuple[EventKind, ...]
+
+
+@message(657)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepAliveBatch(Message):
+    """Many sessions' KeepAlives in one request, from a client host that keeps
+    many sessions on one connection (``synod.lock.client.KeepAliveBatcher``).
+    The master treats each entry as that session's KeepAlive but holds the batch
+    as one: it answers every entry when the first of them must be answered
+    (events or invalidations waiting, or the earliest lease about to end), so
+    an idle host costs the master one request per lease, not one per session."""
+
+    keepalives: tuple[KeepAlive, ...]
+
+
+@message(658)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepAliveBatchReply(Message):
+    """One answer per entry of a ``KeepAliveBatch``, in the same order: what a
+    single KeepAlive of that session would have got."""
+
+    replies: tuple[KeepAliveReply | ErrorReply, ...]

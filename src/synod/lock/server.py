@@ -78,6 +78,8 @@ from synod.lock.messages import (
     GetContents,
     Invalidation,
     KeepAlive,
+    KeepAliveBatch,
+    KeepAliveBatchReply,
     KeepAliveReply,
     ListChildren,
     LockCall,
@@ -108,6 +110,8 @@ MUTANT_INVALIDATION_NOT_AWAITED = declare_mutant(
 TIMER_PREFIX = "lock/"
 #: Calls waiting for invalidations, at most (back-pressure beyond).
 PARKED_CALLS_MAX = 10_000
+#: Entries of one ``KeepAliveBatch``, at most.
+KEEPALIVE_BATCH_MAX = 4_096
 #: Subscriptions per session, at most.
 SUBSCRIPTIONS_PER_SESSION_MAX = 1_000
 
@@ -163,6 +167,17 @@ class _Parked:
 
 
 @dataclass(slots=True)
+class _HeldBatch:
+    """A ``KeepAliveBatch`` the master holds: per entry its session and, for an
+    entry answered at once, that answer (None: held, answered with the batch)."""
+
+    client: NodeId
+    request_id: int
+    sessions: list[int] = field(default_factory=list)
+    replies: list[Message | None] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _SessionState:
     client: NodeId
     lease_end_ms: float
@@ -170,6 +185,8 @@ class _SessionState:
     event_seq: int = 0
     invalidations: dict[int, str] = field(default_factory=dict)
     held: tuple[NodeId, int] | None = None
+    #: The ``KeepAliveBatch`` holding this session's KeepAlive (0: none).
+    held_batch: int = 0
     held_since_ms: float = 0.0
     failover_pending: bool = False
     expiring: bool = False
@@ -208,6 +225,8 @@ class LockServer:
         self.changing: Counter[str] = Counter()
         #: (lease end, session) for every lease granted; see ``_on_tick``.
         self._deadlines: list[tuple[float, int]] = []
+        self._held_batches: dict[int, _HeldBatch] = {}
+        self._batch_next = 1
         self._calls: dict[int, _Call | None] = {}
         self._internal_next = 1
         self._own_changing: dict[int, tuple[str, ...]] = {}
@@ -233,12 +252,14 @@ class LockServer:
         if isinstance(message, ClientRequest) and isinstance(message.body, StatusQuery):
             self._reply(source, message.request_id, self.status())
             return self._drain()
-        if isinstance(message, ClientRequest) and isinstance(message.body, LockCall | KeepAlive):
+        if isinstance(message, ClientRequest) and isinstance(message.body, LockCall | KeepAlive | KeepAliveBatch):
             match message.body:
                 case LockCall():
                     self._on_call(now_ms, source, message.request_id, message.body)
                 case KeepAlive():
                     self._on_keepalive(now_ms, source, message.request_id, message.body)
+                case KeepAliveBatch():
+                    self._on_keepalive_batch(now_ms, source, message.request_id, message.body)
             return self._drain()
         self._route(self.replica.on_message(now_ms, source, message))
         return self._drain()
@@ -257,6 +278,8 @@ class LockServer:
             state = self.sessions.get(session)
             if state is not None and state.held is not None:
                 self._answer_keepalive(now_ms, session, state)
+        elif name.startswith("kab/"):
+            self._answer_batch(now_ms, int(name.removeprefix("kab/")))
         return self._drain()
 
     def _drain(self) -> Effects:
@@ -274,6 +297,7 @@ class LockServer:
                       "a master ahead of the namespace's epoch")
         else:
             invariant(not self.parked, "a non-master holds parked changes")
+            invariant(not self._held_batches, "a non-master holds KeepAlive batches")
         invariant(len(self.parked) <= PARKED_CALLS_MAX, "too many parked calls")
 
     # ================================================================ roles
@@ -290,6 +314,7 @@ class LockServer:
         self.cached_by.clear()
         self.parked.clear()
         self._deadlines.clear()
+        self._held_batches.clear()
         self._calls.clear()
         self._own_changing.clear()
         self.changing.clear()
@@ -555,23 +580,40 @@ class LockServer:
         if self.role is not Role.MASTER:
             self._not_master(source, request_id)
             return
+        immediate = self._take_keepalive(now_ms, source, keepalive)
+        if immediate is not None:
+            self._reply(source, request_id, immediate)
+            return
+        session = keepalive.session
+        state = self.sessions[session]
+        state.held = (source, request_id)
+        self._release_parked()
+        hold_ms = state.lease_end_ms - self.config.keepalive_early_ms - now_ms
+        if state.held is None:
+            return  # answered while the parked changes went out
+        if state.events or state.invalidations or hold_ms <= 0:
+            self._answer_keepalive(now_ms, session, state)
+        else:
+            self._out.append(SetTimer(key=f"{TIMER_PREFIX}ka/{session}", delay_ms=hold_ms))
+
+    def _take_keepalive(self, now_ms: float, source: NodeId, keepalive: KeepAlive) -> Message | None:
+        """Check one session's KeepAlive and take in its acknowledgements. Returns
+        the answer to give at once (a refusal, or the failover notice), or None
+        when the KeepAlive is to be held (the caller records where)."""
         session = keepalive.session
         refusal = self._check_owner(source, session)
         if refusal is not None:
-            self._reply(source, request_id, ErrorReply(code=refusal.code, detail=refusal.detail))
-            return
+            return ErrorReply(code=refusal.code, detail=refusal.detail)
         state = self.sessions[session]
         if state.expiring:
-            self._reply(source, request_id, ErrorReply(code="session_expired", detail="lease ran out"))
-            return
+            return ErrorReply(code="session_expired", detail="lease ran out")
         if keepalive.epoch != self.epoch:
             # The first KeepAlive since the failover: tell the client, which
             # flushes its cache and comes back with the new epoch.
-            self._reply(source, request_id, KeepAliveReply(
-                epoch=self.epoch, lease_ms=max(0.0, state.lease_end_ms - now_ms), failover=True))
-            return
+            return KeepAliveReply(epoch=self.epoch, lease_ms=max(0.0, state.lease_end_ms - now_ms), failover=True)
         state.failover_pending = False
-        state.events = [e for e in state.events if e.seq > keepalive.events_acked]
+        if state.events and state.events[0].seq <= keepalive.events_acked:
+            state.events = [e for e in state.events if e.seq > keepalive.events_acked]
         for number in keepalive.invalidations_acked:
             path = state.invalidations.pop(number, None)
             if path is not None:
@@ -580,38 +622,98 @@ class LockServer:
                     holders.discard(session)
                     if not holders:
                         del self.cached_by[path]
-        if state.held is not None and state.held != (source, request_id):
+        if state.held is not None or state.held_batch:
             self._counts["keepalive_superseded"] += 1
+            state.held = None
+            state.held_batch = 0
         state.client = source
-        state.held = (source, request_id)
         state.held_since_ms = now_ms
+        return None
+
+    def _on_keepalive_batch(self, now_ms: float, source: NodeId, request_id: int, batch: KeepAliveBatch) -> None:
+        """Hold many sessions' KeepAlives as one (see ``KeepAliveBatch``)."""
+        self._counts["keepalive_batches"] += 1
+        self._counts["keepalives"] += len(batch.keepalives)
+        if self.role is not Role.MASTER:
+            self._not_master(source, request_id)
+            return
+        if not batch.keepalives or len(batch.keepalives) > KEEPALIVE_BATCH_MAX:
+            self._reply(source, request_id, ErrorReply(
+                code="bad_request", detail=f"a KeepAlive batch holds 1 to {KEEPALIVE_BATCH_MAX} entries"))
+            return
+        number = self._batch_next
+        self._batch_next += 1
+        held = _HeldBatch(client=source, request_id=request_id)
+        answer_now = False
+        for keepalive in batch.keepalives:
+            immediate = self._take_keepalive(now_ms, source, keepalive)
+            held.sessions.append(keepalive.session)
+            held.replies.append(immediate)
+            if immediate is not None:
+                answer_now = True
+            else:
+                self.sessions[keepalive.session].held_batch = number
+        self._held_batches[number] = held
         self._release_parked()
-        hold_ms = state.lease_end_ms - self.config.keepalive_early_ms - now_ms
-        if state.events or state.invalidations or hold_ms <= 0:
-            self._answer_keepalive(now_ms, session, state)
+        if number not in self._held_batches:
+            return  # answered while the parked changes went out
+        hold_ms = float("inf")
+        for session, immediate in zip(held.sessions, held.replies, strict=True):
+            if immediate is None:
+                state = self.sessions[session]
+                answer_now = answer_now or bool(state.events or state.invalidations)
+                hold_ms = min(hold_ms, state.lease_end_ms - self.config.keepalive_early_ms - now_ms)
+        if answer_now or hold_ms <= 0:
+            self._answer_batch(now_ms, number)
         else:
-            self._out.append(SetTimer(key=f"{TIMER_PREFIX}ka/{session}", delay_ms=hold_ms))
+            self._out.append(SetTimer(key=f"{TIMER_PREFIX}kab/{number}", delay_ms=hold_ms))
+
+    def _answer_batch(self, now_ms: float, number: int) -> None:
+        held = self._held_batches.pop(number, None)
+        if held is None:
+            return
+        replies: list[KeepAliveReply | ErrorReply] = []
+        for session, immediate in zip(held.sessions, held.replies, strict=True):
+            if isinstance(immediate, KeepAliveReply | ErrorReply):
+                replies.append(immediate)
+                continue
+            state = self.sessions.get(session)
+            if state is None or state.expiring:
+                replies.append(ErrorReply(code="session_expired", detail="the session ended"))
+            elif state.held_batch != number:
+                replies.append(ErrorReply(code="superseded", detail="a later KeepAlive is held"))
+            else:
+                state.held_batch = 0
+                replies.append(self._keepalive_reply(now_ms, state))
+        self._reply(held.client, held.request_id, KeepAliveBatchReply(replies=tuple(replies)))
 
     def _answer_keepalive(self, now_ms: float, session: int, state: _SessionState) -> None:
         invariant(state.held is not None, "answering a KeepAlive that is not held")
         assert state.held is not None
         client, request_id = state.held
         state.held = None
+        self._reply(client, request_id, self._keepalive_reply(now_ms, state))
+
+    def _keepalive_reply(self, now_ms: float, state: _SessionState) -> KeepAliveReply:
         # The lease is extended now, when the reply leaves. The reply states it
         # as a duration from when the KeepAlive ARRIVED: the client counts it
         # from when it sent the KeepAlive, which is earlier, so the client's
         # lease always ends first.
         state.lease_end_ms = max(state.lease_end_ms, now_ms + self.config.lease_ms)
-        self._reply(client, request_id, KeepAliveReply(
+        return KeepAliveReply(
             epoch=self.epoch, lease_ms=max(0.0, state.lease_end_ms - state.held_since_ms),
             events=tuple(state.events[:256]),
             invalidations=tuple(Invalidation(number=n, path=p) for n, p in sorted(state.invalidations.items())),
-        ))
+        )
 
     def _flush(self, session: int) -> None:
         state = self.sessions.get(session)
-        if state is not None and state.held is not None:
+        if state is None:
+            return
+        if state.held is not None:
             self._answer_keepalive(self._now_ms, session, state)
+        elif state.held_batch:
+            self._answer_batch(self._now_ms, state.held_batch)
 
     def _subscribe(self, subscribe: Subscribe) -> Message:
         try:
