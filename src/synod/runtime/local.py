@@ -29,14 +29,31 @@ LOOPBACK = "127.0.0.1"
 
 
 def free_ports(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
-    """``count`` distinct free ports on 127.0.0.1 (TCP, or UDP with SOCK_DGRAM)."""
-    sockets = []
+    """``count`` distinct free ports on 127.0.0.1 (TCP, or UDP with SOCK_DGRAM).
+
+    A UDP port is also free on TCP: the gossip agent listens on both at one port
+    number (UDP for gossip, TCP for push-pull)."""
+    sockets: list[socket.socket] = []  # all held until the end, so none is offered twice
+    ports: list[int] = []
     try:
-        for _ in range(count):
+        for _ in range(count * 20):
+            if len(ports) == count:
+                break
             sock = socket.socket(socket.AF_INET, kind)
             sock.bind((LOOPBACK, 0))
             sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
+            port = int(sock.getsockname()[1])
+            if kind == socket.SOCK_DGRAM:
+                twin = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(twin)
+                try:
+                    twin.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+            ports.append(port)
+        if len(ports) < count:
+            raise OSError(f"found {len(ports)} of {count} free ports")
+        return ports
     finally:
         for sock in sockets:
             sock.close()
