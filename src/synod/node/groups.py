@@ -80,17 +80,19 @@ class NodeShardServer(ShardServer):
     """A ``ShardServer`` whose messages to OTHER shards name their target group
     (see the module comment); to its own group it behaves exactly as before."""
 
-    def _send_group(self, group: str, message: Message, out: Effects) -> None:
+    def _send_group(self, group: str, message: Message, out: Effects, *, broadcast: bool = False) -> None:
         if group == self.group:
-            super()._send_group(group, message, out)
+            super()._send_group(group, message, out, broadcast=broadcast)
             return
-        try:
-            replicas = self.shard_map.shard(group).replicas
-        except KeyError:
-            self._counts["unknown_group"] += 1
-            return
-        for node in replicas:
-            out.append(Send(to=node, message=Routed(group=group, body=message)))
+        # The base class picks the destinations (the group's leader, or every
+        # replica); each message to another group is wrapped with its target.
+        sends: Effects = []
+        super()._send_group(group, message, sends, broadcast=broadcast)
+        for effect in sends:
+            if isinstance(effect, Send):
+                out.append(Send(to=effect.to, message=Routed(group=group, body=effect.message)))
+            else:
+                out.append(effect)
 
 
 class NodeMux(Mux):
