@@ -21,8 +21,10 @@ load generator (``bench/loadgen.py``) drives all of them with the same shapes:
 * ``lock``: acquire + release pairs (synod ``try_acquire``/``release``; etcd's
   ``Lock``/``Unlock`` API with a lease);
 * ``sessions``: idle sessions one cell holds with KeepAlives (``--sessions``
-  session cores multiplexed over one connection per node from one process; how
-  many are still SAFE after a hold of three leases of the local preset);
+  session cores multiplexed over one connection per node from one process, their
+  KeepAlives carried in ``KeepAliveBatch`` requests; how many are still SAFE
+  after a hold of three leases), on the local preset (1.5 s lease) and on a
+  second cell with the LAN preset (Chubby's 12 s lease);
 * ``failover``: SIGKILL of the synod master, time until a client's write in its
   old session succeeds.
 
@@ -140,7 +142,9 @@ class SynodLockDriver:
         elif self.kind == "read":
             await self.clients[0].read(path, cache=False)
         elif self.kind == "mix":
-            client = self.clients[i % len(self.clients)]
+            # Every session in turn: the generator's i takes only a few values
+            # modulo the session count (it was 8 of 64 before this rotation).
+            client = self.clients[self.ops % len(self.clients)]
             key = self.rng.randrange(KEYS)
             path = f"{ROOT}/k{key}"
             if self.rng.random() < 0.1:
@@ -238,7 +242,9 @@ class ZooKeeperDriver:
         elif self.kind == "read":
             await self._call(self.clients[0].get_async, f"/bench/k{key}")
         elif self.kind == "mix":
-            client = self.clients[i % len(self.clients)]
+            # Every session in turn: the generator's i takes only a few values
+            # modulo the session count (it was 8 of 64 before this rotation).
+            client = self.clients[self.ops % len(self.clients)]
             key = self.rng.randrange(KEYS)
             if self.rng.random() < 0.1:
                 stamp = time.time_ns() * 16 + self.index
@@ -505,7 +511,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--in-flight", type=int, default=64)
-    parser.add_argument("--sessions", type=int, default=2_000, help="idle sessions to hold")
+    parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
+    parser.add_argument("--sessions-preset", choices=("local", "lan", "both"), default="both",
+                        help="the cell preset (lease) the idle sessions are held with")
     parser.add_argument("--skip-sessions", action="store_true")
     parser.add_argument("--skip-zookeeper", action="store_true")
     parser.add_argument("--skip-etcd", action="store_true")
@@ -514,6 +522,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from synod.cli.cluster import LocalCluster
+    from synod.lock.config import LockConfig
 
     rows: dict[str, dict[str, LoadResult]] = {}
     seconds = args.seconds
@@ -533,12 +542,22 @@ def main() -> None:
         failover_s = synod_failover(cluster)
         print(f"  master failover: first write in the old session {failover_s * 1000:.0f} ms after SIGKILL",
               flush=True)
-        sessions_row = None
-        if not args.skip_sessions:
-            sessions_row = held_sessions(cluster, args.sessions, hold_s=3 * 1.5)
-            print(f"  sessions: {sessions_row[0]} opened in {sessions_row[2]:.1f} s, "
-                  f"{sessions_row[1]} safe after holding {3 * 1.5:.1f} s idle", flush=True)
+        if not args.skip_sessions and args.sessions_preset in ("local", "both"):
+            hold_s = 3 * LockConfig.local().lease_ms / 1000.0
+            opened, safe, open_s = held_sessions(cluster, args.sessions, hold_s=hold_s, preset="local")
+            print(f"  sessions (local preset, {LockConfig.local().lease_ms / 1000:.1f} s lease, batched "
+                  f"KeepAlives): {opened} opened in {open_s:.1f} s, {safe} safe after holding {hold_s:.1f} s idle",
+                  flush=True)
         cluster.stop()
+        if not args.skip_sessions and args.sessions_preset in ("lan", "both"):
+            # Chubby's own lease (12 s): a second cell with the LAN preset.
+            with LocalCluster(root / "cell-lan", 3, core="synod.lock.server:lock_lan_factory") as lan:
+                lan.wait_leader()
+                hold_s = 3 * LockConfig.lan().lease_ms / 1000.0
+                opened, safe, open_s = held_sessions(lan, args.sessions, hold_s=hold_s, preset="lan")
+                print(f"  sessions (LAN preset, {LockConfig.lan().lease_ms / 1000:.0f} s lease, batched "
+                      f"KeepAlives): {opened} opened in {open_s:.1f} s, {safe} safe after holding {hold_s:.0f} s "
+                      f"idle", flush=True)
 
         if not args.skip_zookeeper:
             zk = stack.enter_context(ZooKeeperEnsemble(3, args.zk_port))
