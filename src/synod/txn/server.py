@@ -260,7 +260,7 @@ class ShardServer:
         #: Other groups' leaders, as last heard from (2PC messages come from a
         #: group's ready leader only).
         self._group_leaders: dict[str, NodeId] = {}
-        self._node_groups = {node: shard.group for shard in shard_map.shards for node in shard.replicas}
+        self._group_members = {shard.group: frozenset(shard.replicas) for shard in shard_map.shards}
         self._counts: Counter[str] = Counter()
 
     # ================================================================ Core API
@@ -276,8 +276,11 @@ class ShardServer:
             case ClientRequest(request_id=request_id, body=body):
                 self._on_client(now_ms, source, request_id, body, out)
             case PrepareRequest() | Vote() | Decision() | DecisionAck() | DecisionQuery():
-                group = self._node_groups.get(source)
-                if group is not None and group != self.group:
+                # Only a group's ready leader sends these: remember who leads the
+                # sender's group (named in the message: a node may host replicas
+                # of several groups).
+                group = message.coordinator if isinstance(message, PrepareRequest | Decision) else message.group
+                if group != self.group and source in self._group_members.get(group, ()):
                     self._group_leaders[group] = source
                 self._sync(now_ms, out)
                 self._on_peer(now_ms, source, message, out)
