@@ -190,7 +190,7 @@ class TxnClient:
                     await asyncio.sleep(0.05)
                     continue   # ask again: the coordinator answers a duplicate commit
                 if reply.code == "wrong_shard":
-                    self.shard_map = self.shard_maps.refresh(self.shard_map.version)
+                    self.shard_map = await self.shard_maps.refresh(self.shard_map.version)
                 raise error_from_code(reply.code, reply.detail, reply.hint)
             self._leader[group] = target
             return reply

@@ -1,11 +1,14 @@
 """The shard map: which Paxos group serves which key range, on which replicas.
 
-The issue puts the map in the lock service (a small file clients cache and
-re-read when a shard answers ``wrong_shard``). Until that service's client lands,
-the map sits behind ``ShardMapSource``: ``current()`` gives the cached map and
-``refresh(seen_version)`` a newer one (or the same, if there is none). The
-static source serves a fixed map; a lock-service source only has to implement
-those two methods.
+The map is kept in the lock service, as a small file (``shard_map_path(cell)``,
+``/ls/<cell>/txn/shardmap``) holding ``shard_map_to_bytes``: clients cache it and
+re-read it when a shard answers ``wrong_shard``. A client reads it through a
+``ShardMapSource``: ``current()`` gives the cached map and ``await
+refresh(seen_version)`` a newer one (or the same, if there is none).
+``StaticShardMapSource`` serves a fixed map (tests, the simulator);
+``synod.txn.mapsource.LockShardMapSource`` reads the lock service's file, and
+``synod.txn.mapsource.publish_shard_map`` writes it (compare-and-set, and only
+ever a higher version).
 
 Ranges are half-open ``[start, end)`` over keys ordered as Python strings (code
 points), ``end == ""`` meaning "to the end"; they tile the whole key space.
@@ -13,6 +16,7 @@ points), ``end == ""`` meaning "to the end"; they tile the whole key space.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -83,12 +87,60 @@ def uniform_map(shard_count: int, replicas_per_shard: int, *, version: int = 1,
     return ShardMap(version=version, shards=tuple(shards))
 
 
+#: Where the shard map lives in a lock cell's namespace (see ``shard_map_path``).
+SHARD_MAP_FILE = "txn/shardmap"
+
+#: A shard map file larger than this is refused (a map of a few hundred shards
+#: is a few tens of kilobytes; the lock service's files are small by design).
+SHARD_MAP_BYTES_MAX = 256 * 1024
+
+
+def shard_map_path(cell: str) -> str:
+    """The lock-service path of the shard map in ``cell``."""
+    return f"/ls/{cell}/{SHARD_MAP_FILE}"
+
+
+def shard_map_to_bytes(shard_map: ShardMap) -> bytes:
+    """The map as the lock-service file holds it: JSON, readable with ``synod cat``."""
+    return json.dumps({
+        "version": shard_map.version,
+        "shards": [{"group": s.group, "start": s.start, "end": s.end, "replicas": list(s.replicas)}
+                   for s in shard_map.shards],
+    }, indent=1).encode()
+
+
+def shard_map_from_bytes(data: bytes) -> ShardMap:
+    """Parse a shard map file; ``ConfigError`` for anything that is not a valid map."""
+    if len(data) > SHARD_MAP_BYTES_MAX:
+        raise ConfigError(f"shard map file of {len(data)} bytes over {SHARD_MAP_BYTES_MAX}")
+    try:
+        spec = json.loads(data)
+        version = spec["version"]
+        shards = tuple(
+            Shard(group=_text(s["group"]), start=_text(s["start"]), end=_text(s["end"]),
+                  replicas=tuple(NodeId(_text(r)) for r in s["replicas"]))
+            for s in spec["shards"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"not a shard map: {error}") from None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"shard map version must be a positive integer, not {version!r}")
+    if any(not s.replicas for s in shards):
+        raise ConfigError("every shard needs at least one replica")
+    return ShardMap(version=version, shards=shards)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
 class ShardMapSource(Protocol):
-    """Where a client or a server gets the shard map."""
+    """Where a client gets the shard map."""
 
     def current(self) -> ShardMap: ...
 
-    def refresh(self, seen_version: int) -> ShardMap: ...
+    async def refresh(self, seen_version: int) -> ShardMap: ...
 
 
 class StaticShardMapSource:
@@ -100,5 +152,5 @@ class StaticShardMapSource:
     def current(self) -> ShardMap:
         return self._map
 
-    def refresh(self, seen_version: int) -> ShardMap:
+    async def refresh(self, seen_version: int) -> ShardMap:
         return self._map

@@ -1,0 +1,65 @@
+"""The shard map kept in the lock service, on real node processes (a lock cell and
+two shards on three nodes): publish it, read it, and a client routing by a stale
+map is told ``wrong_shard`` by the shard and refreshes from the lock service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from synod.core.errors import ConfigError
+from synod.lock.client import LockClient
+from synod.lock.config import LockConfig
+from synod.node.groups import place_shards
+from synod.node.local import LocalNodeCluster
+from synod.runtime.config import RuntimeConfig
+from synod.txn.client import TxnClient
+from synod.txn.mapsource import LockShardMapSource, publish_shard_map
+from synod.txn.shardmap import Shard, ShardMap, shard_map_path
+from tests.node.cluster_helpers import addresses, client_key, leaders, wait_for
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNodeCluster]:
+    local = LocalNodeCluster(Path(tmp_path_factory.mktemp("mapsource")) / "cluster", 3, shards=2)
+    try:
+        local.start()
+        wait_for("a leader in every group", lambda: leaders(local, "n1"))
+        yield local
+    finally:
+        local.stop()
+
+
+def test_a_client_with_a_stale_map_refreshes_it_from_the_lock_service(cluster: LocalNodeCluster) -> None:
+    nodes = addresses(cluster)
+    key = client_key(cluster)
+    real = place_shards(tuple(nodes), 2, 3)
+    placed = ShardMap(version=2, shards=real.shards)
+    # Version 1: one shard over every key -- what the map was before a split.
+    stale = ShardMap(version=1, shards=(Shard(group="s1", start="", end="", replicas=real.shards[0].replicas),))
+    path = shard_map_path("local")
+
+    async def scenario() -> None:
+        async with LockClient(nodes, principal="client", key=key, config=LockConfig.local(),
+                              runtime=RuntimeConfig.local()) as lock:
+            await publish_shard_map(lock, path, stale)
+            source = await LockShardMapSource.open(lock, path)
+            assert source.current() == stale
+            await publish_shard_map(lock, path, placed)
+            await publish_shard_map(lock, path, placed)          # the same map again: nothing to do
+            with pytest.raises(ConfigError):
+                await publish_shard_map(lock, path, stale)       # versions only grow
+            client = TxnClient(source, nodes, principal="client", key=key, runtime_config=RuntimeConfig.local())
+            try:
+                # "zebra" belongs to s2; the stale map sends it to s1, which
+                # answers wrong_shard; the client re-reads the map and retries.
+                await client.put("zebra", "1")
+                assert source.refreshes == 1 and client.shard_map == placed
+                assert await client.get("zebra") == "1"
+            finally:
+                await client.close()
+
+    asyncio.run(scenario())
