@@ -210,7 +210,9 @@ def plan_splits(files: list[tuple[str, int]], reader: InputFormat, *, workers: i
     """Cut the input into M byte-range splits (whole files when not splittable)."""
     total = sum(size for _, size in files)
     target = total / max(1, workers * config.splits_per_worker)
-    split_bytes = int(min(config.split_bytes_max, max(config.split_bytes_min, target)))
+    # Rounded up, so the input is cut into workers * splits_per_worker splits, not
+    # one more (a last wave in which one worker runs and the others wait).
+    split_bytes = int(min(config.split_bytes_max, max(config.split_bytes_min, math.ceil(target))))
     splits: list[tuple[InputSplit, ...]] = []
     for path, size in files:
         if size == 0:
