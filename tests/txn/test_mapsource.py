@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from synod.cli.txn import kv_group
 from synod.core.errors import ConfigError
 from synod.lock.client import LockClient
 from synod.lock.config import LockConfig
@@ -18,7 +20,7 @@ from synod.node.local import LocalNodeCluster
 from synod.runtime.config import RuntimeConfig
 from synod.txn.client import TxnClient
 from synod.txn.mapsource import LockShardMapSource, publish_shard_map
-from synod.txn.shardmap import Shard, ShardMap, shard_map_path
+from synod.txn.shardmap import Shard, ShardMap, shard_map_from_bytes, shard_map_path
 from tests.node.cluster_helpers import addresses, client_key, leaders, wait_for
 
 
@@ -40,7 +42,7 @@ def test_a_client_with_a_stale_map_refreshes_it_from_the_lock_service(cluster: L
     placed = ShardMap(version=2, shards=real.shards)
     # Version 1: one shard over every key -- what the map was before a split.
     stale = ShardMap(version=1, shards=(Shard(group="s1", start="", end="", replicas=real.shards[0].replicas),))
-    path = shard_map_path("local")
+    path = "/ls/local/test/shardmap"   # the cell's real map file is the CLI test's
 
     async def scenario() -> None:
         async with LockClient(nodes, principal="client", key=key, config=LockConfig.local(),
@@ -63,3 +65,21 @@ def test_a_client_with_a_stale_map_refreshes_it_from_the_lock_service(cluster: L
                 await client.close()
 
     asyncio.run(scenario())
+
+
+def test_kv_map_publishes_the_placement_and_kv_commands_route_by_it(cluster: LocalNodeCluster) -> None:
+    runner = CliRunner()
+    directory = str(cluster.data_dir)
+    missing = runner.invoke(kv_group, ["map", "--cluster", directory])
+    assert missing.exit_code == 1 and "--publish" in missing.output
+    published = runner.invoke(kv_group, ["map", "--cluster", directory, "--publish"])
+    assert published.exit_code == 0, published.output
+    assert shard_map_from_bytes(published.output.encode()) == place_shards(tuple(addresses(cluster)), 2, 3)
+    async def stored() -> bytes:
+        async with LockClient(addresses(cluster), principal="client", key=client_key(cluster),
+                              config=LockConfig.local(), runtime=RuntimeConfig.local()) as lock:
+            return (await lock.read(shard_map_path("local"))).contents
+    assert shard_map_from_bytes(asyncio.run(stored())).version == 1
+    assert runner.invoke(kv_group, ["put", "--cluster", directory, "yak", "9"]).exit_code == 0
+    got = runner.invoke(kv_group, ["get", "--cluster", directory, "yak"])
+    assert (got.exit_code, got.output) == (0, "9\n")

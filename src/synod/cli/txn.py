@@ -6,11 +6,19 @@
     synod kv del --cluster /tmp/kv alice
     synod kv scan --cluster /tmp/kv a z
     synod kv txn --cluster /tmp/kv transfer.txt   # a script, run as ONE transaction
+    synod kv map --cluster /tmp/nodes --publish   # a node cluster: store its shard map
+                                                  # in the lock service, and print it
 
 A ``kv txn`` script has one operation per line: ``get KEY``, ``put KEY VALUE``,
 ``del KEY``, ``scan START [END]``; ``#`` starts a comment. The whole script runs
 in one serializable transaction, again from the top on a retryable conflict
 (keeping its first timestamp); what it read is printed once it committed.
+
+Where the shard map comes from: a cluster of whole nodes (``synod cluster up
+--nodes``) runs a lock cell, and the map is read from it
+(``/ls/<cell>/txn/shardmap``, see ``synod.txn.mapsource``) once ``kv map
+--publish`` stored it there; until then, and for ``kv up`` clusters (shards
+only, no lock cell), from the cluster file.
 """
 
 from __future__ import annotations
@@ -21,21 +29,40 @@ import shlex
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
 
 import click
 
+from synod.core.errors import ConfigError
 from synod.core.ids import NodeId
+from synod.lock.client import LockClient
+from synod.lock.config import LockConfig
+from synod.lock.errors import LockError, NotFoundError
+from synod.runtime.config import RuntimeConfig
 from synod.txn.client import Transaction, TxnClient
 from synod.txn.errors import TxnError
+from synod.txn.mapsource import LockShardMapSource, publish_shard_map
 from synod.txn.node import LocalTxnCluster, shard_map_for
-from synod.txn.shardmap import Shard, ShardMap, StaticShardMapSource
+from synod.txn.shardmap import Shard, ShardMap, ShardMapSource, StaticShardMapSource, shard_map_path
 
 T = TypeVar("T")
 
 
-def _client(cluster: Path) -> TxnClient:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Cluster:
+    """What the cluster file says: addresses, the client's credentials, the
+    placement, and whether a lock cell runs (a cluster of whole nodes)."""
+
+    nodes: dict[str, tuple[str, int]]
+    user: str
+    key: bytes
+    shard_map: ShardMap
+    has_cell: bool
+
+
+def _read_cluster(cluster: Path) -> _Cluster:
     path = cluster / "cluster.json" if cluster.is_dir() else cluster
     try:
         spec = json.loads(path.read_text())
@@ -49,23 +76,44 @@ def _client(cluster: Path) -> TxnClient:
                 for s in spec["shard_map"]))
         else:
             shard_map = shard_map_for(tuple(NodeId(n) for n in nodes), int(spec.get("replicas", 3)))
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as error:
         raise click.UsageError(f"cannot read cluster file {path}: {error}") from None
-    return TxnClient(StaticShardMapSource(shard_map), nodes, principal=str(spec["user"]), key=key)
+    return _Cluster(nodes=nodes, user=str(spec["user"]), key=key, shard_map=shard_map,
+                    has_cell="node_layout" in spec)
 
 
-def _run(cluster: Path, action: Callable[[TxnClient], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = _client(cluster)
+def _lock_client(spec: _Cluster) -> LockClient:
+    return LockClient(spec.nodes, principal=spec.user, key=spec.key, config=LockConfig.local(),
+                      runtime=RuntimeConfig.local())
+
+
+def _run(cluster: Path, action: Callable[[TxnClient], Awaitable[T]], cell: str = "local") -> T:
+    spec = _read_cluster(cluster)
+
+    async def with_source(source: ShardMapSource) -> T:
+        client = TxnClient(source, spec.nodes, principal=spec.user, key=spec.key)
         try:
             return await action(client)
         finally:
             await client.close()
+
+    async def main() -> T:
+        if not spec.has_cell:
+            return await with_source(StaticShardMapSource(spec.shard_map))
+        async with _lock_client(spec) as lock:
+            try:
+                source: ShardMapSource = await LockShardMapSource.open(lock, shard_map_path(cell))
+            except NotFoundError:
+                source = StaticShardMapSource(spec.shard_map)   # not published yet
+            return await with_source(source)
     try:
         return asyncio.run(main())
     except TxnError as error:
         key = f" (key {error.key!r})" if error.key else ""
         click.echo(f"error: {error.code}: {error.detail}{key}", err=True)
+        sys.exit(1)
+    except (LockError, ConfigError) as error:
+        click.echo(f"error: shard map: {error}", err=True)
         sys.exit(1)
 
 
@@ -175,6 +223,32 @@ def txn(cluster: Path, script: TextIO) -> None:
     for line in _run(cluster, lambda c: c.run(body)):
         click.echo(line)
     click.echo("committed")
+
+
+@kv_group.command("map")
+@_cluster_option
+@click.option("--cell", default="local", show_default=True, help="The lock cell holding the map.")
+@click.option("--publish", is_flag=True, help="Store the cluster file's placement in the lock service first.")
+def map_command(cluster: Path, cell: str, publish: bool) -> None:
+    """Print the shard map kept in the lock service (a cluster of whole nodes)."""
+    spec = _read_cluster(cluster)
+    if not spec.has_cell:
+        raise click.UsageError("this cluster runs no lock cell (kv up); its map is the cluster file's")
+    path = shard_map_path(cell)
+
+    async def main() -> bytes:
+        async with _lock_client(spec) as lock:
+            if publish:
+                await publish_shard_map(lock, path, spec.shard_map)
+            return (await lock.read(path, cache=False)).contents
+    try:
+        click.echo(asyncio.run(main()).decode())
+    except NotFoundError:
+        click.echo(f"error: no shard map at {path} (publish it with --publish)", err=True)
+        sys.exit(1)
+    except (LockError, ConfigError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
 
 
 def register(group: click.Group) -> None:
