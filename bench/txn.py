@@ -3,7 +3,7 @@
 Run from the repository root (grpcio is only for the etcd client)::
 
     uv run --with grpcio python -m bench.txn                 # ~3 minutes
-    uv run --with grpcio python -m bench.txn --seconds 3 --in-flight 32
+    uv run --with grpcio python -m bench.txn --seconds 3 --in-flight 32 --rounds 3
 
 synod: 2 shards x 3 replica processes (``synod.txn.node:shard_core``, write-ahead
 log with fsync, SQLite applied state), on 127.0.0.1. etcd: 3 members
@@ -20,14 +20,19 @@ Every transaction writes two 100-byte values (etcd: one ``txn`` with two puts):
 at low contention (1,000 key pairs) and high contention (8 pairs). A
 transaction is attempted once: a conflict counts as an abort (loadgen "errors"),
 and the abort rate is aborts / (commits + aborts). Other work shares this
-machine: the ratio in the same run is the meaningful figure.
+machine: the ratio in the same run is the meaningful figure, so both clusters
+run side by side (the idle one costs only its heartbeats), each etcd run comes
+right after the synod run it is compared with, the whole round is repeated
+``--rounds`` times, and the ratios are given per round and as their median.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -87,62 +92,92 @@ def txn_driver(index: int, **options: Any) -> TxnDriver:
     return TxnDriver(index, **options)
 
 
-def _row(system: str, kind: str, contention: str, result: LoadResult) -> str:
+def _row(system: str, kind: str, contention: str, result: LoadResult, round_number: int) -> str:
     attempts = result.ops + result.errors
     abort_rate = result.errors / attempts if attempts else 0.0
-    return (f"| {system} | {kind} | {contention} | {result.ops_per_s:,.0f} | {result.percentile_ms(50):.1f} | "
-            f"{result.percentile_ms(99):.1f} | {abort_rate:.1%} |")
+    return (f"| {round_number} | {system} | {kind} | {contention} | {result.ops_per_s:,.0f} | "
+            f"{result.percentile_ms(50):.1f} | {result.percentile_ms(99):.1f} | {abort_rate:.1%} |")
+
+
+#: One round, in order: each etcd run right after the synod run it is compared
+#: with, so that both see the same background load on a shared machine.
+ROUND = (
+    ("synod", "put", "low"),
+    ("synod", "single", "low"),
+    ("etcd", "single", "low"),
+    ("synod", "cross", "low"),
+    ("synod", "single", "high"),
+    ("etcd", "single", "high"),
+    ("synod", "cross", "high"),
+)
+CONTENTION_KEYS = {"low": 1000, "high": 8}
+KIND_NAMES = {"put": "single put", "single": "single-shard txn (2 puts)", "cross": "cross-shard txn (2 puts)"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every run, interleaved with etcd's")
     parser.add_argument("--no-etcd", action="store_true")
     args = parser.parse_args()
 
     from synod.txn.node import LocalTxnCluster
 
-    rows = ["| system | transaction | contention | txn/s | p50 ms | p99 ms | aborts |", "|---|---|---|---|---|---|---|"]
-    figures: dict[tuple[str, str, str], float] = {}
-    with tempfile.TemporaryDirectory(prefix="synod-bench-txn-") as workdir:
+    rows = ["| round | system | transaction | contention | txn/s | p50 ms | p99 ms | aborts |",
+            "|---|---|---|---|---|---|---|---|"]
+    figures: dict[tuple[int, str, str, str], float] = {}
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="synod-bench-txn-") as workdir:
         cluster = LocalTxnCluster(Path(workdir), shards=2, replicas=3, user="bench")
         cluster.start()
-        try:
-            options = {"nodes": {n: list(a) for n, a in cluster.addresses.items()},
-                       "key_hex": cluster.user_key.decode(), "replicas": 3}
-            for kind in ("put", "single", "cross"):
-                for contention, keys in (("low", 1000), ("high", 8)):
-                    if kind == "put" and contention == "high":
-                        continue
-                    result = run_load("bench.txn:txn_driver", in_flight=args.in_flight, processes=LOAD_PROCESSES,
-                                      duration_s=args.seconds, options={**options, "kind": kind, "keys": keys})
-                    figures[("synod", kind, contention)] = result.ops_per_s
-                    rows.append(_row("synod", kind, contention, result))
-                    print(rows[-1], flush=True)
-        finally:
-            cluster.stop()
-    if not args.no_etcd:
-        from bench.refs import EtcdCluster
+        stack.callback(cluster.stop)
+        synod_options = {"nodes": {n: list(a) for n, a in cluster.addresses.items()},
+                         "key_hex": cluster.user_key.decode(), "replicas": 3}
+        etcd_endpoints: list[str] = []
+        if not args.no_etcd:
+            from bench.refs import EtcdCluster
 
-        with EtcdCluster(members=3, base_port=23790) as etcd:
-            for contention, keys in (("low", 1000), ("high", 8)):
-                result = run_load("bench.drivers_etcd:etcd_driver", in_flight=args.in_flight,
-                                  processes=LOAD_PROCESSES, duration_s=args.seconds,
-                                  options={"endpoints": etcd.client_endpoints, "kind": "txn", "keys": keys})
-                figures[("etcd", "single", contention)] = result.ops_per_s
-                rows.append(_row("etcd 3.4", "txn (2 puts)", contention, result))
+            etcd = stack.enter_context(EtcdCluster(members=3, base_port=23790))
+            etcd_endpoints = etcd.client_endpoints
+        for round_number in range(1, args.rounds + 1):
+            for system, kind, contention in ROUND:
+                keys = CONTENTION_KEYS[contention]
+                if system == "etcd":
+                    if not etcd_endpoints:
+                        continue
+                    result = run_load("bench.drivers_etcd:etcd_driver", in_flight=args.in_flight,
+                                      processes=LOAD_PROCESSES, duration_s=args.seconds,
+                                      options={"endpoints": etcd_endpoints, "kind": "txn", "keys": keys})
+                    name = "etcd 3.4"
+                    kind_name = "txn (2 puts)"
+                else:
+                    result = run_load("bench.txn:txn_driver", in_flight=args.in_flight, processes=LOAD_PROCESSES,
+                                      duration_s=args.seconds,
+                                      options={**synod_options, "kind": kind, "keys": keys})
+                    name = "synod"
+                    kind_name = KIND_NAMES[kind]
+                figures[(round_number, system, kind, contention)] = result.ops_per_s
+                rows.append(_row(name, kind_name, contention, result, round_number))
                 print(rows[-1], flush=True)
     print()
     print("\n".join(rows))
-    single = figures.get(("synod", "single", "low"), 0.0)
-    if ("etcd", "single", "low") in figures:
-        etcd_single = figures[("etcd", "single", "low")]
-        print(f"single-shard txn/s: synod / etcd = {single / etcd_single:.2f} (target >= 1)")
-    put = figures.get(("synod", "put", "low"), 0.0)
-    cross = figures.get(("synod", "cross", "low"), 0.0)
-    if put:
-        print(f"cross-shard txn/s / single-shard writes/s = {cross / put:.2f} (target >= 0.20)")
+    print()
+    single_ratios, cross_ratios = [], []
+    for round_number in range(1, args.rounds + 1):
+        def figure(system: str, kind: str, contention: str = "low", r: int = round_number) -> float:
+            return figures.get((r, system, kind, contention), 0.0)
+        if figure("etcd", "single"):
+            single_ratios.append(figure("synod", "single") / figure("etcd", "single"))
+            high = figure("synod", "single", "high") / figure("etcd", "single", "high")
+            print(f"round {round_number}: single-shard txn/s synod / etcd = {single_ratios[-1]:.2f} "
+                  f"(high contention: {high:.2f})")
+        if figure("synod", "put"):
+            cross_ratios.append(figure("synod", "cross") / figure("synod", "put"))
+            print(f"round {round_number}: cross-shard txn/s / single-shard writes/s = {cross_ratios[-1]:.2f}")
+    if single_ratios:
+        print(f"median single-shard txn/s synod / etcd = {statistics.median(single_ratios):.2f} (target >= 1)")
+    if cross_ratios:
+        print(f"median cross-shard / single-shard writes = {statistics.median(cross_ratios):.2f} (target >= 0.20)")
 
 
 if __name__ == "__main__":
