@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from synod.core.errors import ConfigError
-from synod.node.ops import Backup, GroupBackup, read_backup, write_backup
+from synod.node.backup import Backup, GroupBackup, read_backup, write_backup
 
 
 def backup() -> Backup:

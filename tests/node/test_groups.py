@@ -106,3 +106,26 @@ def test_a_joining_node_starts_every_replica_as_a_learner() -> None:
                             lock=LockConfig.local(), txn=TxnConfig.local())(NodeId("n2"), random.Random(1))
     assert all(NodeId("n2") in getattr(c, "replica").members_history[0][1]  # noqa: B009
                for c in plain.children.values())
+
+
+def test_an_online_backup_is_for_backup_principals_only_and_comes_in_pieces() -> None:
+    from synod.node.backup import decode_backup_body
+    from synod.node.messages import BackupPiece, BackupQuery
+
+    node = mux()
+    node.backup_principals = ("admin",)
+    refused = node.on_message(0.0, NodeId("client#1"), ClientRequest(request_id=1, body=BackupQuery()))
+    assert isinstance(refused[0], ClientResult) and isinstance(refused[0].result, ErrorReply)
+    assert refused[0].result.code == "permission_denied"
+    first = node.on_message(0.0, NodeId("admin#2"), ClientRequest(request_id=2, body=BackupQuery()))
+    piece = first[0].result  # type: ignore[union-attr]
+    assert isinstance(piece, BackupPiece) and piece.piece_count == 1
+    taken = decode_backup_body(piece.data, "test")
+    assert [g.group for g in taken.groups] == ["lock", "s1", "s2"]
+    assert all(g.members == ("n1", "n2", "n3") for g in taken.groups)
+    # A newer backup replaces the frozen one: the old id is gone.
+    node.on_message(0.0, NodeId("admin#2"), ClientRequest(request_id=3, body=BackupQuery()))
+    gone = node.on_message(0.0, NodeId("admin#2"), ClientRequest(
+        request_id=4, body=BackupQuery(snapshot_id=piece.snapshot_id, piece=0)))
+    assert isinstance(gone[0], ClientResult) and isinstance(gone[0].result, ErrorReply)
+    assert gone[0].result.code == "snapshot_gone"

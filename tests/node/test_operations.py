@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from synod.lock.errors import LockError
+from synod.node.backup import read_backup
 from synod.node.local import LocalNodeCluster
-from synod.node.ops import read_backup
 from tests.node.cluster_helpers import kv_client, leaders, lock_client, status, wait_for
 
 
@@ -56,7 +56,15 @@ def test_backup_restore_and_force_new_cluster(tmp_path: Path) -> None:
             kv.close()
         wait_for("n3 caught up", lambda: caught_up(cluster, "n1", "n3"))
 
+        # Online backup of a running node, consistent at one instant.
+        online_file = tmp_path / "n1.backup"
+        done = synod("backup", "--node", "n1", "--data", str(cluster.data_dir), "-o", str(online_file))
+        assert done.returncode == 0, done.stderr
+        online = read_backup(online_file)
+        assert online.node == "n1" and {g.group for g in online.groups} == {"lock", "s1"}
+
         # Backup: of a stopped node (the other two keep the cluster running).
+
         assert cluster.stop_node("n3") == 0
         backup_file = tmp_path / "n3.backup"
         done = synod("backup", "--config", str(cluster.config_path("n3")), "-o", str(backup_file))
@@ -90,6 +98,21 @@ def test_backup_restore_and_force_new_cluster(tmp_path: Path) -> None:
             assert group_of(fresh, "n1", "lock")["members"] == ["n1"]  # type: ignore[index]
         finally:
             fresh.stop()
+        # The online backup restores the same way.
+        other = LocalNodeCluster(tmp_path / "other", 1, shards=1)
+        try:
+            other.init()
+            done = synod("restore", str(online_file), "--config", str(other.config_path("n1")))
+            assert done.returncode == 0, done.stderr
+            other.start()
+            wait_for("the restored node leads", lambda: leaders(other, "n1"))
+            kv = kv_client(other)
+            try:
+                assert kv.get("apple") == "100"
+            finally:
+                kv.close()
+        finally:
+            other.stop()
 
         # Disaster: two of three nodes lost. Acknowledged writes first.
         wait_for("n3 back and caught up", lambda: caught_up(cluster, "n1", "n3"))

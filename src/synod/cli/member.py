@@ -148,24 +148,40 @@ def register(group: click.Group) -> None:
                    f"and `synod member add` them")
 
     @group.command("backup")
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                  help="the STOPPED node's TOML file")
     @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-    def backup(config_path: Path, output: Path) -> None:
-        """Write a consistent snapshot of a stopped node's groups to a file."""
+    @click.option("--node", default=None,
+                  help="back up this RUNNING node (online; reach it with --data or --config)")
+    @_data_option
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                  help="without --node: the STOPPED node's TOML file; with --node: any node's file")
+    @_user_option
+    def backup(output: Path, node: str | None, data_dir: Path | None, config_path: Path | None,
+               user: str | None) -> None:
+        """Write a consistent snapshot of a node's groups to a file: of a running
+        node (--node, needs backup_principals) or of a stopped one (--config)."""
+        from synod.node.backup import Backup, write_backup
         from synod.node.config import NodeConfig
-        from synod.node.ops import take_backup, write_backup
+        from synod.node.membership import ClusterAccess, fetch_backup
+        from synod.node.ops import take_backup
 
-        config = _node_config(config_path)
-        assert isinstance(config, NodeConfig)
         try:
-            taken = take_backup(config)
+            if node is not None:
+                access = _access(data_dir, config_path, user)
+                assert isinstance(access, ClusterAccess)
+                taken = asyncio.run(fetch_backup(access, node))
+            else:
+                if config_path is None or data_dir is not None:
+                    raise click.UsageError("give --config of a stopped node, or --node with --data or --config")
+                config = _node_config(config_path)
+                assert isinstance(config, NodeConfig)
+                taken = take_backup(config)
+            assert isinstance(taken, Backup)
             write_backup(taken, output)
         except ConfigError as error:
             raise click.ClickException(str(error)) from None
         for item in taken.groups:
             click.echo(f"{item.group}: chosen index {item.index}, members {','.join(item.members)}")
-        click.echo(f"backup of {config.node_id} written to {output} ({output.stat().st_size} bytes)")
+        click.echo(f"backup of {taken.node} written to {output} ({output.stat().st_size} bytes)")
 
     @group.command("restore")
     @click.argument("backup_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -174,8 +190,8 @@ def register(group: click.Group) -> None:
     @click.option("--members", default="", help="comma-separated member set (default: this node alone)")
     def restore(backup_path: Path, config_path: Path, members: str) -> None:
         """Restore a backup into a new node's empty data directory."""
+        from synod.node.backup import read_backup
         from synod.node.config import NodeConfig
-        from synod.node.ops import read_backup
         from synod.node.ops import restore as restore_backup
 
         config = _node_config(config_path)

@@ -78,6 +78,12 @@ class NodeConfig:
     users: tuple[str, ...] = ()
     """Client principals as ``NAME=KEYFILE``; each may connect with its key."""
 
+    backup_principals: tuple[str, ...] = ()
+    """Client principals (of ``users``, or TLS common names) allowed to take an
+    online backup of this node (``synod backup --node``). A backup holds every
+    lock file and key whatever the cell's ACLs, so this is an administrator's
+    right; empty: nobody (a stopped node can still be backed up from its files)."""
+
     tls_cert_file: Path | None = None
     """PEM certificate of this node (mutual TLS between nodes and with clients)."""
 

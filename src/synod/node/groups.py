@@ -44,7 +44,10 @@ from synod.core.ids import NodeId
 from synod.core.mux import Mux
 from synod.lock.config import LockConfig
 from synod.lock.server import LockServer
+from synod.node.backup import Backup, encode_backup_body, group_backup
+from synod.node.messages import BackupPiece, BackupQuery
 from synod.paxos.config import PaxosConfig
+from synod.paxos.replica import PaxosReplica
 from synod.paxos.server import StatusQuery
 from synod.txn.config import TxnConfig
 from synod.txn.engine import Engine, SqliteEngine
@@ -53,6 +56,9 @@ from synod.txn.server import ShardServer
 from synod.txn.shardmap import Shard, ShardMap
 
 LOCK_GROUP = "lock"
+
+#: Bytes of one ``BackupPiece`` (well under the frame limit).
+BACKUP_PIECE_BYTES = 1 << 20
 
 
 def natural_key(name: str) -> tuple[object, ...]:
@@ -99,12 +105,19 @@ class NodeMux(Mux):
     """``Mux`` plus routing of group-less client requests and of messages between
     groups (see the module comment)."""
 
-    def __init__(self, children: Mapping[str, Core], shard_map: ShardMap | None) -> None:
+    def __init__(self, children: Mapping[str, Core], shard_map: ShardMap | None,
+                 backup_principals: tuple[str, ...] = ()) -> None:
         super().__init__(children)
         self.shard_map = shard_map
+        self.backup_principals = backup_principals
+        # The latest frozen backup: (snapshot id, pieces). One at a time.
+        self._backup: tuple[int, tuple[bytes, ...]] | None = None
+        self._backups_taken = 0
 
     def on_message(self, now_ms: float, source: NodeId, message: Message) -> Effects:
         match message:
+            case ClientRequest(request_id=request_id, body=BackupQuery() as query):
+                return [ClientResult(client=source, request_id=request_id, result=self._backup_piece(source, query))]
             case Routed(body=Routed(group=target, body=body)):
                 child = self.children.get(target)
                 if child is None:
@@ -121,6 +134,29 @@ class NodeMux(Mux):
                     request_id=request_id, body=Routed(group=group, body=body)))
             case _:
                 return super().on_message(now_ms, source, message)
+
+    def _backup_piece(self, source: NodeId, query: BackupQuery) -> Message:
+        """A piece of a consistent snapshot of every group here (see
+        ``synod.node.messages``). Freezing is one synchronous step of this core,
+        so every group's state is taken at one instant, at its chosen index."""
+        if source.partition("#")[0] not in self.backup_principals:
+            return ErrorReply(code="permission_denied", detail="not one of the node's backup_principals")
+        if query.snapshot_id == 0:
+            replicas = {name: getattr(child, "replica", None) for name, child in self.children.items()}
+            groups = tuple(group_backup(name, replica) for name, replica in sorted(replicas.items())
+                           if isinstance(replica, PaxosReplica))
+            body = encode_backup_body(Backup(node="", created_s=0.0, groups=groups))
+            pieces = tuple(body[i:i + BACKUP_PIECE_BYTES] for i in range(0, len(body), BACKUP_PIECE_BYTES)) or (b"",)
+            self._backups_taken += 1
+            self._backup = (self._backups_taken, pieces)
+        frozen = self._backup
+        if frozen is None or frozen[0] != (query.snapshot_id or self._backups_taken):
+            return ErrorReply(code="snapshot_gone", detail="a newer backup replaced it; start over")
+        snapshot_id, pieces = frozen
+        if not 0 <= query.piece < len(pieces):
+            return ErrorReply(code="bad_request", detail=f"piece {query.piece} of {len(pieces)}")
+        return BackupPiece(snapshot_id=snapshot_id, piece=query.piece, piece_count=len(pieces),
+                           data=pieces[query.piece])
 
     def group_of(self, body: Message) -> str | None:
         """The group a group-less client body is for, or None."""
@@ -164,6 +200,8 @@ class NodeCoreFactory:
     txn: TxnConfig
     shard_dir: Path | None = None
     on_build: Callable[[NodeMux], None] | None = None
+    backup_principals: tuple[str, ...] = ()
+    """Client principals allowed to take an online backup (``BackupQuery``)."""
     learner: bool = False
     """Start every replica without this node in its member set: a learner that
     receives the log and never votes, until a membership change chosen in the
@@ -189,7 +227,7 @@ class NodeCoreFactory:
                 others = tuple(m for m in members if m != node)
                 if others and len(others) < len(members):
                     replica.members_history = [(first, others)]
-        mux = NodeMux(children, self.shard_map)
+        mux = NodeMux(children, self.shard_map, self.backup_principals)
         if self.on_build is not None:
             self.on_build(mux)
         return mux

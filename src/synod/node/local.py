@@ -101,6 +101,7 @@ class LocalNodeCluster(LocalProcesses):
             f'http_bind = "{addresses["http"]}"',
             f'secret_file = "{self.data_dir / "cluster.key"}"',
             f'users = ["client={self.data_dir / "client.key"}"]',
+            'backup_principals = ["client"]',
             f"nodes = [{nodes}]",
             f"seeds = [{seeds}]",
             f"shards = {self.shards}",

@@ -38,6 +38,8 @@ from typing import Any
 from synod.codec.kernel import ErrorReply, Routed
 from synod.core.errors import ConfigError, SynodError
 from synod.core.ids import NodeId
+from synod.node.backup import Backup, decode_backup_body
+from synod.node.messages import BackupPiece, BackupQuery
 from synod.paxos.messages import ChangeMembers, Done
 from synod.runtime.client import connect
 from synod.runtime.config import RuntimeConfig
@@ -222,6 +224,35 @@ async def change_member(access: ClusterAccess, node: str, group: str, *, add: bo
         last = f"{reply.code}: {reply.detail}"
         await asyncio.sleep(0.3)
     raise ConfigError(f"{group}: membership change of {node} not done within {timeout_s:g} s ({last})")
+
+
+async def fetch_backup(access: ClusterAccess, node: str, timeout_s: float = 60.0) -> Backup:
+    """A consistent snapshot of every group of the running ``node``, taken in
+    its memory at one instant (``BackupQuery``, see ``synod.node.messages``)."""
+    statuses = await gather_statuses(access)
+    if node not in statuses:
+        raise ConfigError(f"node {node} does not answer on its dashboard")
+    host, _, port = statuses[node]["tcp"].rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    connection = await connect((host, int(port)), access.principal, access.key, config=access.runtime)
+    try:
+        pieces: list[bytes] = []
+        snapshot_id, count = 0, 1
+        while len(pieces) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConfigError(f"backup of {node}: not done within {timeout_s:g} s")
+            reply = await connection.request(BackupQuery(snapshot_id=snapshot_id, piece=len(pieces)), remaining)
+            if isinstance(reply, ErrorReply):
+                raise ConfigError(f"backup of {node}: {reply.code}: {reply.detail}")
+            if not isinstance(reply, BackupPiece) or reply.piece != len(pieces):
+                raise ConfigError(f"backup of {node}: unexpected answer {type(reply).__name__}")
+            snapshot_id, count = reply.snapshot_id, reply.piece_count
+            pieces.append(reply.data)
+    finally:
+        await connection.close()
+    taken = decode_backup_body(b"".join(pieces), f"from {node}")
+    return Backup(node=node, created_s=time.time(), groups=taken.groups)
 
 
 async def _wait_members(access: ClusterAccess, group: str, node: str, add: bool, deadline: float) -> None:

@@ -17,8 +17,8 @@ index, and the group's member set. Only chosen slots are in it, so it is a
 consistent state of each group: the state after applying exactly slots 1..index.
 (Groups are consistent one by one; a cross-shard transaction in doubt at that
 instant is in doubt in the backup too, and is resolved after a restore like
-after a crash.) The file: ``synod-backup`` magic, then a msgpack map, then the
-SHA-256 of everything before it; written atomically (temp file, fsync, rename).
+after a crash.) The file's format is in ``synod.node.backup``. A running node
+gives the same from its memory (``BackupQuery``, ``synod.node.messages``).
 
 *Restore* writes, into an EMPTY data directory, one snapshot record per group
 the node hosts (the format ``synod.core.mux`` documents: ``\\x00<group>\\x00``
@@ -45,21 +45,17 @@ comparing each group's state digest with the one written.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import random
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
-
-import msgpack
 
 from synod.codec.registry import Message, encode
 from synod.core.effects import frame_chunks
 from synod.core.errors import ConfigError
 from synod.core.ids import NodeId
 from synod.lock.config import LockConfig
+from synod.node.backup import Backup, group_backup
 from synod.node.config import NodeConfig
 from synod.node.groups import NodeCoreFactory, NodeMux, place_shards
 from synod.paxos.config import PaxosConfig
@@ -77,40 +73,8 @@ from synod.paxos.replica import PaxosReplica
 from synod.runtime.host import open_durable_log
 from synod.txn.config import TxnConfig
 
-BACKUP_MAGIC = b"synod-backup\n"
-BACKUP_VERSION = 1
 WAL_DIRECTORY = "wal"
 SNAPSHOT_DIRECTORY = "snap"
-
-#: A backup file is read whole into memory: refuse anything bigger.
-BACKUP_BYTES_MAX = 1 << 31
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GroupBackup:
-    """One group's consistent state: after applying slots 1..``index``."""
-
-    group: str
-    index: int
-    members: tuple[str, ...]
-    chunks: tuple[bytes, ...]
-    digest: str
-    round: int = 0
-    """The highest ballot round the replica had seen: a restored group starts
-    its ballots above it, because the state may record ballots (a shard's
-    epoch, for example) that a new leader must exceed."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Backup:
-    """The groups of one node, as ``synod backup`` writes them."""
-
-    node: str
-    created_s: float
-    groups: tuple[GroupBackup, ...]
-
-    def group(self, name: str) -> GroupBackup | None:
-        return next((g for g in self.groups if g.group == name), None)
 
 
 # ---------------------------------------------------------------- replay
@@ -172,61 +136,8 @@ def take_backup(config: NodeConfig) -> Backup:
     """Each hosted group's state at its chosen index (the node must be stopped)."""
     with _locked(config):
         mux = replay(config)
-    groups = []
-    for name, replica in sorted(_replicas(mux).items()):
-        groups.append(GroupBackup(group=name, index=replica.chosen_index,
-                                  members=tuple(str(m) for m in replica.members_history[-1][1]),
-                                  chunks=replica.state.snapshot_chunks(), digest=replica.digest(),
-                                  round=max(replica.promised.round, replica.round_seen)))
-    return Backup(node=config.node_id, created_s=time.time(), groups=tuple(groups))
-
-
-def write_backup(backup: Backup, path: Path) -> None:
-    """Write ``backup`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    body = msgpack.packb({
-        "version": BACKUP_VERSION, "node": backup.node, "created_s": backup.created_s,
-        "groups": [{"group": g.group, "index": g.index, "members": list(g.members),
-                    "chunks": list(g.chunks), "digest": g.digest, "round": g.round} for g in backup.groups],
-    }, use_bin_type=True)
-    data = BACKUP_MAGIC + body
-    data += hashlib.sha256(data).digest()
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def read_backup(path: Path) -> Backup:
-    """Read and verify a backup file; ``ConfigError`` naming what is wrong."""
-    try:
-        if path.stat().st_size > BACKUP_BYTES_MAX:
-            raise ConfigError(f"backup {path}: larger than {BACKUP_BYTES_MAX} bytes")
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read backup {path}: {error}") from None
-    if not data.startswith(BACKUP_MAGIC) or len(data) < len(BACKUP_MAGIC) + 32:
-        raise ConfigError(f"backup {path}: not a synod backup")
-    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
-        raise ConfigError(f"backup {path}: checksum mismatch (the file is damaged)")
-    try:
-        body = msgpack.unpackb(data[len(BACKUP_MAGIC):-32], raw=False)
-        if body["version"] != BACKUP_VERSION:
-            raise ConfigError(f"backup {path}: version {body['version']}, this synod reads {BACKUP_VERSION}")
-        groups = tuple(GroupBackup(group=str(g["group"]), index=int(g["index"]),
-                                   members=tuple(str(m) for m in g["members"]),
-                                   chunks=tuple(bytes(c) for c in g["chunks"]), digest=str(g["digest"]),
-                                   round=int(g.get("round", 0)))
-                       for g in body["groups"])
-        return Backup(node=str(body["node"]), created_s=float(body["created_s"]), groups=groups)
-    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as error:
-        raise ConfigError(f"backup {path}: malformed ({error})") from None
+    groups = tuple(group_backup(name, replica) for name, replica in sorted(_replicas(mux).items()))
+    return Backup(node=config.node_id, created_s=time.time(), groups=groups)
 
 
 # ---------------------------------------------------------------- restore

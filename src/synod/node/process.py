@@ -141,7 +141,7 @@ class Node:
             paxos=PaxosConfig.local() if local else PaxosConfig.lan(),
             lock=LockConfig.local() if local else LockConfig.lan(),
             txn=TxnConfig.local() if local else TxnConfig.lan(),
-            shard_dir=config.data_dir / "shards",
+            shard_dir=config.data_dir / "shards", backup_principals=config.backup_principals,
         )
         self.gossip_config = GossipConfig.local() if local else GossipConfig.lan()
         self.host: AsyncioHost | None = None
