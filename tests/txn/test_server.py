@@ -3,6 +3,8 @@ bad input (typed errors, nothing partially applied), and failover."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from synod.codec.kernel import ErrorReply
 from synod.core.effects import Send
 from synod.core.ids import NodeId
@@ -18,6 +20,8 @@ from synod.txn.messages import (
     TxnScan,
     TxnValue,
     Vote,
+    WatchEvents,
+    WatchWait,
     Write,
 )
 from tests.txn.harness import Shards
@@ -204,3 +208,33 @@ def test_a_leader_with_its_lease_presumes_abort_for_an_unknown_transaction() -> 
     shards.sim.execute_for(NodeId("n4"), [Send(to=leader.node, message=DecisionQuery(txn="t9", group="s2"))])
     shards.sim.run_for(5.0)
     assert dict(leader.statistics().counts).get("presumed_abort") == 1
+
+
+def test_a_long_poll_watch_is_answered_when_a_change_in_its_range_is_applied() -> None:
+    shards = Shards()
+    waiting = shards.send("s1", WatchWait(start="a", end="c", from_revision=1, wait_ms=5_000.0))
+    shards.sim.run_for(100.0)
+    assert shards.reply(waiting) is None        # nothing changed yet: held open
+    outside = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
+        Part(group="s1", writes=(Write(key="dog", value="1"),)),)))
+    assert outside == TxnOutcome(txn="t1", committed=True)
+    assert shards.reply(waiting) is None        # a change outside the range does not wake it
+    shards.ask("s1", TxnCommit(txn="t2", ts=2, parts=(Part(group="s1", writes=(Write(key="bee", value="2"),)),)))
+    events = shards.reply(waiting)
+    assert isinstance(events, WatchEvents)
+    assert [(c.key, c.value, c.revision) for c in events.events] == [("bee", "2", 2)]
+
+
+def test_a_long_poll_watch_runs_out_empty_and_waiting_watches_are_bounded() -> None:
+    shards = Shards(config=dataclasses.replace(TxnConfig.sim(), watches_waiting_max=2, watch_wait_ms_max=300.0))
+    sent = [shards.send("s1", WatchWait(start="a", end="c", from_revision=1, wait_ms=60_000.0)) for _ in range(3)]
+    shards.sim.run_for(100.0)
+    answered = [shards.reply(request_id) for request_id in sent]
+    refused = [r for r in answered if isinstance(r, ErrorReply)]
+    assert len(refused) == 1 and refused[0].code == "overloaded"   # the one that arrived third
+    assert answered.count(None) == 2
+    shards.sim.run_for(400.0)                  # the server's bound on the wait, not the client's
+    for request_id, before in zip(sent, answered, strict=True):
+        if before is None:
+            empty = shards.reply(request_id)
+            assert isinstance(empty, WatchEvents) and empty.events == ()

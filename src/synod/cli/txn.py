@@ -6,6 +6,7 @@
     synod kv del --cluster /tmp/kv alice
     synod kv scan --cluster /tmp/kv a z
     synod kv txn --cluster /tmp/kv transfer.txt   # a script, run as ONE transaction
+    synod kv watch --cluster /tmp/kv a z          # changes in [a, z) as they are applied
     synod kv map --cluster /tmp/nodes --publish   # a node cluster: store its shard map
                                                   # in the lock service, and print it
 
@@ -24,6 +25,7 @@ only, no lock cell), from the cluster file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import signal
@@ -182,6 +184,27 @@ def scan(cluster: Path, start: str, end: str, limit: int) -> None:
     """Print keys in [START, END) with their values."""
     for key, value in _run(cluster, lambda c: c.scan(start, end, limit)):
         click.echo(f"{key}\t{value}")
+
+
+@kv_group.command("watch")
+@_cluster_option
+@click.argument("start")
+@click.argument("end", default="")
+@click.option("--from-revision", type=click.IntRange(1), default=1, show_default=True,
+              help="Each shard's revision to start from (shards count their own).")
+@click.option("--count", type=click.IntRange(0), default=0, help="Stop after this many changes (0: never).")
+def watch(cluster: Path, start: str, end: str, from_revision: int, count: int) -> None:
+    """Print changes to keys in [START, END) as they are applied: group, revision, key, value."""
+    async def follow(client: TxnClient) -> None:
+        printed = 0
+        async for group, change in client.watch_stream(start, end, from_revision):
+            value = "(deleted)" if change.value is None else change.value
+            click.echo(f"{group}\t{change.revision}\t{change.key}\t{value}")
+            printed += 1
+            if count and printed >= count:
+                return
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(cluster, follow)
 
 
 def parse_script(text: str) -> list[list[str]]:

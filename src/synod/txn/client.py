@@ -29,7 +29,7 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TypeVar
 
@@ -54,6 +54,7 @@ from synod.txn.messages import (
     TxnValue,
     Watch,
     WatchEvents,
+    WatchWait,
     Write,
 )
 from synod.txn.shardmap import ShardMapSource
@@ -157,12 +158,56 @@ class TxnClient:
             revision = revision or reply.revision + 1
         return changes, revision
 
+    async def watch_stream(self, start: str, end: str, from_revision: int, *,
+                           wait_s: float = 10.0) -> AsyncIterator[tuple[str, Change]]:
+        """Every change to a key in ``[start, end)`` from ``from_revision`` on, as
+        ``(group, change)``, as it is applied, until the caller stops iterating.
+        Each shard counts its own revisions, so ``from_revision`` applies to every
+        shard the range covers. Long polls (``WatchWait``): a replica answers as
+        soon as a change lands, or with nothing after ``wait_s``, and the poll is
+        asked again from the next revision. ``CompactedError`` if the history from
+        that revision is gone."""
+        queue: asyncio.Queue[tuple[str, Change] | Exception] = asyncio.Queue(maxsize=1024)
+
+        async def follow(group: str, low: str, high: str) -> None:
+            revision = from_revision
+            try:
+                while True:
+                    reply = await self.request(group, WatchWait(start=low, end=high, from_revision=revision,
+                                                                wait_ms=wait_s * 1000.0),
+                                               timeout_s=wait_s + self.request_timeout_s)
+                    assert isinstance(reply, WatchEvents)
+                    for change in reply.events:
+                        await queue.put((group, change))
+                        revision = max(revision, change.revision + 1)
+            except Exception as error:   # handed to the consumer, which raises it
+                await queue.put(error)
+
+        tasks = []
+        for shard in self.shard_map.shards_overlapping(start, end):
+            low = max(start, shard.start)
+            high = shard.end if not end or (shard.end and shard.end < end) else end
+            tasks.append(asyncio.create_task(follow(shard.group, low or "\x00", high)))
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
     # ------------------------------------------------------------ requests
 
-    async def request(self, group: str, body: Message) -> Message:
+    async def request(self, group: str, body: Message, *, timeout_s: float | None = None) -> Message:
         """Send ``body`` to ``group``'s leader, following redirects, until an
-        answer or ``operation_timeout_s``. Refusals raise their ``TxnError``."""
-        deadline = time.monotonic() + self.operation_timeout_s
+        answer or ``operation_timeout_s``. Refusals raise their ``TxnError``.
+        ``timeout_s``: how long one attempt waits (default ``request_timeout_s``)."""
+        deadline = time.monotonic() + max(self.operation_timeout_s, timeout_s or 0.0)
         replicas = self.shard_map.shard(group).replicas
         target = self._leader.get(group) or random.choice(replicas)
         while True:
@@ -170,7 +215,7 @@ class TxnClient:
                 raise UnavailableError(f"no answer from group {group}")
             try:
                 connection = await self._connection(target)
-                reply = await connection.request(body, self.request_timeout_s)
+                reply = await connection.request(body, timeout_s or self.request_timeout_s)
             except (OSError, ConnectionClosed, TimeoutError, TimeoutError_) as error:
                 del error
                 self._connections.pop(target, None)

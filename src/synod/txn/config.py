@@ -57,6 +57,14 @@ class TxnConfig:
     #: history was compacted (``compacted``), as etcd does.
     watch_history_max: int = 10_000
 
+    #: Long-poll watches (``WatchWait``) one replica holds open at once; beyond
+    #: this a new one gets the retryable ``overloaded`` error.
+    watches_waiting_max: int = 1024
+
+    #: The longest a long-poll watch is held open without a change (a client
+    #: asking for longer is answered after this, with no events, and asks again).
+    watch_wait_ms_max: float = 30_000.0
+
     #: Finished transaction outcomes a participant remembers (for late duplicate
     #: prepares and decisions); older ones are forgotten oldest first.
     outcomes_max: int = 100_000
@@ -65,7 +73,8 @@ class TxnConfig:
         positive = (
             "key_bytes_max", "value_bytes_max", "txn_keys_max", "txn_bytes_max", "scan_keys_max",
             "txn_idle_ms", "txn_record_timeout_ms", "resend_ms", "txns_active_max",
-            "lock_waiters_max", "watch_history_max", "outcomes_max",
+            "lock_waiters_max", "watch_history_max", "outcomes_max", "watches_waiting_max",
+            "watch_wait_ms_max",
         )
         for name in positive:
             if getattr(self, name) <= 0:

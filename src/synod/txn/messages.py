@@ -241,7 +241,20 @@ class WatchEvents(Message):
     revision: int
 
 
-ClientBody: TypeAlias = TxnGet | TxnScan | TxnCommit | TxnRelease | Watch
+@message(839)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchWait(Message):
+    """``Watch`` as a long poll: answered as soon as a change to a key in
+    ``[start, end)`` at ``from_revision`` or later is applied at the replica, or
+    with no events after ``wait_ms`` (bounded by ``TxnConfig.watch_wait_ms_max``)."""
+
+    start: str
+    end: str
+    from_revision: int
+    wait_ms: float
+
+
+ClientBody: TypeAlias = TxnGet | TxnScan | TxnCommit | TxnRelease | Watch | WatchWait
 
 # ---------------------------------------------------------------- peer messages
 

@@ -122,6 +122,7 @@ from synod.txn.messages import (
     Vote,
     Watch,
     WatchEvents,
+    WatchWait,
 )
 from synod.txn.shardmap import ShardMap
 
@@ -199,6 +200,14 @@ class _LockWait:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class _WaitingWatch:
+    client: NodeId
+    request_id: int
+    watch: WatchWait
+    deadline_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TxnStatistics:
     """A snapshot of one shard server's transaction state and counters."""
 
@@ -257,6 +266,10 @@ class ShardServer:
         self._presuming: dict[str, str] = {}
         self._forget_batches: dict[int, tuple[str, ...]] = {}
         self._inbox: deque[tuple[NodeId, Message]] = deque()
+        #: Long-poll watches waiting for a change, and the revision they were
+        #: last checked at (they are looked at again only when it grows).
+        self._watches: list[_WaitingWatch] = []
+        self._watches_revision = 0
         #: Other groups' leaders, as last heard from (2PC messages come from a
         #: group's ready leader only).
         self._group_leaders: dict[str, NodeId] = {}
@@ -292,6 +305,7 @@ class ShardServer:
         if key != TICK_TIMER:
             return self._after(now_ms, self.replica.on_timer(now_ms, key))
         out: Effects = [SetTimer(key=TICK_TIMER, delay_ms=self.config.resend_ms)]
+        self._expire_watches(now_ms, out)
         self._sync(now_ms, out)
         if self.ready_ballot is not None:
             self._tick(now_ms, out)
@@ -300,6 +314,7 @@ class ShardServer:
     def check_invariants(self) -> None:
         self.replica.check_invariants()
         self.locks.check_invariants()
+        invariant(len(self._watches) <= self.config.watches_waiting_max, "waiting watches over their bound")
         if self.ready_ballot is None:
             invariant(not self._coordinating and not self._preparing and not self._lock_waits,
                       "a server that is not a ready leader coordinates or prepares")
@@ -331,6 +346,7 @@ class ShardServer:
                 source, message = self._inbox.popleft()
                 self._on_peer(now_ms, source, message, queue)
             if not queue:
+                self._wake_watches(out)
                 self.machine.flush()
                 return out
 
@@ -483,6 +499,8 @@ class ShardServer:
                 self._on_release(now_ms, client, request_id, body, out)
             case Watch():
                 self._on_watch(client, request_id, body, out)
+            case WatchWait():
+                self._on_watch_wait(now_ms, client, request_id, body, out)
             case ChangeMembers() | TransferLeader():
                 out.extend(self.replica.on_message(now_ms, client,
                                                    ClientRequest(request_id=request_id, body=body)))
@@ -566,6 +584,61 @@ class ShardServer:
             self._refuse(out, client, request_id, CompactedError(f"revision {body.from_revision} was compacted"))
             return
         self._reply(out, client, request_id, WatchEvents(events=tuple(changes), revision=self.machine.revision))
+
+    def _on_watch_wait(self, now_ms: float, client: NodeId, request_id: int, body: WatchWait,
+                       out: Effects) -> None:
+        """A long poll: answered now if there is something to say, else parked
+        until a change in the range is applied here or the wait runs out. Any
+        replica serves it, from its applied state, as ``Watch``."""
+        changes, kept = self.machine.changes(body.start, body.end, body.from_revision, self.config.scan_keys_max)
+        if not kept:
+            self._refuse(out, client, request_id, CompactedError(f"revision {body.from_revision} was compacted"))
+            return
+        if changes or body.wait_ms <= 0:
+            self._reply(out, client, request_id, WatchEvents(events=tuple(changes), revision=self.machine.revision))
+            return
+        if len(self._watches) >= self.config.watches_waiting_max:
+            self._refuse(out, client, request_id, OverloadedError("too many watches waiting"))
+            return
+        wait_ms = min(body.wait_ms, self.config.watch_wait_ms_max)
+        self._watches.append(_WaitingWatch(client=client, request_id=request_id, watch=body,
+                                           deadline_ms=now_ms + wait_ms))
+        self._watches_revision = self.machine.revision
+
+    def _wake_watches(self, out: Effects) -> None:
+        """Answer the waiting watches that a newly applied change concerns."""
+        if not self._watches:
+            return
+        revision = self.machine.revision
+        if revision <= self._watches_revision:
+            return
+        self._watches_revision = revision
+        waiting = []
+        for parked in self._watches:
+            watch = parked.watch
+            changes, kept = self.machine.changes(watch.start, watch.end, watch.from_revision,
+                                                 self.config.scan_keys_max)
+            if not kept:
+                self._refuse(out, parked.client, parked.request_id,
+                             CompactedError(f"revision {watch.from_revision} was compacted"))
+            elif changes:
+                self._reply(out, parked.client, parked.request_id,
+                            WatchEvents(events=tuple(changes), revision=revision))
+            else:
+                waiting.append(parked)
+        self._watches = waiting
+
+    def _expire_watches(self, now_ms: float, out: Effects) -> None:
+        if not self._watches:
+            return
+        revision = self.machine.revision
+        waiting = []
+        for parked in self._watches:
+            if now_ms >= parked.deadline_ms:
+                self._reply(out, parked.client, parked.request_id, WatchEvents(events=(), revision=revision))
+            else:
+                waiting.append(parked)
+        self._watches = waiting
 
     def _validate_commit(self, body: TxnCommit) -> None:
         if not body.parts:
