@@ -62,7 +62,7 @@ from synod.lock.messages import (
     Write,
 )
 from synod.lock.sequencer import Fence, LockMode, Sequencer, StaleSequencerError
-from synod.lock.server import LockServer, LockServerFactory
+from synod.lock.server import LockServer, LockServerFactory, cell_paxos
 from synod.lock.session import ClientSession, SessionState
 from synod.paxos.config import PaxosConfig
 from synod.sim import (
@@ -528,7 +528,9 @@ def lock_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
     journal = _Journal()
     simulation = Simulation(seed, sim_config, trace_sink=options.trace_sink)
     journal.simulation = simulation
-    factory = LockServerFactory(members=replicas, config=cell, paxos=paxos, event_observer=journal.on_events)
+    # The cell's narrow window, as lock_factory runs it (many commands per slot).
+    factory = LockServerFactory(members=replicas, config=cell, paxos=cell_paxos(paxos),
+                                event_observer=journal.on_events)
     for node in replicas:
         simulation.add_node(node, factory)
     simulation.add_node(RESOURCE, _ResourceFactory(journal=journal), fault_prone=False)

@@ -833,14 +833,32 @@ class LockServerFactory:
 
 
 
+#: Paxos slots a cell's master keeps in flight. The replica proposes a command
+#: at once while its window has room, one slot per command; once the window is
+#: full, the commands that arrive meanwhile wait and go out together, many in
+#: one slot. A lock cell's commands are small and come from many sessions at
+#: once, so a narrow window turns a burst into a few large slots: one Accept,
+#: one persist and one round of acknowledgements for many client calls on every
+#: replica. Measured on the 3-node loopback cell (bench/lock.py write shape, 64
+#: in flight, 2 cores shared with other work): server CPU per write 0.59 ms
+#: with the Paxos default of 32, 0.45 ms with 8, 0.38 ms with 4.
+CELL_WINDOW_SLOTS = 4
+
+
+def cell_paxos(paxos: PaxosConfig) -> PaxosConfig:
+    """``paxos`` with the narrow window a lock cell batches with (``CELL_WINDOW_SLOTS``)."""
+    return dataclasses.replace(paxos, window_slots_max=min(paxos.window_slots_max, CELL_WINDOW_SLOTS))
+
+
 def lock_factory(nodes: tuple[NodeId, ...]) -> LockServerFactory:
     """The core builder for ``synod cluster up --core synod.lock.server:lock_factory``:
     a cell ``/ls/local`` on processes of one machine (``LockConfig.local()``,
-    ``PaxosConfig.local()``)."""
+    ``PaxosConfig.local()`` with the cell's window)."""
     return LockServerFactory(members=tuple(sorted(nodes)), config=LockConfig.local(),
-                             paxos=PaxosConfig.local())
+                             paxos=cell_paxos(PaxosConfig.local()))
 
 
 def lock_lan_factory(nodes: tuple[NodeId, ...]) -> LockServerFactory:
     """As ``lock_factory`` with the LAN presets (Chubby's lease, lock-delay, grace)."""
-    return LockServerFactory(members=tuple(sorted(nodes)), config=LockConfig.lan(), paxos=PaxosConfig.lan())
+    return LockServerFactory(members=tuple(sorted(nodes)), config=LockConfig.lan(),
+                             paxos=cell_paxos(PaxosConfig.lan()))

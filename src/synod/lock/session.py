@@ -263,7 +263,9 @@ class ClientSession:
         self._send(now_ms, pending, out)
 
     def _seen_below(self) -> int:
-        return min(self._pending) if self._pending else self._seq + 1
+        # Calls enter ``_pending`` in increasing seq and a dict keeps insertion
+        # order, so its first key is its smallest.
+        return next(iter(self._pending)) if self._pending else self._seq + 1
 
     def _send(self, now_ms: float, pending: _Pending, out: Effects) -> None:
         pending.attempts += 1
