@@ -204,6 +204,39 @@ def test_an_unreachable_cluster_ends_in_a_typed_timeout(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_close_does_not_hang_on_a_task_that_swallowed_its_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Python 3.11 ``asyncio.wait_for`` can swallow a cancellation that races
+    with its inner future; a sender stuck like that once made ``close`` hang."""
+    swallowed = []
+
+    async def stubborn_connect(self: PaxosClient) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.append(True)   # the first cancellation is lost ...
+        await asyncio.sleep(3600)    # ... the second one ends it
+
+    monkeypatch.setattr(PaxosClient, "_connection_now", stubborn_connect)
+
+    async def scenario() -> None:
+        client = PaxosClient({"n1": ("127.0.0.1", 9)}, principal="app", key=CLIENT_KEY,
+                             config=ClientConfig(timeout_s=0.2))
+        with pytest.raises(PaxosTimeout):
+            await client.put("k", "v")
+        # Bounded so that a regression fails instead of hanging the suite (not
+        # wait_for: its own cancellation of close() would be swallowed the same way).
+        closing = asyncio.create_task(client.close())
+        done, _pending = await asyncio.wait({closing}, timeout=20)
+        if closing not in done:
+            closing.cancel()
+        assert closing in done, "close() hangs on a task that swallowed its cancellation"
+        assert swallowed == [True]
+
+    run(scenario())
+
+
 def test_a_cluster_without_a_majority_ends_in_a_typed_timeout(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with cluster(tmp_path) as local:

@@ -62,6 +62,8 @@ T = TypeVar("T")
 
 #: Call deadlines are grouped into buckets this long, one timer per bucket.
 _EXPIRY_BUCKET_S = 0.05
+#: Longest wait (s) for background tasks and the connection when a client closes.
+_CLOSE_WAIT_S = 2.0
 
 #: Answers after which an item is simply sent again (same seq), after a pause.
 _RETRY_CODES = frozenset({"not_leader", "overloaded", "busy"})
@@ -205,16 +207,24 @@ class PaxosClient:
         tasks = [t for t in (self._sender, *self._batches) if t is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # Bounded: a task that swallowed its cancellation (on Python 3.11 an
+            # ``asyncio.wait_for`` racing with its inner future can) must not hang
+            # close(); it is cancelled once more and left behind.
+            _done, pending = await asyncio.wait(tasks, timeout=_CLOSE_WAIT_S)
+            for task in pending:
+                log.warning("client %s: a task ignored cancellation at close", self.client_id)
+                task.cancel()
         for items in (self._queue, *self._expiry.values()):
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(LocalProtocolError("PaxosClient closed"))
         self._queue.clear()
         self._expiry.clear()
-        await self._drop_connection()
+        try:
+            await asyncio.wait_for(self._drop_connection(), _CLOSE_WAIT_S)
+        except TimeoutError:
+            log.warning("client %s: the connection did not close within %.0f s", self.client_id, _CLOSE_WAIT_S)
 
     # ------------------------------------------------------------ KV API
 
