@@ -4,6 +4,7 @@ other frameworks, on data it generates itself. It prints its figures.
     uv run python bench/mapreduce.py                      # small sizes (50/50/10 MB)
     uv run python bench/mapreduce.py --full               # 1 GB / 1 GB / 100 MB
     uv run python bench/mapreduce.py --frameworks         # also mrjob, dask.bag, pyspark
+    uv run python bench/mapreduce.py --only wc --wc-mb 200 --frameworks dask
     uv run python bench/mapreduce.py --only wc,startup --wc-mb 20 --repeat 1
 
 Workloads (issue 7, item 7):
@@ -20,7 +21,10 @@ hand-written ``multiprocessing.Pool`` program (the practical limit for Python
 here), GNU ``sort`` for the sort; with ``--frameworks``, mrjob's local runner,
 dask.bag (processes) and pyspark (local[N]) are installed into a throwaway venv
 under bench/out/ (never as synod dependencies) and run on the same data. Each
-figure is the median of ``--repeat`` runs; ratios are against the Pool baseline.
+figure is the median of ``--repeat`` runs, taken in interleaved rounds (every
+variant once per round) so that load from other work falls on all of them
+alike; ratios are against the Pool baseline. CPU time is user + system of the
+variant's process and its children (the frameworks' JVM included).
 """
 
 from __future__ import annotations
@@ -434,30 +438,44 @@ def measure(kind: str, name: str, source: Path, workers: int) -> dict[str, Any]:
 def bench_workload(kind: str, size_mb: int, args: argparse.Namespace, python: Path | None) -> list[dict[str, Any]]:
     source = dataset(kind, size_mb)
     size = source.stat().st_size
-    print(f"\n== {kind}: {size / MB:.0f} MB, {args.workers} workers, median of {args.repeat}", flush=True)
-    rows = []
+    print(f"\n== {kind}: {size / MB:.0f} MB, {args.workers} workers, median of {args.repeat} "
+          f"(variants interleaved: round r runs every variant once)", flush=True)
     names: list[tuple[str, Any]] = [(n, None) for n in VARIANTS[kind]]
     if python is not None and kind in ("wc", "sort"):
-        names += [(f"{fw}", fw) for fw in ("mrjob", "dask", "pyspark")]
-    for name, framework in names:
-        runs = []
-        try:
-            for _ in range(args.repeat):
+        names += [(f"{fw}", fw) for fw in args.frameworks.split(",")]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in names}
+    failed: set[str] = set()
+    # Interleaved rounds, so that load from other work on a shared machine falls
+    # on every variant alike rather than on whichever ran during a busy minute.
+    for round_index in range(args.repeat):
+        for name, framework in names:
+            if name in failed:
+                continue
+            try:
                 if framework is None:
-                    runs.append(measure(kind, name, source, args.workers))
+                    result = measure(kind, name, source, args.workers)
                 else:
                     assert python is not None
-                    runs.append(run_framework(python, framework, kind, source, OUT / f"out-{kind}-{framework}",
-                                              args.workers))
-        except Exception as error:  # a baseline that fails is reported, not fatal
-            print(f"  {name:<22} failed: {str(error).splitlines()[-1][:200]}", flush=True)
+                    result = run_framework(python, framework, kind, source, OUT / f"out-{kind}-{framework}",
+                                           args.workers)
+            except Exception as error:  # a baseline that fails is reported, not fatal
+                print(f"  {name:<22} failed: {str(error).splitlines()[-1][:200]}", flush=True)
+                failed.add(name)
+                continue
+            runs[name].append(result)
+            print(f"  round {round_index + 1}: {name:<22} {result['seconds']:8.2f} s  cpu {result['cpu_s']:7.2f} s",
+                  flush=True)
+    rows = []
+    for name, _ in names:
+        if not runs[name]:
             continue
-        seconds = statistics.median(r["seconds"] for r in runs)
-        cpu_s = statistics.median(r["cpu_s"] for r in runs)
+        done = runs[name]
+        seconds = statistics.median(r["seconds"] for r in done)
+        cpu_s = statistics.median(r["cpu_s"] for r in done)
         row = {"workload": kind, "variant": name, "seconds": seconds, "cpu_s": cpu_s,
-               "mb_per_s": size / MB / seconds, "peak_mb": max(r["peak_mb"] for r in runs),
-               "runs": [round(r["seconds"], 2) for r in runs]}
-        extra = {k: v for k, v in runs[0].items() if k not in ("seconds", "peak_mb", "cpu_s")}
+               "mb_per_s": size / MB / seconds, "peak_mb": max(r["peak_mb"] for r in done),
+               "runs": [round(r["seconds"], 2) for r in done], "cpu_runs": [round(r["cpu_s"], 2) for r in done]}
+        extra = {k: v for k, v in done[0].items() if k not in ("seconds", "peak_mb", "cpu_s")}
         rows.append(row)
         print(f"  {name:<22} {seconds:8.2f} s  cpu {cpu_s:7.2f} s  {row['mb_per_s']:7.1f} MB/s  "
               f"peak {row['peak_mb']:6.0f} MB  runs {row['runs']}  {json.dumps(extra) if extra else ''}",
@@ -508,7 +526,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", default="wc,sort,index,startup")
-    parser.add_argument("--frameworks", action="store_true", help="install and run mrjob, dask, pyspark")
+    parser.add_argument("--frameworks", nargs="?", const="mrjob,dask,pyspark", default="",
+                        help="install and run these frameworks (default with the flag: mrjob,dask,pyspark)")
     parser.add_argument("--synod-budget-mb", type=int, default=0,
                         help="synod's map and reduce memory budgets (default: MapReduceConfig's)")
     args = parser.parse_args()

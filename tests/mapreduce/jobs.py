@@ -63,7 +63,7 @@ class KillMidReduce(CountWords):
 
 class LoseMapOutput(CountWords):
     """The first reduce attempt to start deletes, cuts short (``MODE = "truncate"``)
-    or flips a byte in the middle of (``"corrupt"``) every map output file under
+    or flips bytes throughout (``"corrupt"``) every map output file under
     ``SCRATCH``, once: the map workers stay alive but their output is gone, so
     later reduce attempts hit fetch failures."""
 
@@ -79,11 +79,11 @@ class LoseMapOutput(CountWords):
             if self.MODE == "truncate":
                 os.truncate(path, size // 3)
             elif self.MODE == "corrupt":
-                with path.open("r+b") as handle:
-                    handle.seek(size // 2)
-                    byte = handle.read(1)
-                    handle.seek(size // 2)
-                    handle.write(bytes([byte[0] ^ 0x20]))
+                # A byte every 256 flipped, so every bucket is hit.
+                data = bytearray(path.read_bytes())
+                for position in range(128, size, 256):
+                    data[position] ^= 0x20
+                path.write_bytes(bytes(data))
             else:
                 path.unlink()
 
@@ -137,6 +137,11 @@ class BlockMapperFails(Job):
 class BadPartitioner(CountWords):
     def partitioner(self, key: str, reducers: int) -> int:
         return reducers  # one past the last bucket
+
+
+class ShortBlockPartitioner(CountWords):
+    def partitioner_block(self, keys: list[str], reducers: int) -> list[int]:
+        return [0] * (len(keys) - 1)  # one bucket short
 
 
 class AlwaysKilled(CountWords):

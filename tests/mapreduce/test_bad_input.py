@@ -127,6 +127,14 @@ def test_partitioner_out_of_range(tmp_path: Path) -> None:
         run_job(BadPartitioner, [source], tmp_path / "out", runner="inline", reducers=2)
 
 
+def test_block_partitioner_with_too_few_buckets(tmp_path: Path) -> None:
+    from tests.mapreduce.jobs import ShortBlockPartitioner
+
+    source = data.write_lines(tmp_path / "in.txt", ["a b"])
+    with pytest.raises(JobFailed, match=r"partitioner_block gave 1 buckets for 2 keys"):
+        run_job(ShortBlockPartitioner, [source], tmp_path / "out", runner="inline", reducers=2)
+
+
 def test_mapper_output_that_is_not_a_pair(tmp_path: Path) -> None:
     from synod.mapreduce import Job
 

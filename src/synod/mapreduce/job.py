@@ -2,7 +2,8 @@
 
 A job is a subclass of ``Job`` (mrjob's model). A one-step job overrides some of
 ``mapper``, ``combiner``, ``reducer``, ``mapper_init``/``mapper_final`` (in-mapper
-combining), ``mapper_block`` (one call per block of records, for speed), ``reducer_init``/``reducer_final`` and ``partitioner``; a multi-step job
+combining), ``mapper_block`` (one call per block of records, for speed), ``reducer_init``/``reducer_final`` and ``partitioner``
+(or ``partitioner_block``, one call per batch of keys); a multi-step job
 returns a list of ``Step`` from ``steps()``. Mappers, combiners and reducers are
 generators of ``(key, value)`` pairs (or return None when they emit nothing).
 Keys and values must be msgpack values (str, bytes, int, float, bool, None, tuples,
@@ -37,6 +38,7 @@ Reducer = Callable[[Any, Iterator[Any]], Pairs]
 Hook = Callable[[], Pairs]
 BlockMapper = Callable[[RecordBlock], Pairs]
 Partitioner = Callable[[Any, int], int]
+BlockPartitioner = Callable[[list[Any], int], Iterable[int]]
 Sampler = Callable[[list[tuple[Any, Any]], int], Any]
 Fold = Callable[[Any, Any], Any]
 
@@ -77,6 +79,8 @@ class Step:
     reducer_init: Hook | None = None
     reducer_final: Hook | None = None
     partitioner: Partitioner | None = None
+    #: A partitioner of a batch of keys at once (used instead of ``partitioner``).
+    partitioner_block: BlockPartitioner | None = None
     sampler: Sampler | None = None
     #: An associative, commutative function of two values: when set, the step's
     #: combiner and reducer are a fold of each key's values with it, done in bulk
@@ -141,6 +145,13 @@ class Job:
     def partitioner(self, key: Any, reducers: int) -> int:
         return stable_partition(key, reducers)
 
+    def partitioner_block(self, keys: list[Any], reducers: int) -> Iterable[int]:
+        """The bucket of each of ``keys`` (a batch of a few thousand map output
+        keys), in one call instead of one ``partitioner`` call per key: for a
+        partitioner that can be written with C-level ``map`` (TeraSort's range
+        partitioner). Used instead of ``partitioner`` when overridden."""
+        raise NotImplementedError  # never called unless overridden
+
     def sample_partitions(self, records: list[tuple[Any, Any]], reducers: int) -> Any:
         """Build the partition plan from sampled input records (TeraSort)."""
         return None
@@ -163,6 +174,7 @@ class Job:
                 reducer_init=overridden("reducer_init"),
                 reducer_final=overridden("reducer_final"),
                 partitioner=overridden("partitioner"),
+                partitioner_block=overridden("partitioner_block"),
                 sampler=overridden("sample_partitions"),
                 reduce_with=type(self).REDUCE_WITH,
             )

@@ -397,6 +397,16 @@ def _combine_stream(
 # ------------------------------------------------------------------- map side
 
 
+def _check_buckets(assignments: list[Any], keys: list[Any], reducers: int) -> None:
+    """Every bucket a job's partitioner chose is an int in [0, R) (C-level passes)."""
+    if len(assignments) != len(keys):
+        raise ValueError(f"partitioner_block gave {len(assignments)} buckets for {len(keys)} keys")
+    if set(map(type, assignments)) != {int} or min(assignments) < 0 or max(assignments) >= reducers:
+        wrong = next(a for a in assignments if type(a) is not int or not 0 <= a < reducers)
+        key = keys[assignments.index(wrong)]
+        raise ValueError(f"partitioner put key {key!r} in bucket {wrong!r}, not in [0, {reducers})")
+
+
 class _MapBuffer:
     """R buckets of pairs with an estimated size; spills sorted runs over budget."""
 
@@ -404,6 +414,7 @@ class _MapBuffer:
         self.reducers = reducers
         self.buckets: list[list[tuple[Any, Any]]] = [[] for _ in range(reducers)]
         self.partitioner = step.partitioner
+        self.partitioner_block = step.partitioner_block
         self.combiner = step.combiner
         self.fold = step.reduce_with
         self.config = config
@@ -445,14 +456,14 @@ class _MapBuffer:
         if reducers == 1:
             self.buckets[0].extend(batch)
         else:
-            if self.partitioner is None:
-                assignments = _stable_buckets(keys, key_kinds, reducers)
-            else:
+            if self.partitioner_block is not None:
+                assignments = list(self.partitioner_block(keys, reducers))
+                _check_buckets(assignments, keys, reducers)
+            elif self.partitioner is not None:
                 assignments = list(map(self.partitioner, keys, itertools.repeat(reducers)))
-                if set(map(type, assignments)) != {int} or min(assignments) < 0 or max(assignments) >= reducers:
-                    wrong = next(a for a in assignments if type(a) is not int or not 0 <= a < reducers)
-                    key = keys[assignments.index(wrong)]
-                    raise ValueError(f"partitioner put key {key!r} in bucket {wrong!r}, not in [0, {reducers})")
+                _check_buckets(assignments, keys, reducers)
+            else:
+                assignments = _stable_buckets(keys, key_kinds, reducers)
             if reducers <= _COMPRESS_REDUCERS_MAX:
                 for bucket_index, bucket in enumerate(self.buckets):
                     bucket.extend(itertools.compress(
