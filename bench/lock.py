@@ -57,6 +57,10 @@ ROOT = "/ls/local/bench"
 # ---------------------------------------------------------------- synod driver
 
 
+class StaleReadError(RuntimeError):
+    """A read returned a value that a completed write had already replaced."""
+
+
 class _WriteHistory:
     """One worker's own writes per key, to find stale reads soundly: a read is
     stale if it returns the value of one of our writes W while another of our
@@ -77,7 +81,7 @@ class _WriteHistory:
         if source is None:
             return
         if any(other[1] > source[2] and other[2] < started for other in rows):
-            raise RuntimeError(f"stale read of key {key}")
+            raise StaleReadError(f"stale read of key {key}")
 
 
 class SynodLockDriver:
@@ -197,6 +201,7 @@ class ZooKeeperDriver:
         self.rng = random.Random(index)
         self.history = _WriteHistory()
         self.ops = 0
+        self.failures: dict[str, int] = {}
 
     async def setup(self) -> None:
         from kazoo.client import KazooClient
@@ -234,6 +239,14 @@ class ZooKeeperDriver:
         return await future
 
     async def op(self, i: int) -> None:
+        try:
+            await self._op(i)
+        except Exception as error:
+            name = f"{type(error).__name__}: {str(error)[:60]}"
+            self.failures[name] = self.failures.get(name, 0) + 1
+            raise
+
+    async def _op(self, i: int) -> None:
         self.ops += 1
         key = self.ops % KEYS
         if self.kind == "write":
@@ -259,6 +272,8 @@ class ZooKeeperDriver:
             raise ValueError(self.kind)
 
     async def close(self) -> None:
+        if self.failures:
+            print(f"    [zookeeper worker {self.index}] failures {self.failures}", flush=True)
         loop = asyncio.get_running_loop()
         for client in self.clients:
             with contextlib.suppress(Exception):
@@ -597,7 +612,8 @@ def main() -> None:
         for kind, result in rows.get(other, {}).items():
             print(f"  {kind:6s} vs {other:9s} {ratio(synod[kind].ops_per_s, result.ops_per_s)}"
                   f"  ({synod[kind].ops_per_s:.0f} vs {result.ops_per_s:.0f} ops/s)")
-    print(f"  mix stale reads (errors): synod {synod['mix'].errors}"
+    print(f"  mix errors (stale reads are counted among them, and named StaleReadError in the worker lines): "
+          f"synod {synod['mix'].errors}"
           + (f", zookeeper {rows['zookeeper']['mix'].errors}" if "zookeeper" in rows else ""))
 
 
