@@ -12,6 +12,8 @@ from synod.txn.config import TxnConfig
 from synod.txn.messages import (
     DecisionQuery,
     Part,
+    TxnBatch,
+    TxnBatchReply,
     TxnCommit,
     TxnGet,
     TxnOutcome,
@@ -238,3 +240,36 @@ def test_a_long_poll_watch_runs_out_empty_and_waiting_watches_are_bounded() -> N
         if before is None:
             empty = shards.reply(request_id)
             assert isinstance(empty, WatchEvents) and empty.events == ()
+
+
+def test_a_batch_of_commits_is_answered_once_in_item_order() -> None:
+    shards = Shards()
+    commits = (
+        TxnCommit(txn="t1", ts=1, parts=(Part(group="s1", writes=(Write(key="apple", value="1"),)),)),
+        TxnCommit(txn="t2", ts=2, parts=(Part(group="s1", writes=(Write(key="zebra", value="2"),)),)),  # s2's key
+        TxnCommit(txn="t3", ts=3, parts=(Part(group="s1", writes=(Write(key="bee", value="3"),)),)),
+    )
+    reply = shards.ask("s1", TxnBatch(items=commits))
+    assert isinstance(reply, TxnBatchReply) and len(reply.items) == 3
+    first, second, third = reply.items
+    assert first == TxnOutcome(txn="t1", committed=True) and third == TxnOutcome(txn="t3", committed=True)
+    assert isinstance(second, ErrorReply) and second.code == "wrong_shard"
+    shards.sim.run_for(100.0)
+    assert values(shards, "s1") == [{"apple": "1", "bee": "3"}] * 3
+    again = shards.ask("s1", TxnBatch(items=commits[:1]))     # a re-sent commit: answered from the log
+    assert again == TxnBatchReply(items=(TxnOutcome(txn="t1", committed=True),))
+    assert not shards.leader("s1")._batches
+
+
+def test_an_empty_or_oversized_batch_is_refused_whole() -> None:
+    # (A batch of anything but commits does not even decode: the codec checks
+    # the items' type.)
+    shards = Shards(config=dataclasses.replace(TxnConfig.sim(), batch_items_max=2))
+    empty = shards.ask("s1", TxnBatch(items=()))
+    assert isinstance(empty, ErrorReply) and empty.code == "bad_request"
+    commits = tuple(TxnCommit(txn=f"t{i}", ts=i, parts=(Part(group="s1", writes=(Write(key=f"a{i}", value="1"),)),))
+                    for i in range(3))
+    oversized = shards.ask("s1", TxnBatch(items=commits))
+    assert isinstance(oversized, ErrorReply) and oversized.code == "too_large"
+    shards.sim.run_for(100.0)
+    assert values(shards, "s1") == [{}] * 3

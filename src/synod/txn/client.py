@@ -35,7 +35,7 @@ from typing import TypeVar
 
 from synod.codec.kernel import ErrorReply
 from synod.codec.registry import Message
-from synod.core.errors import TimeoutError_
+from synod.core.errors import RemoteProtocolError, TimeoutError_
 from synod.core.ids import NodeId
 from synod.runtime.client import ClientConnection, connect
 from synod.runtime.config import RuntimeConfig
@@ -45,6 +45,8 @@ from synod.txn.errors import TxnError, TxnStateError, UnavailableError, error_fr
 from synod.txn.messages import (
     Change,
     Part,
+    TxnBatch,
+    TxnBatchReply,
     TxnCommit,
     TxnGet,
     TxnOutcome,
@@ -91,6 +93,7 @@ class TxnClient:
         runtime_config: RuntimeConfig | None = None,
         request_timeout_s: float = 2.0,
         operation_timeout_s: float = 10.0,
+        batch_items_max: int = 256,
     ) -> None:
         self.shard_maps = shard_maps
         self.shard_map = shard_maps.current()
@@ -101,6 +104,10 @@ class TxnClient:
         self.request_timeout_s = request_timeout_s
         self.operation_timeout_s = operation_timeout_s
         self._connections: dict[str, ClientConnection] = {}
+        self._batchers: dict[ClientConnection, _Batcher] = {}
+        #: Single-shard commits issued at once to one leader leave in one
+        #: ``TxnBatch`` of at most this many (1: no batching).
+        self.batch_items_max = batch_items_max
         self._leader: dict[str, NodeId] = {}
         self._ids = itertools.count(1)
         self._prefix = f"{principal}-{os.getpid()}-{random.getrandbits(32):08x}"
@@ -215,7 +222,7 @@ class TxnClient:
                 raise UnavailableError(f"no answer from group {group}")
             try:
                 connection = await self._connection(target)
-                reply = await connection.request(body, timeout_s or self.request_timeout_s)
+                reply = await self._attempt(connection, body, timeout_s or self.request_timeout_s)
             except (OSError, ConnectionClosed, TimeoutError, TimeoutError_) as error:
                 del error
                 self._connections.pop(target, None)
@@ -240,6 +247,18 @@ class TxnClient:
             self._leader[group] = target
             return reply
 
+    async def _attempt(self, connection: ClientConnection, body: Message, timeout_s: float) -> Message:
+        """One try of ``body`` on ``connection``: single-shard commits go through
+        the connection's batcher, everything else alone."""
+        if self.batch_items_max > 1 and isinstance(body, TxnCommit) and len(body.parts) == 1:
+            batcher = self._batchers.get(connection)
+            if batcher is None:
+                for stale in [c for c in self._batchers if c.closed]:
+                    del self._batchers[stale]
+                batcher = self._batchers[connection] = _Batcher(connection, self.batch_items_max)
+            return await batcher.submit(body, timeout_s)
+        return await connection.request(body, timeout_s)
+
     async def _connection(self, node: NodeId) -> ClientConnection:
         connection = self._connections.get(node)
         if connection is not None and not connection.closed:
@@ -252,9 +271,78 @@ class TxnClient:
         return connection
 
     async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
         for connection in self._connections.values():
             await connection.close()
         self._connections.clear()
+
+
+class _Batcher:
+    """Single-shard commits for one connection, gathered into ``TxnBatch``es.
+
+    ``submit`` queues a commit and schedules a flush with ``call_soon``: every
+    commit the caller's tasks issue before the event loop turns leaves in the
+    same request (at most ``items_max``), so a closed loop of N clients sends
+    about one frame per turn, not N. Its answer is split back to the callers;
+    a failure of the request (timeout, lost connection) is every caller's, and
+    each retries on its own (a commit is answered again from the shard's log)."""
+
+    def __init__(self, connection: ClientConnection, items_max: int) -> None:
+        self.connection = connection
+        self.items_max = items_max
+        self._queue: list[tuple[TxnCommit, float, asyncio.Future[Message]]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, commit: TxnCommit, timeout_s: float) -> asyncio.Future[Message]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+        self._queue.append((commit, timeout_s, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._queue:
+            items, self._queue = self._queue[:self.items_max], self._queue[self.items_max:]
+            task = asyncio.create_task(self._send(items))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, items: list[tuple[TxnCommit, float, asyncio.Future[Message]]]) -> None:
+        timeout_s = max(t for _, t, _ in items)
+        try:
+            if len(items) == 1:
+                answers: list[Message] = [await self.connection.request(items[0][0], timeout_s)]
+            else:
+                reply = await self.connection.request(TxnBatch(items=tuple(c for c, _, _ in items)), timeout_s)
+                if isinstance(reply, ErrorReply):
+                    answers = [reply] * len(items)
+                elif isinstance(reply, TxnBatchReply) and len(reply.items) == len(items):
+                    answers = list(reply.items)
+                else:
+                    raise RemoteProtocolError(f"a batch of {len(items)} answered with {type(reply).__name__}")
+        except BaseException as error:
+            for _, _, future in items:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else ConnectionClosed("closed"))
+            if not isinstance(error, Exception):
+                raise
+            return
+        for (_, _, future), answer in zip(items, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 class Transaction:

@@ -57,6 +57,10 @@ class TxnConfig:
     #: history was compacted (``compacted``), as etcd does.
     watch_history_max: int = 10_000
 
+    #: Commits one ``TxnBatch`` carries at most (the client library's batches
+    #: are at most this big; a larger one is refused whole with ``too_large``).
+    batch_items_max: int = 256
+
     #: Long-poll watches (``WatchWait``) one replica holds open at once; beyond
     #: this a new one gets the retryable ``overloaded`` error.
     watches_waiting_max: int = 1024
@@ -74,7 +78,7 @@ class TxnConfig:
             "key_bytes_max", "value_bytes_max", "txn_keys_max", "txn_bytes_max", "scan_keys_max",
             "txn_idle_ms", "txn_record_timeout_ms", "resend_ms", "txns_active_max",
             "lock_waiters_max", "watch_history_max", "outcomes_max", "watches_waiting_max",
-            "watch_wait_ms_max",
+            "watch_wait_ms_max", "batch_items_max",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -254,7 +254,27 @@ class WatchWait(Message):
     wait_ms: float
 
 
-ClientBody: TypeAlias = TxnGet | TxnScan | TxnCommit | TxnRelease | Watch | WatchWait
+@message(840)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnBatch(Message):
+    """Several single-shard ``TxnCommit``s for one shard leader in one request
+    (the client library batches the commits its callers issue at once); answered
+    by one ``TxnBatchReply`` once every commit has its answer. Only commits: a
+    commit's progress at the server never waits for a client to hear an answer,
+    so holding the answers back until the last is ready cannot block anything."""
+
+    items: tuple[TxnCommit, ...]
+
+
+@message(841)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnBatchReply(Message):
+    """One answer per item of a ``TxnBatch``, in order (``TxnOutcome`` or ``ErrorReply``)."""
+
+    items: tuple[Message, ...]
+
+
+ClientBody: TypeAlias = TxnGet | TxnScan | TxnCommit | TxnRelease | Watch | WatchWait | TxnBatch
 
 # ---------------------------------------------------------------- peer messages
 

@@ -112,6 +112,8 @@ from synod.txn.messages import (
     RecordBeginOp,
     RecordDecideOp,
     RecordForgetOp,
+    TxnBatch,
+    TxnBatchReply,
     TxnCommit,
     TxnGet,
     TxnOutcome,
@@ -199,6 +201,22 @@ class _LockWait:
     limit: int = 0
 
 
+@dataclass(slots=True, kw_only=True)
+class _Batch:
+    """A ``TxnBatch`` whose items are still being answered."""
+
+    client: NodeId
+    request_id: int
+    answers: list[Message | None]
+    missing: int
+    internal_ids: list[int]
+
+
+#: ``TxnBatch``es awaiting answers at most; past it the oldest is forgotten (its
+#: client times out and asks again; commits answer duplicates from the log).
+BATCHES_MAX = 4096
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _WaitingWatch:
     client: NodeId
@@ -270,6 +288,11 @@ class ShardServer:
         #: last checked at (they are looked at again only when it grows).
         self._watches: list[_WaitingWatch] = []
         self._watches_revision = 0
+        #: Items of ``TxnBatch``es get internal, negative request ids (clients
+        #: use positive ones): internal id -> (batch key, index); batch key -> batch.
+        self._batch_seq = 0
+        self._batch_items: dict[int, tuple[int, int]] = {}
+        self._batches: dict[int, _Batch] = {}
         #: Other groups' leaders, as last heard from (2PC messages come from a
         #: group's ready leader only).
         self._group_leaders: dict[str, NodeId] = {}
@@ -286,6 +309,8 @@ class ShardServer:
     def on_message(self, now_ms: float, source: NodeId, message: Message) -> Effects:
         out: Effects = []
         match message:
+            case ClientRequest(request_id=request_id, body=TxnBatch() as batch):
+                self._on_batch(now_ms, source, request_id, batch, out)
             case ClientRequest(request_id=request_id, body=body):
                 self._on_client(now_ms, source, request_id, body, out)
             case PrepareRequest() | Vote() | Decision() | DecisionAck() | DecisionQuery():
@@ -315,6 +340,11 @@ class ShardServer:
         self.replica.check_invariants()
         self.locks.check_invariants()
         invariant(len(self._watches) <= self.config.watches_waiting_max, "waiting watches over their bound")
+        invariant(len(self._batches) <= BATCHES_MAX, "batches awaiting answers over their bound")
+        for internal, (key, index) in self._batch_items.items():
+            batch = self._batches.get(key)
+            invariant(batch is not None and batch.answers[index] is None,
+                      f"batch item {internal} belongs to no batch waiting for it")
         if self.ready_ballot is None:
             invariant(not self._coordinating and not self._preparing and not self._lock_waits,
                       "a server that is not a ready leader coordinates or prepares")
@@ -348,7 +378,7 @@ class ShardServer:
             if not queue:
                 self._wake_watches(out)
                 self.machine.flush()
-                return out
+                return self._route_batches(out) if self._batch_items else out
 
     def _intercept(self, effect: Effect, intercepted: list[ClientResult]) -> Effect | None:
         match effect:
@@ -485,6 +515,56 @@ class ShardServer:
         leader = self.replica.leader
         hint = leader if leader is not None and leader != self.node else ""
         self._reply(out, client, request_id, ErrorReply(code="not_leader", detail="ask the leader", hint=hint))
+
+    # ================================================================ batches
+
+    def _on_batch(self, now_ms: float, client: NodeId, request_id: int, batch: TxnBatch, out: Effects) -> None:
+        """Each commit of the batch as if it came alone, under an internal id;
+        ``_route_batches`` gathers the answers into one reply."""
+        count = len(batch.items)
+        if not 0 < count <= self.config.batch_items_max or not all(isinstance(i, TxnCommit) for i in batch.items):
+            self._reply(out, client, request_id, ErrorReply(
+                code="too_large" if count > self.config.batch_items_max else "bad_request",
+                detail=f"a batch holds 1 to {self.config.batch_items_max} commits"))
+            return
+        self._counts["batches"] += 1
+        key = self._batch_seq - 1
+        entry = _Batch(client=client, request_id=request_id, answers=[None] * count, missing=count,
+                       internal_ids=[])
+        self._batches[key] = entry
+        for index, item in enumerate(batch.items):
+            self._batch_seq -= 1
+            internal = self._batch_seq
+            entry.internal_ids.append(internal)
+            self._batch_items[internal] = (key, index)
+            self._on_client(now_ms, client, internal, item, out)
+        while len(self._batches) > BATCHES_MAX:
+            forgotten = self._batches.pop(next(iter(self._batches)))
+            self._counts["batches_forgotten"] += 1
+            for internal in forgotten.internal_ids:
+                self._batch_items.pop(internal, None)
+
+    def _route_batches(self, effects: Effects) -> Effects:
+        """Turn answers to batch items into batch replies (once a batch is whole)."""
+        out: Effects = []
+        for effect in effects:
+            if not isinstance(effect, ClientResult) or effect.request_id >= 0:
+                out.append(effect)
+                continue
+            place = self._batch_items.pop(effect.request_id, None)
+            if place is None:
+                continue   # an item of a forgotten batch
+            key, index = place
+            batch = self._batches[key]
+            invariant(batch.answers[index] is None, f"batch item {effect.request_id} answered twice")
+            batch.answers[index] = effect.result
+            batch.missing -= 1
+            if batch.missing == 0:
+                del self._batches[key]
+                answers = tuple(a for a in batch.answers if a is not None)
+                out.append(ClientResult(client=batch.client, request_id=batch.request_id,
+                                        result=TxnBatchReply(items=answers)))
+        return out
 
     # ================================================================ clients
 
