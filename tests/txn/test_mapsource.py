@@ -83,3 +83,24 @@ def test_kv_map_publishes_the_placement_and_kv_commands_route_by_it(cluster: Loc
     assert runner.invoke(kv_group, ["put", "--cluster", directory, "yak", "9"]).exit_code == 0
     got = runner.invoke(kv_group, ["get", "--cluster", directory, "yak"])
     assert (got.exit_code, got.output) == (0, "9\n")
+
+
+def test_concurrent_commits_on_node_processes_all_land(cluster: LocalNodeCluster) -> None:
+    """Commits issued at once leave as one TxnBatch; a node router that does not
+    take batches answers bad_request and the client sends them one by one."""
+    nodes = addresses(cluster)
+    shard_map = place_shards(tuple(nodes), 2, 3)
+
+    async def scenario() -> list[str | None]:
+        from synod.txn.shardmap import StaticShardMapSource
+
+        client = TxnClient(StaticShardMapSource(shard_map), nodes, principal="client", key=client_key(cluster),
+                           runtime_config=RuntimeConfig.local())
+        try:
+            await client.put("warmup", "0")      # connect to s1's leader first
+            await asyncio.gather(*(client.put(f"batch{i}", str(i)) for i in range(8)))
+            return [await client.get(f"batch{i}") for i in range(8)]
+        finally:
+            await client.close()
+
+    assert asyncio.run(scenario()) == [str(i) for i in range(8)]

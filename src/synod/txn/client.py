@@ -256,7 +256,8 @@ class TxnClient:
                 for stale in [c for c in self._batchers if c.closed]:
                     del self._batchers[stale]
                 batcher = self._batchers[connection] = _Batcher(connection, self.batch_items_max)
-            return await batcher.submit(body, timeout_s)
+            if not batcher.refused:
+                return await batcher.submit(body, timeout_s)
         return await connection.request(body, timeout_s)
 
     async def _connection(self, node: NodeId) -> ClientConnection:
@@ -287,7 +288,10 @@ class _Batcher:
     same request (at most ``items_max``), so a closed loop of N clients sends
     about one frame per turn, not N. Its answer is split back to the callers;
     a failure of the request (timeout, lost connection) is every caller's, and
-    each retries on its own (a commit is answered again from the shard's log)."""
+    each retries on its own (a commit is answered again from the shard's log).
+    A node that does not take batches (``bad_request``: an older server, or a
+    node whose router does not know them) gets the commits one by one, and
+    this connection sends no batch again (``refused``)."""
 
     def __init__(self, connection: ClientConnection, items_max: int) -> None:
         self.connection = connection
@@ -295,6 +299,7 @@ class _Batcher:
         self._queue: list[tuple[TxnCommit, float, asyncio.Future[Message]]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.refused = False
 
     def submit(self, commit: TxnCommit, timeout_s: float) -> asyncio.Future[Message]:
         loop = asyncio.get_running_loop()
@@ -320,7 +325,11 @@ class _Batcher:
                 answers: list[Message] = [await self.connection.request(items[0][0], timeout_s)]
             else:
                 reply = await self.connection.request(TxnBatch(items=tuple(c for c, _, _ in items)), timeout_s)
-                if isinstance(reply, ErrorReply):
+                if isinstance(reply, ErrorReply) and reply.code == "bad_request":
+                    self.refused = True
+                    answers = list(await asyncio.gather(
+                        *(self.connection.request(commit, timeout_s) for commit, _, _ in items)))
+                elif isinstance(reply, ErrorReply):
                     answers = [reply] * len(items)
                 elif isinstance(reply, TxnBatchReply) and len(reply.items) == len(items):
                     answers = list(reply.items)
