@@ -64,8 +64,9 @@ async def running_host(
     keyring: Keyring = KEYRING,
     data_dir: Path | None = None,
     core_factory: Any = probe_factory,
+    port: int = 0,
 ) -> AsyncIterator[AsyncioHost]:
-    """A started host on 127.0.0.1 (free port), stopped on exit."""
+    """A started host on 127.0.0.1 (``port``, or a free one), stopped on exit."""
     durable_log, recovered = (None, None)
     if data_dir is not None:
         durable_log, recovered = open_durable_log(data_dir)
@@ -77,6 +78,7 @@ async def running_host(
         durable_log=durable_log,
         recovered=recovered,
         seed=7,
+        listen=("127.0.0.1", port),
     )
     await host.start()
     try:

@@ -15,6 +15,7 @@ from synod.runtime.config import RuntimeConfig
 from synod.runtime.transport import SendQueue, backoff_delay_ms
 from tests.runtime.cores import Answer, Command
 from tests.runtime.helpers import ALICE_KEY, make_config, run, running_host, wait_until
+from tests.runtime.test_host import ask
 
 
 def test_send_queue_refuses_past_its_message_bound_and_frees_room_when_taken() -> None:
@@ -75,17 +76,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_a_full_peer_queue_refuses_and_counts_instead_of_growing() -> None:
+def test_a_full_peer_queue_drops_its_oldest_frames_instead_of_growing() -> None:
     async def scenario() -> None:
         # The peer's port has no listener: the link retries, its queue fills up.
-        config = make_config(peers={"n2": ("127.0.0.1", free_port())}, send_queue_messages_max=3)
+        port = free_port()
+        config = make_config(peers={"n2": ("127.0.0.1", port)}, send_queue_messages_max=3)
         async with running_host("n1", config=config) as n1:
             assert n1.address is not None
             async with await connect(n1.address, "alice", ALICE_KEY) as client:
                 for i in range(10):
                     await client.request(Command(op="forward", arg=f"n2:m{i}"), 20)
-            assert n1.statistics().send_queue_full == 7
+            stats = n1.statistics()
+            assert stats.send_queue_dropped_oldest == 7
+            assert stats.send_queue_full == 0
             await wait_until(lambda: n1.statistics().peer_connect_failures >= 1, "connect failures")
+            # The peer comes up at that address: it gets the three newest.
+            async with running_host("n2", port=port) as n2:
+                async def notes() -> tuple[str, ...]:
+                    return await ask(n2, Command(op="notes"))
+                for _ in range(500):
+                    if len(await notes()) == 3:
+                        break
+                    await asyncio.sleep(0.02)
+                assert await notes() == ("n1:m7", "n1:m8", "n1:m9")
 
     run(scenario())
 

@@ -34,8 +34,10 @@ class RuntimeConfig:
 
     send_queue_messages_max: int = 4096
     """Messages a per-peer (or per-client-connection) send queue holds at most.
-    Past it, best-effort sends are refused and counted (``send_queue_full``) and
-    ``wait_writable`` blocks: back-pressure instead of unbounded memory."""
+    Past it, a send towards a node drops the oldest queued frames to make room
+    (``send_queue_dropped_oldest``), other best-effort sends are refused and
+    counted (``send_queue_full``), and ``wait_writable`` blocks: back-pressure
+    instead of unbounded memory."""
 
     send_queue_bytes_max: int = 64 * 1024 * 1024
     """Bytes a send queue holds at most (frames encoded). Same rule as above."""

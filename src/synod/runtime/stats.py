@@ -41,6 +41,7 @@ class RuntimeStatistics:
     bytes_received: int = 0
     bytes_sent: int = 0
     send_queue_full: int = 0
+    send_queue_dropped_oldest: int = 0
     send_to_unknown_peer: int = 0
     reply_to_gone_client: int = 0
     peer_connect_failures: int = 0

@@ -17,7 +17,11 @@ A connection is a byte stream cut into length-prefixed frames
 * Outbound messages go through a ``SendQueue`` bounded in messages and bytes. A
   best-effort ``offer`` on a full queue is refused and counted
   (``send_queue_full``): protocol messages may be lost anyway and the core
-  retries. ``wait_writable`` lets a client wait for room instead.
+  retries. ``wait_writable`` lets a client wait for room instead. Towards a node
+  (``PeerLink``) the OLDEST queued frames are dropped to make room instead
+  (``send_queue_dropped_oldest``): a peer that was down or slow gets the newest
+  protocol messages (a current heartbeat, the latest round) when it is back, not
+  stale ones while fresh ones are refused.
 * ``PeerLink`` is the outbound side towards one node: it owns its queue across
   reconnections and reconnects with exponential back-off and full jitter.
 """
@@ -125,6 +129,18 @@ class SendQueue:
             self._nonempty.clear()
         self._room.set()
         return batch
+
+    def drop_oldest_for(self, size: int) -> int:
+        """Drop frames from the front until a frame of ``size`` bytes fits; how
+        many were dropped. Only whole frames are ever dropped: the writer task
+        takes frames out before it writes them."""
+        dropped = 0
+        while self._frames and not self.has_room(size):
+            self._bytes -= len(self._frames.popleft())
+            dropped += 1
+        if self.has_room(1):
+            self._room.set()
+        return dropped
 
     def clear(self) -> None:
         self._frames.clear()
@@ -504,8 +520,10 @@ class PeerLink:
         if connection is not None and connection.write_now(data):
             return True
         if not self.queue.offer(data):
-            self.counters.add("send_queue_full")
-            return False
+            self.counters.add("send_queue_dropped_oldest", self.queue.drop_oldest_for(len(data)))
+            if not self.queue.offer(data):   # pragma: no cover - an empty queue takes any frame
+                self.counters.add("send_queue_full")
+                return False
         if self._task is None and not self._stopping:
             self._task = asyncio.create_task(self._run(), name=f"peer-link-{self.peer}")
         return True
