@@ -11,12 +11,13 @@ from collections import Counter
 from pathlib import Path
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synod.mapreduce import MapReduceConfig, TextLines, WholeFiles, run_job, stable_partition
 from synod.mapreduce.runner import plan_splits
-from synod.mapreduce.worker import merge_segments, write_pairs
+from synod.mapreduce.worker import CorruptRun, iter_pairs, merge_segments, write_pairs
 from tests.mapreduce import data
 from tests.mapreduce.jobs import CountRecords, CountWords
 
@@ -186,7 +187,6 @@ def test_reduce_with_folds_like_a_reducer(tmp_path: Path) -> None:
 
 
 def test_reduce_with_and_a_reducer_is_refused(tmp_path: Path) -> None:
-    import pytest
 
     from synod.mapreduce import JobLoadError
     from tests.mapreduce.jobs import FoldAndReducer
@@ -194,3 +194,21 @@ def test_reduce_with_and_a_reducer_is_refused(tmp_path: Path) -> None:
     source = data.write_lines(tmp_path / "in.txt", ["a"])
     with pytest.raises(JobLoadError, match="reduce_with has no combiner or reducer"):
         run_job(FoldAndReducer, [source], tmp_path / "out", runner="inline")
+
+
+@pytest.mark.parametrize("values", ["ints", "none"])
+def test_a_corrupt_run_frame_is_detected(tmp_path: Path, values: str) -> None:
+    pairs = [(f"k{i:04d}", None if values == "none" else i) for i in range(100)]
+    path = tmp_path / "run"
+    with open(path, "wb") as handle:
+        length = write_pairs(handle, pairs, 16)
+    assert list(iter_pairs(str(path), 0, length)) == pairs
+    clean = path.read_bytes()
+    # A flipped bit anywhere -- a payload byte, the keys-only flag in the first
+    # header, the length -- is caught, never decoded into other pairs.
+    for position, mask in ((len(clean) // 2, 0x01), (3, 0x80), (0, 0x02)):
+        damaged = bytearray(clean)
+        damaged[position] ^= mask
+        path.write_bytes(bytes(damaged))
+        with pytest.raises((CorruptRun, OSError)):
+            list(iter_pairs(str(path), 0, length))
