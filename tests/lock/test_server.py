@@ -39,6 +39,9 @@ def test_cached_read_needs_no_round_trip_and_write_invalidates_first() -> None:
     s1, s2 = cell.open(C1), cell.open(C2)
     path = f"{ROOT}/cfg"
     assert isinstance(cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path, contents=b"v1"), done)), NodeMeta)
+    once = cell.call(C2, lambda s, now, done: s.read(now, path, done))
+    assert isinstance(once, Contents) and once.contents == b"v1"
+    assert path not in cell.client(C2).session.cache.entries, "cached on its first read"
     first = cell.call(C2, lambda s, now, done: s.read(now, path, done))
     assert isinstance(first, Contents) and first.contents == b"v1"
     assert path in cell.client(C2).session.cache.entries
@@ -62,7 +65,9 @@ def test_a_write_waits_for_a_silent_cache_holder_until_its_lease_ends() -> None:
     s1, _s2 = cell.open(C1), cell.open(C2)
     path = f"{ROOT}/cfg"
     cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path, contents=b"v1"), done))
-    cell.call(C2, lambda s, now, done: s.read(now, path, done))
+    for _ in range(cell.config.cache_admission_reads):
+        cell.call(C2, lambda s, now, done: s.read(now, path, done))
+    assert path in cell.client(C2).session.cache.entries
     # c2 goes silent: it gets nothing and its KeepAlives do not arrive.
     cell.simulation.partition([C2], ["n1", "n2", "n3"], 10_000.0)
     start = cell.simulation.now_ms

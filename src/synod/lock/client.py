@@ -502,10 +502,13 @@ class KeepAliveBatcher:
         self._queued: dict[str, list[tuple[KeepAlive, Callable[[Message], None]]]] = {}
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def submit(self, node: str, keepalive: KeepAlive, on_reply: Callable[[Message], None]) -> None:
         """Queue ``keepalive`` for ``node``; ``on_reply`` gets this session's
-        answer (a ``KeepAliveReply`` or an ``ErrorReply``)."""
+        answer (a ``KeepAliveReply`` or an ``ErrorReply``). Ignored once closed."""
+        if self._closed:
+            return
         self._queued.setdefault(node, []).append((keepalive, on_reply))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -540,6 +543,8 @@ class KeepAliveBatcher:
             on_reply(reply)
 
     async def close(self) -> None:
+        self._closed = True
+        self._queued.clear()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

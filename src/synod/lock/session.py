@@ -19,7 +19,10 @@ the session and let others write. A KeepAlive reply that says ``failover`` makes
 the client flush its cache and subscribe again (it may have missed events).
 
 *Cache*: ``read(path, cache=True)`` answers from the cache without a round trip
-while the session is SAFE; otherwise it asks the master for cacheable contents.
+while the session is SAFE; otherwise it asks the master for cacheable contents
+-- from the file's ``cache_admission_reads``-th uncached read on (default the
+second), since each cached copy makes the next write of the file wait for its
+invalidation, which a file read only once between writes never repays.
 Invalidations arrive on KeepAlive replies; the entry is dropped *before* the next
 KeepAlive acknowledges it. A read reply carries the number of the last
 invalidation the master had issued when it read; if an invalidation of the same
@@ -120,6 +123,8 @@ class ClientStatistics:
 class _Cache:
     entries: dict[str, Contents] = field(default_factory=dict)
     invalidated: dict[str, int] = field(default_factory=dict)
+    #: Uncached reads of files not yet admitted (``LockConfig.cache_admission_reads``).
+    reads: dict[str, int] = field(default_factory=dict)
 
 
 class ClientSession:
@@ -230,7 +235,19 @@ class ClientSession:
                 done(hit)
                 return []
         self._count("cache_misses")
-        return self.call(now_ms, GetContents(session=self.session, path=path), done, cache=cache)
+        return self.call(now_ms, GetContents(session=self.session, path=path), done,
+                         cache=cache and self._admit(path))
+
+    def _admit(self, path: str) -> bool:
+        """Ask for cacheable contents only from the file's
+        ``cache_admission_reads``-th read since its entry was last dropped."""
+        reads = self.cache.reads.pop(path, 0) + 1
+        if reads >= self.config.cache_admission_reads:
+            return True
+        self.cache.reads[path] = reads
+        while len(self.cache.reads) > CACHE_ENTRIES_MAX:
+            del self.cache.reads[next(iter(self.cache.reads))]
+        return False
 
     def subscribe(self, now_ms: float, path: str, kinds: tuple[EventKind, ...],
                   done: Callable[[Message], None] | None = None) -> Effects:
