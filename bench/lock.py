@@ -1,20 +1,25 @@
 """Benchmark of the lock service (issue 5, item 11) against ZooKeeper 3.8 and etcd 3.4.
 
-    uv run --with kazoo --with grpcio python -m bench.lock                # ~4 minutes
+    uv run --with kazoo --with grpcio python -m bench.lock                # ~6 minutes
     uv run --with kazoo --with grpcio python -m bench.lock --seconds 2 --skip-sessions
 
-Three systems, each 3 servers on 127.0.0.1, started in the same run and stopped
-by PID: a synod lock cell (``synod cluster up --core synod.lock.server:lock_factory``:
-WAL with fsync), a ZooKeeper ensemble (Debian ``zookeeper``, kazoo client), an
-etcd cluster (``bench/refs.py``, the gRPC client of ``bench/etcd_client.py``). One
-load generator (``bench/loadgen.py``) drives all of them with the same shapes:
+Three systems, each 3 servers on 127.0.0.1, all started at the beginning of the
+run and stopped by PID: a synod lock cell (``synod cluster up --core
+synod.lock.server:lock_lan_factory``, the LAN preset: Chubby's 12 s lease, as the
+ZooKeeper sessions here have 30 s and the etcd lock lease 60 s; ``--preset local``
+for the 1.5 s test preset; WAL with fsync), a ZooKeeper ensemble (Debian
+``zookeeper``, kazoo client), an etcd cluster (``bench/refs.py``, the gRPC client
+of ``bench/etcd_client.py``). One load generator (``bench/loadgen.py``) drives
+all of them with the same shapes, each shape on the three systems back to back
+(so they meet the same load from the rest of the machine):
 
 * ``write``: durable writes of 100-byte files over 100 keys (synod ``write``,
   ZooKeeper ``setData``, etcd ``put``);
 * ``read``: uncached linearizable reads (synod ``read(cache=False)``, ZooKeeper
   ``getData`` (served by the connected server), etcd linearizable ``range``);
 * ``mix``: 90 % reads / 10 % writes over 100 files from 128 sessions (64 per load
-  process). synod reads go through its client cache; every write waits for the
+  process). synod reads go through its client cache (a file is cached from its
+  second read, ``LockConfig.cache_admission_reads``); every write waits for the
   caches holding the file to be invalidated. Stale reads are counted as errors:
   each worker remembers, per file, the newest value whose write it saw
   complete, and a read that returns an older one is stale;
@@ -23,10 +28,11 @@ load generator (``bench/loadgen.py``) drives all of them with the same shapes:
 * ``sessions``: idle sessions one cell holds with KeepAlives (``--sessions``
   session cores multiplexed over one connection per node from one process, their
   KeepAlives carried in ``KeepAliveBatch`` requests; how many are still SAFE
-  after a hold of three leases), on the local preset (1.5 s lease) and on a
-  second cell with the LAN preset (Chubby's 12 s lease);
+  after a hold of three leases), on the cell of the load shapes and, when that
+  is the LAN preset, also on the local-preset cell (1.5 s lease);
 * ``failover``: SIGKILL of the synod master, time until a client's write in its
-  old session succeeds.
+  old session succeeds (on a second cell with the local preset, whose Paxos
+  timeouts are the ones ``bench/paxos.py`` measures failover with).
 
 Figures are printed with ratios; ``bench/RESULTS.md`` keeps the latest.
 """
@@ -88,7 +94,7 @@ class SynodLockDriver:
     """``kind``: write, read, mix, lock (see the module comment)."""
 
     def __init__(self, index: int, *, nodes: dict[str, list[Any]], principal: str, key_hex: str | None,
-                 insecure: bool = False, kind: str = "write", sessions: int = 1) -> None:
+                 insecure: bool = False, kind: str = "write", sessions: int = 1, preset: str = "local") -> None:
         self.index = index
         self.nodes = {name: (str(a[0]), int(a[1])) for name, a in nodes.items()}
         self.principal = principal
@@ -96,6 +102,7 @@ class SynodLockDriver:
         self.insecure = insecure
         self.kind = kind
         self.session_count = sessions
+        self.preset = preset
         self.clients: list[Any] = []
         self.rng = random.Random(index)
         self.history = _WriteHistory()
@@ -106,10 +113,13 @@ class SynodLockDriver:
 
     async def setup(self) -> None:
         from synod.lock.client import LockClient
+        from synod.lock.config import LockConfig
         from synod.runtime.config import RuntimeConfig
 
+        config = LockConfig.lan() if self.preset == "lan" else LockConfig.local()
+
         async def one() -> Any:
-            client = LockClient(self.nodes, principal=self.principal, key=self.key,
+            client = LockClient(self.nodes, principal=self.principal, key=self.key, config=config,
                                 runtime=RuntimeConfig(insecure=self.insecure), call_timeout_s=30.0)
             await client.open()
             return client
@@ -522,13 +532,17 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:5.2f}x" if b else "   n/a"
 
 
+CELL_CORES = {"lan": "synod.lock.server:lock_lan_factory", "local": "synod.lock.server:lock_factory"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--preset", choices=("lan", "local"), default="lan",
+                        help="the synod cell's preset for the load shapes (lan: Chubby's 12 s lease, as "
+                             "ZooKeeper's 30 s session and etcd's 60 s lease here; local: 1.5 s)")
     parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
-    parser.add_argument("--sessions-preset", choices=("local", "lan", "both"), default="both",
-                        help="the cell preset (lease) the idle sessions are held with")
     parser.add_argument("--skip-sessions", action="store_true")
     parser.add_argument("--skip-zookeeper", action="store_true")
     parser.add_argument("--skip-etcd", action="store_true")
@@ -536,75 +550,67 @@ def main() -> None:
     parser.add_argument("--etcd-port", type=int, default=23890)
     args = parser.parse_args()
 
+    from bench.refs import EtcdCluster
+
     from synod.cli.cluster import LocalCluster
     from synod.lock.config import LockConfig
 
-    rows: dict[str, dict[str, LoadResult]] = {}
+    presets = {"lan": LockConfig.lan(), "local": LockConfig.local()}
+    rows: dict[str, dict[str, LoadResult]] = {"synod": {}}
     seconds = args.seconds
+
+    def load(system: str, spec: str, kind: str, options: dict[str, Any]) -> None:
+        result = run_load(spec, in_flight=args.in_flight, processes=LOAD_PROCESSES, duration_s=seconds,
+                          options=options)
+        rows.setdefault(system, {})[kind] = result
+        print(f"  {system:9s} {kind:6s} {result.summary()}", flush=True)
+
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="synod-bench-lock-")))
-        cluster = stack.enter_context(LocalCluster(root / "cell", 3, core="synod.lock.server:lock_factory"))
+        cluster = stack.enter_context(LocalCluster(root / "cell", 3, core=CELL_CORES[args.preset]))
         cluster.wait_leader()
-        base = synod_options(cluster)
-        spec = "bench.lock:synod_lock_driver"
-        print("synod lock cell (3 nodes, fsync):", flush=True)
-        rows["synod"] = {}
+        zk = None if args.skip_zookeeper else stack.enter_context(ZooKeeperEnsemble(3, args.zk_port))
+        etcd = None if args.skip_etcd else stack.enter_context(EtcdCluster(members=3, base_port=args.etcd_port))
+        time.sleep(2.0)
+        base = {**synod_options(cluster), "preset": args.preset}
+        print(f"synod cell (3 nodes, fsync, {args.preset} preset), ZooKeeper 3.8 (3 servers), etcd 3.4 "
+              f"(3 members); each shape runs on the three systems back to back:", flush=True)
         for kind, sessions in (("write", 1), ("read", 1), ("mix", MIX_SESSIONS_PER_PROCESS), ("lock", 1)):
-            result = run_load(spec, in_flight=args.in_flight, processes=LOAD_PROCESSES, duration_s=seconds,
-                              options={**base, "kind": kind, "sessions": sessions})
-            rows["synod"][kind] = result
-            print(f"  {kind:6s} {result.summary()}", flush=True)
-        failover_s = synod_failover(cluster)
-        print(f"  master failover: first write in the old session {failover_s * 1000:.0f} ms after SIGKILL",
-              flush=True)
-        if not args.skip_sessions and args.sessions_preset in ("local", "both"):
-            hold_s = 3 * LockConfig.local().lease_ms / 1000.0
-            opened, safe, open_s = held_sessions(cluster, args.sessions, hold_s=hold_s, preset="local")
-            print(f"  sessions (local preset, {LockConfig.local().lease_ms / 1000:.1f} s lease, batched "
-                  f"KeepAlives): {opened} opened in {open_s:.1f} s, {safe} safe after holding {hold_s:.1f} s idle",
-                  flush=True)
-        cluster.stop()
-        if not args.skip_sessions and args.sessions_preset in ("lan", "both"):
-            # Chubby's own lease (12 s): a second cell with the LAN preset.
-            with LocalCluster(root / "cell-lan", 3, core="synod.lock.server:lock_lan_factory") as lan:
-                lan.wait_leader()
-                hold_s = 3 * LockConfig.lan().lease_ms / 1000.0
-                opened, safe, open_s = held_sessions(lan, args.sessions, hold_s=hold_s, preset="lan")
-                print(f"  sessions (LAN preset, {LockConfig.lan().lease_ms / 1000:.0f} s lease, batched "
-                      f"KeepAlives): {opened} opened in {open_s:.1f} s, {safe} safe after holding {hold_s:.0f} s "
-                      f"idle", flush=True)
-
-        if not args.skip_zookeeper:
-            zk = stack.enter_context(ZooKeeperEnsemble(3, args.zk_port))
-            time.sleep(2.0)
-            print("ZooKeeper 3.8 (3 servers):", flush=True)
-            rows["zookeeper"] = {}
-            for kind, sessions in (("write", 1), ("read", 1), ("mix", MIX_SESSIONS_PER_PROCESS)):
-                result = run_load("bench.lock:zookeeper_driver", in_flight=args.in_flight,
-                                  processes=LOAD_PROCESSES, duration_s=seconds,
-                                  options={"hosts": zk.hosts, "kind": kind, "sessions": sessions})
-                rows["zookeeper"][kind] = result
-                print(f"  {kind:6s} {result.summary()}", flush=True)
+            load("synod", "bench.lock:synod_lock_driver", kind, {**base, "kind": kind, "sessions": sessions})
+            if zk is not None and kind != "lock":
+                load("zookeeper", "bench.lock:zookeeper_driver", kind,
+                     {"hosts": zk.hosts, "kind": kind, "sessions": sessions})
+            if etcd is not None and kind == "lock":
+                load("etcd", "bench.lock:etcd_lock_driver", kind, {"endpoints": etcd.client_endpoints})
+            elif etcd is not None and kind != "mix":
+                load("etcd", "bench.drivers_etcd:etcd_driver", kind,
+                     {"endpoints": etcd.client_endpoints, "kind": {"write": "put", "read": "get"}[kind],
+                      "keys": KEYS})
+        if zk is not None:
             zk.stop()
-
-        if not args.skip_etcd:
-            from bench.refs import EtcdCluster
-
-            etcd = stack.enter_context(EtcdCluster(members=3, base_port=args.etcd_port))
-            print("etcd 3.4 (3 members):", flush=True)
-            rows["etcd"] = {}
-            for kind, etcd_kind in (("write", "put"), ("read", "get"), ("lock", "lock")):
-                if kind == "lock":
-                    result = run_load("bench.lock:etcd_lock_driver", in_flight=args.in_flight,
-                                      processes=LOAD_PROCESSES, duration_s=seconds,
-                                      options={"endpoints": etcd.client_endpoints})
-                else:
-                    result = run_load("bench.drivers_etcd:etcd_driver", in_flight=args.in_flight,
-                                      processes=LOAD_PROCESSES, duration_s=seconds,
-                                      options={"endpoints": etcd.client_endpoints, "kind": etcd_kind,
-                                               "keys": KEYS})
-                rows["etcd"][kind] = result
-                print(f"  {kind:6s} {result.summary()}", flush=True)
+        if etcd is not None:
+            etcd.stop()
+        if not args.skip_sessions:
+            config = presets[args.preset]
+            hold_s = 3 * config.lease_ms / 1000.0
+            opened, safe, open_s = held_sessions(cluster, args.sessions, hold_s=hold_s, preset=args.preset)
+            print(f"  sessions ({args.preset} preset, {config.lease_ms / 1000:.1f} s lease, batched KeepAlives): "
+                  f"{opened} opened in {open_s:.1f} s, {safe} safe after holding {hold_s:.1f} s idle", flush=True)
+        cluster.stop()
+        # Failover on the local preset (its short Paxos timeouts, as bench/paxos measures them).
+        with LocalCluster(root / "cell-local", 3, core=CELL_CORES["local"]) as local:
+            local.wait_leader()
+            failover_s = synod_failover(local)
+            print(f"  master failover (local preset): first write in the old session {failover_s * 1000:.0f} ms "
+                  f"after SIGKILL", flush=True)
+            if not args.skip_sessions and args.preset != "local":
+                config = presets["local"]
+                hold_s = 3 * config.lease_ms / 1000.0
+                local.wait_leader()
+                opened, safe, open_s = held_sessions(local, args.sessions, hold_s=hold_s, preset="local")
+                print(f"  sessions (local preset, {config.lease_ms / 1000:.1f} s lease, batched KeepAlives): "
+                      f"{opened} opened in {open_s:.1f} s, {safe} safe after holding {hold_s:.1f} s idle",
+                      flush=True)
 
     synod = rows["synod"]
     print("\nratios (synod / reference):")
