@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synod.mapreduce import MapReduceConfig, TextLines, WholeFiles, run_job, stable_partition
+from synod.mapreduce import Job, MapReduceConfig, TextLines, WholeFiles, run_job, stable_partition
 from synod.mapreduce.runner import plan_splits
 from synod.mapreduce.worker import CorruptRun, iter_pairs, merge_segments, write_pairs
 from tests.mapreduce import data
@@ -212,3 +213,40 @@ def test_a_corrupt_run_frame_is_detected(tmp_path: Path, values: str) -> None:
         path.write_bytes(bytes(damaged))
         with pytest.raises((CorruptRun, OSError)):
             list(iter_pairs(str(path), 0, length))
+
+
+class _NoneValues(Job):
+    """(word, None) pairs -- keys-only frames -- into a reducer that counts them."""
+
+    def mapper(self, key: None, line: str) -> Iterator[tuple[str, None]]:
+        for word in line.split():
+            yield word, None
+
+    def reducer(self, word: str, values: Iterator[None]) -> Iterator[tuple[str, int]]:
+        yield word, sum(1 for _ in values)
+
+
+class _MixedValues(Job):
+    """Some pairs with None values, some with ints, through the identity reducer."""
+
+    def mapper(self, key: None, line: str) -> Iterator[tuple[str, int | None]]:
+        for word in line.split():
+            yield word, (None if word < "m" else len(word))
+
+
+@pytest.mark.parametrize("config", [MapReduceConfig(fsync_output=False), MapReduceConfig.sim()],
+                         ids=["memory", "tiny"])
+def test_keys_only_records_through_a_reducer_and_mixed_with_pairs(tmp_path: Path, config: MapReduceConfig) -> None:
+    lines = data.zipf_lines(5, 800)
+    source = data.write_lines(tmp_path / "in.txt", lines)
+    words = [word for line in lines for word in line.split()]
+    run_job(_NoneValues, [source], tmp_path / "distinct", runner="inline", reducers=2, config=config)
+    counts = sorted(line for part in data.read_parts(tmp_path / "distinct") for line in part)
+    assert counts == sorted(f"{w}\t{n}" for w, n in Counter(words).items())
+    run_job(_MixedValues, [source], tmp_path / "mixed", runner="inline", reducers=2, config=config)
+    parts = data.read_parts(tmp_path / "mixed")
+    expected = sorted(w if w < "m" else f"{w}\t{len(w)}" for w in words)
+    assert sorted(line for part in parts for line in part) == expected
+    for part in parts:
+        keys = [line.split("\t")[0] for line in part]
+        assert keys == sorted(keys)

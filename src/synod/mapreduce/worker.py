@@ -187,10 +187,14 @@ def check_pair(key: Any, value: Any) -> None:
 # ------------------------------------------------------------------- run files
 
 
-def iter_frames(path: str, offset: int, length: int) -> Iterator[tuple[int, tuple[tuple[Any, Any], ...]]]:
-    """(bytes, chunk) for each frame of the run in ``length`` bytes at ``offset``
-    of ``path``. A short file is an ``OSError``; a frame whose checksum does not
-    match, or that overruns the run, is a ``CorruptRun``."""
+Frame = tuple[int, bool, tuple[Any, ...]]
+
+
+def iter_frames(path: str, offset: int, length: int) -> Iterator[Frame]:
+    """(bytes, keys only, items) for each frame of the run in ``length`` bytes at
+    ``offset`` of ``path``: the items are keys (their values all None) or pairs.
+    A short file is an ``OSError``; a frame whose checksum does not match, or
+    that overruns the run, is a ``CorruptRun``."""
     if length <= 0:
         return
     with open(path, "rb", buffering=_READ_BYTES) as handle:
@@ -213,22 +217,25 @@ def iter_frames(path: str, offset: int, length: int) -> Iterator[tuple[int, tupl
                 raise CorruptRun(f"{path}: checksum mismatch in the frame at byte {position}")
             remaining -= _FRAME.size + size
             position += _FRAME.size + size
-            decoded = msgpack.unpackb(payload, raw=False, use_list=False, strict_map_key=False)
-            if keys_only:
-                decoded = tuple(zip(decoded, itertools.repeat(None)))
-            yield _FRAME.size + size, decoded
+            yield (_FRAME.size + size, bool(keys_only),
+                   msgpack.unpackb(payload, raw=False, use_list=False, strict_map_key=False))
+
+
+def _frame_pairs(frame: Frame) -> tuple[tuple[Any, Any], ...]:
+    _, keys_only, items = frame
+    return tuple(zip(items, itertools.repeat(None))) if keys_only else items
 
 
 def iter_chunks(path: str, offset: int, length: int) -> Iterator[tuple[tuple[Any, Any], ...]]:
     """The chunks of pairs of the run in ``length`` bytes at ``offset`` of ``path``."""
-    return map(_VALUE1, iter_frames(path, offset, length))
+    return map(_frame_pairs, iter_frames(path, offset, length))
 
 
 def iter_pairs(path: str, offset: int, length: int) -> Iterator[tuple[Any, Any]]:
     return itertools.chain.from_iterable(iter_chunks(path, offset, length))
 
 
-def fetch_frames(ref: MapOutputRef) -> Iterator[tuple[int, tuple[tuple[Any, Any], ...]]]:
+def fetch_frames(ref: MapOutputRef) -> Iterator[Frame]:
     """The frames of one map task's bucket; any failure to read them (a missing,
     short, corrupt or undecodable file) is a ``FetchFailed`` naming that map attempt."""
     try:
@@ -238,25 +245,58 @@ def fetch_frames(ref: MapOutputRef) -> Iterator[tuple[int, tuple[tuple[Any, Any]
 
 
 def fetch_chunks(ref: MapOutputRef) -> Iterator[tuple[tuple[Any, Any], ...]]:
-    return map(_VALUE1, fetch_frames(ref))
+    return map(_frame_pairs, fetch_frames(ref))
+
+
+class KeysOnly:
+    """Sorted keys whose values are all None (a sort's records), kept without a
+    (key, None) tuple each: a list of keys sorts and packs faster than pairs."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: list[Any]) -> None:
+        self.keys = keys
+
+    def pairs(self) -> list[tuple[Any, Any]]:
+        return list(zip(self.keys, itertools.repeat(None)))
+
+
+def _values_all_none(pairs: list[tuple[Any, Any]]) -> bool:
+    return all(map(operator.is_, map(_VALUE1, pairs), itertools.repeat(None)))
+
+
+def _sorted_keys(keys: list[Any], where: str) -> KeysOnly:
+    try:
+        keys.sort()
+    except TypeError as error:
+        raise UserCodeError(f"keys emitted by {where} are not mutually comparable: {error}") from None
+    return KeysOnly(keys)
 
 
 Segment = tuple[str, int, int]
 
 
 def _write_frame(handle: Any, chunk: list[tuple[Any, Any]]) -> int:
-    flags = 0
-    if all(map(operator.is_, map(_VALUE1, chunk), itertools.repeat(None))):
+    if _values_all_none(chunk):
         # Keys only (a sort's records): msgpack packs a list of keys about three
         # times faster than the same keys in (key, None) pairs.
-        payload = _packer.pack(list(map(_KEY0, chunk)))
-        flags = _KEYS_ONLY
-    else:
-        payload = _packer.pack(chunk)
+        return _write_payload(handle, _packer.pack(list(map(_KEY0, chunk))), _KEYS_ONLY)
+    return _write_payload(handle, _packer.pack(chunk), 0)
+
+
+def _write_payload(handle: Any, payload: bytes, flags: int) -> int:
     # The flags seed the checksum, so a flipped flag bit is caught too.
     handle.write(_FRAME.pack(len(payload) | flags, crc32(payload, flags)))
     handle.write(payload)
     return _FRAME.size + len(payload)
+
+
+def write_keys(handle: Any, keys: list[Any], chunk_records: int) -> int:
+    """Write keys whose values are all None as a run of keys-only frames."""
+    written = 0
+    for start in range(0, len(keys), chunk_records):
+        written += _write_payload(handle, _packer.pack(keys[start : start + chunk_records]), _KEYS_ONLY)
+    return written
 
 
 def write_pairs(handle: Any, pairs: Iterable[tuple[Any, Any]], chunk_records: int) -> int:
@@ -512,9 +552,12 @@ class _MapBuffer:
         if self.count * self.pair_bytes > self.config.map_buffer_bytes_max:
             self.spill(f"{self.prefix}.spill{len(self.spills)}")
 
-    def _sorted_buckets(self) -> list[list[tuple[Any, Any]]]:
-        result = []
+    def _sorted_buckets(self) -> list[list[tuple[Any, Any]] | KeysOnly]:
+        result: list[list[tuple[Any, Any]] | KeysOnly] = []
         for bucket in self.buckets:
+            if self.fold is None and self.combiner is None and bucket and _values_all_none(bucket):
+                result.append(_sorted_keys(list(map(_KEY0, bucket)), "the mapper"))
+                continue
             _sort(bucket, "the mapper")
             if self.fold is not None and bucket:
                 bucket = _fold_sorted(self.fold, bucket)
@@ -533,14 +576,18 @@ class _MapBuffer:
         self.count = 0
         self.check_at = _ESTIMATE_EVERY
 
-    def _write(self, path: str, buckets: Iterable[Iterable[tuple[Any, Any]]]) -> tuple[list[int], list[int]]:
+    def _write(self, path: str, buckets: Iterable[Iterable[tuple[Any, Any]] | KeysOnly]
+               ) -> tuple[list[int], list[int]]:
         offsets: list[int] = []
         lengths: list[int] = []
         position = 0
         with open(path, "wb") as handle:
             for bucket in buckets:
                 try:
-                    length = write_pairs(handle, bucket, self.config.chunk_records_max)
+                    if isinstance(bucket, KeysOnly):
+                        length = write_keys(handle, bucket.keys, self.config.chunk_records_max)
+                    else:
+                        length = write_pairs(handle, bucket, self.config.chunk_records_max)
                 except (TypeError, ValueError, OverflowError) as error:
                     raise UserCodeError(f"map output cannot be serialized: {_describe(error)}") from None
                 offsets.append(position)
@@ -769,9 +816,19 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
                         flush()
 
             _reduce_hook(step.reducer_init, "reducer_init", collect)
-            if reducer is None or step.reduce_with is not None:
+            if isinstance(stream, KeysOnly) and reducer is None:
+                # A sort: the sorted keys are the output, paired a chunk at a time.
+                keys = stream.keys
+                chunk_records = config.chunk_records_max
+                for start in range(0, len(keys), chunk_records):
+                    pending.extend(zip(keys[start : start + chunk_records], itertools.repeat(None)))
+                    records_out += len(pending)
+                    flush()
+            elif reducer is None or step.reduce_with is not None:
                 # The identity reducer, or a fold already applied to the input:
                 # the sorted pairs are the output.
+                if isinstance(stream, KeysOnly):
+                    stream = stream.pairs()
                 if isinstance(stream, list):
                     for start in range(0, len(stream), config.chunk_records_max):
                         pending.extend(stream[start : start + config.chunk_records_max])
@@ -780,6 +837,8 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
                 else:
                     collect(stream, "reducer")
             else:
+                if isinstance(stream, KeysOnly):
+                    stream = stream.pairs()
                 for key, values in _groups(stream):
                     try:
                         out = reducer(key, values)
@@ -842,32 +901,36 @@ def _reduce_hook(hook: Callable[[], Any] | None, name: str, collect: Callable[[A
 
 def _reduce_input(refs: tuple[MapOutputRef, ...], config: MapReduceConfig, scratch_prefix: str,
                   fold: Callable[[Any, Any], Any] | None = None,
-                  ) -> list[tuple[Any, Any]] | Iterator[tuple[Any, Any]]:
+                  ) -> list[tuple[Any, Any]] | KeysOnly | Iterator[tuple[Any, Any]]:
     """The bucket's pairs from every map task, in key order (folded by key when
-    the step has ``reduce_with``)."""
+    the step has ``reduce_with``); ``KeysOnly`` when every value is None."""
     present = [ref for ref in refs if ref.length > 0]
     total = sum(ref.length for ref in present)
     if total <= config.reduce_memory_bytes_max:
         failures: list[FetchFailed] = []
 
-        def readable_chunks() -> Iterator[tuple[tuple[Any, Any], ...]]:
+        def readable_frames() -> Iterator[Frame]:
             # Every input is tried, so one report names all the lost map output.
             for ref in present:
                 try:
-                    yield from fetch_chunks(ref)
+                    yield from fetch_frames(ref)
                 except FetchFailed as failure:
                     failures.append(failure)
 
+        keys: list[Any] = []
         if fold is not None:
             # Hash aggregation: no sort of the pairs, only of the distinct keys.
-            pairs = _fold_into_dict(fold, itertools.chain.from_iterable(readable_chunks()))
+            pairs = _fold_into_dict(fold, itertools.chain.from_iterable(map(_frame_pairs, readable_frames())))
         else:
             pairs = []
-            for chunk in readable_chunks():
-                pairs.extend(chunk)
+            for _, keys_only, items in readable_frames():
+                (keys if keys_only else pairs).extend(items)
         if failures:
             raise FetchFailed([ref for f in failures for ref in f.refs],
                               "; ".join(f.reason for f in failures))
+        if not pairs:
+            return _sorted_keys(keys, "the mappers")
+        pairs.extend(zip(keys, itertools.repeat(None)))
         _sort(pairs, "the mappers")
         return pairs
     origins = {(ref.path, ref.offset, ref.length): ref for ref in present}
