@@ -508,13 +508,16 @@ def synod_failover(cluster: Any) -> float:
 
     info = cluster.connection()
     master = cluster.wait_leader()
+    killed_node: list[str] = []
 
     async def body() -> float:
         async with LockClient(info.nodes, call_timeout_s=60.0, **info.client_options()) as client:
+            await client.ensure(ROOT, directory=True)
             await client.ensure(f"{ROOT}/failover")
             await client.write(f"{ROOT}/failover", b"before")
             killed = time.monotonic()
             cluster.kill(master)
+            killed_node.append(master)
             while True:
                 try:
                     await client.write(f"{ROOT}/failover", b"after")
@@ -525,7 +528,8 @@ def synod_failover(cluster: Any) -> float:
     try:
         return run(body())
     finally:
-        cluster.restart(master)
+        if killed_node:
+            cluster.restart(master)
 
 
 def ratio(a: float, b: float) -> str:
