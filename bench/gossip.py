@@ -431,7 +431,7 @@ def join_text(f: Figures) -> str:
 
 def print_table(results: list[tuple[Figures, Figures]]) -> None:
     header = (f"{'N':>3} {'system':>6} | {'join s (from last ready)':>34} | "
-              f"{'from launch s':>13} | {'detect s (median, runs)':>25} | "
+              f"{'from launch s':>25} | {'detect s (median, runs)':>25} | "
               f"{'CPU %/agent':>11} | {'bytes/s/agent':>13} | {'false failed 2s/5s':>18}")
     print(header)
     print("-" * len(header))
@@ -442,11 +442,17 @@ def print_table(results: list[tuple[Figures, Figures]]) -> None:
                       if f.detect_s else f"none ({f.detect_timeouts} t/o)")
             launch = (f"{statistics.median(f.join_from_launch_s):.2f}"
                       if f.join_from_launch_s else "n/a")
+            if len(f.join_from_launch_s) > 1:
+                launch += (f" p99 {percentile(f.join_from_launch_s, 0.99):.2f}"
+                           f" max {max(f.join_from_launch_s):.2f}")
             false = f"{f.false_failed.get(2.0, '-')}/{f.false_failed.get(5.0, '-')}"
-            print(f"{f.size:>3} {f.system:>6} | {join_text(f):>34} | {launch:>13} | "
+            print(f"{f.size:>3} {f.system:>6} | {join_text(f):>34} | {launch:>25} | "
                   f"{detect:>25} | {fmt(f.cpu_percent):>11} | {fmt(f.bytes_per_s, 0):>13} | "
                   f"{false:>18}")
         synod, serf = pair
+        for f in pair:
+            print(f"{'':>3} {f.system:>6} | detect runs s: "
+                  + " ".join(f"{x:.2f}" for x in f.detect_s))
         if synod.detect_s and serf.detect_s and serf.bytes_per_s == serf.bytes_per_s:
             print(f"{'':>3} {'ratio':>6} | detect synod/serf "
                   f"{statistics.median(synod.detect_s) / statistics.median(serf.detect_s):.2f}, "
