@@ -130,12 +130,6 @@ from synod.txn.shardmap import ShardMap
 
 TICK_TIMER = "txn/tick"
 
-#: Re-sends back off: each one waits twice as long as the one before, up to this
-#: many times ``resend_ms``. Under CPU starvation a round takes longer than
-#: ``resend_ms``, and re-sending every tick (to every replica) only adds work to
-#: a machine that is already behind (a congestion collapse seen in the bench).
-RESEND_BACKOFF_MAX = 16
-
 
 class CoordinatorState(enum.Enum):
     """The coordinator's lifecycle of one transaction."""
@@ -172,10 +166,9 @@ class _Coordination:
     acks: set[str] = field(default_factory=set)
     clients: list[tuple[NodeId, int]] = field(default_factory=list)
     proposing: bool = False
-    #: When prepare requests or decisions were last sent, and how long the
-    #: tick waits after that before sending them again (doubling, capped).
+    #: When prepare requests or decisions were last sent (the tick re-sends
+    #: only what has waited ``resend_ms`` since).
     sent_ms: float = 0.0
-    resend_after_ms: float = 0.0
 
     def move(self, new: CoordinatorState) -> None:
         if new not in COORDINATOR_TRANSITIONS[self.state]:
@@ -287,9 +280,7 @@ class ShardServer:
         self._preparing: dict[str, _Preparing] = {}
         self._deciding: set[str] = set()
         self._coordinating: dict[str, _Coordination] = {}
-        #: Prepared here, no decision yet: txn -> (coordinator group, when to
-        #: ask it next, the wait before that).
-        self._in_doubt: dict[str, tuple[str, float, float]] = {}
+        self._in_doubt: dict[str, tuple[str, float]] = {}
         self._presuming: dict[str, str] = {}
         self._forget_batches: dict[int, tuple[str, ...]] = {}
         self._inbox: deque[tuple[NodeId, Message]] = deque()
@@ -427,7 +418,7 @@ class ShardServer:
             writes = tuple(w.key for w in record.part.writes)
             self.locks.install_prepared(record.txn, record.ts, ballot, record.part.read_keys,
                                         record.part.read_ranges, writes)
-            self._mark_in_doubt(record.txn, record.coordinator, now_ms)
+            self._in_doubt[record.txn] = (record.coordinator, now_ms)
             self._counts["resumed_prepared"] += 1
         for state, begin in self.machine.records():
             if not begin.parts:
@@ -1037,24 +1028,9 @@ class ShardServer:
         self._lock_writes(now_ms, _Preparing(txn=message.txn, ts=message.ts, coordinator=message.coordinator,
                                              part=part), out)
 
-    def _mark_in_doubt(self, txn: str, coordinator: str, now_ms: float) -> None:
-        """``txn`` is prepared here: ask its coordinator if no decision comes soon."""
-        interval_ms = 2 * self.config.resend_ms
-        self._in_doubt[txn] = (coordinator, now_ms + interval_ms, interval_ms)
-
-    def _resent(self, now_ms: float, coordination: _Coordination, broadcast: bool) -> None:
-        """Note a send: a first one is re-sent after ``resend_ms``, a re-send (a
-        broadcast on the tick) after twice the wait before it, capped."""
-        coordination.sent_ms = now_ms
-        if broadcast and coordination.resend_after_ms:
-            coordination.resend_after_ms = min(2 * coordination.resend_after_ms,
-                                               RESEND_BACKOFF_MAX * self.config.resend_ms)
-        else:
-            coordination.resend_after_ms = self.config.resend_ms
-
     def _send_prepares(self, now_ms: float, coordination: _Coordination, out: Effects, *,
                        broadcast: bool = False) -> None:
-        self._resent(now_ms, coordination, broadcast)
+        coordination.sent_ms = now_ms
         for part in coordination.parts:
             if part.group not in coordination.votes:
                 self._send_group(part.group, PrepareRequest(txn=coordination.txn, ts=coordination.ts,
@@ -1119,7 +1095,7 @@ class ShardServer:
 
     def _send_decisions(self, now_ms: float, coordination: _Coordination, out: Effects, *,
                         broadcast: bool = False) -> None:
-        self._resent(now_ms, coordination, broadcast)
+        coordination.sent_ms = now_ms
         commit = bool(coordination.decision)
         for part in coordination.parts:
             if part.group in coordination.acks:
@@ -1154,7 +1130,7 @@ class ShardServer:
                 self._lock_waits.pop(token, None)
         # Log the decision (an abort too, so a late duplicate prepare is refused).
         self._deciding.add(message.txn)
-        self._mark_in_doubt(message.txn, message.coordinator, now_ms)
+        self._in_doubt[message.txn] = (message.coordinator, now_ms)
         self._propose(now_ms, DecideOp(txn=message.txn, commit=message.commit, writes=message.writes),
                       "decide", message.txn, out)
 
@@ -1275,12 +1251,12 @@ class ShardServer:
             self._finish_locally(now_ms, txn, out)
             self._vote(txn, prep.coordinator, out, False, "aborted", "")
             return
-        self._mark_in_doubt(txn, prep.coordinator, now_ms)
+        self._in_doubt[txn] = (prep.coordinator, now_ms)
         self._vote(txn, prep.coordinator, out, True)
 
     def _applied_decide(self, now_ms: float, txn: str, out: Effects) -> None:
         self._deciding.discard(txn)
-        coordinator = self._in_doubt.get(txn, ("", 0.0, 0.0))[0]
+        coordinator = self._in_doubt.get(txn, ("", 0.0))[0]
         self._finish_locally(now_ms, txn, out)
         if coordinator:
             self._send_group(coordinator, DecisionAck(txn=txn, group=self.group), out)
@@ -1333,10 +1309,10 @@ class ShardServer:
                         coordination.no_code = "timeout"
                         self._counts["record_timeouts"] += 1
                         self._decide(now_ms, coordination, False, out)
-                    elif now_ms - coordination.sent_ms >= coordination.resend_after_ms:
+                    elif now_ms - coordination.sent_ms >= self.config.resend_ms:
                         self._send_prepares(now_ms, coordination, out, broadcast=True)
                 case CoordinatorState.DECIDED:
-                    if now_ms - coordination.sent_ms >= coordination.resend_after_ms:
+                    if now_ms - coordination.sent_ms >= self.config.resend_ms:
                         self._send_decisions(now_ms, coordination, out, broadcast=True)
                 case CoordinatorState.BEGINNING:
                     self._send_prepares(now_ms, coordination, out, broadcast=True)
@@ -1359,13 +1335,10 @@ class ShardServer:
         for prep in list(self._preparing.values()):
             if not prep.proposed and not prep.voted and not prep.waiting and prep.txn in self._preparing:
                 self._prepare_locked(now_ms, prep, out)
-        for txn, (coordinator, query_at_ms, interval_ms) in list(self._in_doubt.items()):
-            if now_ms >= query_at_ms and txn not in self._deciding:
+        for txn, (coordinator, since_ms) in list(self._in_doubt.items()):
+            if now_ms - since_ms >= 2 * self.config.resend_ms and txn not in self._deciding:
                 self._counts["in_doubt_queries"] += 1
                 self._send_group(coordinator, DecisionQuery(txn=txn, group=self.group), out, broadcast=True)
-                # The next query waits twice as long as this one did (capped).
-                interval_ms = min(2 * interval_ms, RESEND_BACKOFF_MAX * self.config.resend_ms)
-                self._in_doubt[txn] = (coordinator, now_ms + interval_ms, interval_ms)
         for txn in self.locks.idle(now_ms, self.config.txn_idle_ms):
             if txn not in self._preparing:
                 self._counts["idle_aborts"] += 1
