@@ -89,6 +89,14 @@ class Network:
     def is_cut(self, source: str, destination: str, now_ms: float) -> bool:
         return self._cut_until.get((source, destination), -1.0) > now_ms
 
+    def is_healthy(self, a: str, b: str, now_ms: float) -> bool:
+        """No fault on the link between ``a`` and ``b`` now, either way: no cut,
+        no clog, no loss burst (the base loss rate and latency still apply)."""
+        return (self._loss_burst_until <= now_ms
+                and not self.is_cut(a, b, now_ms) and not self.is_cut(b, a, now_ms)
+                and self._clog_end_ms(a, b, now_ms) <= now_ms
+                and self._clog_end_ms(b, a, now_ms) <= now_ms)
+
     def _clog_end_ms(self, source: str, destination: str, now_ms: float) -> float:
         end = max(
             self._node_clog_until.get(source, -1.0),

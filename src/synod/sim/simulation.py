@@ -291,6 +291,11 @@ class Simulation:
     def is_up(self, node: str) -> bool:
         return self._node(node).core is not None
 
+    def link_healthy(self, a: str, b: str) -> bool:
+        """Both nodes up and no network fault between them now (see
+        ``Network.is_healthy``): what a liveness check may demand progress over."""
+        return self.is_up(a) and self.is_up(b) and self._network.is_healthy(a, b, self._now_ms)
+
     def core(self, node: str) -> Core:
         """The running core of ``node`` (``LookupError`` while it is down)."""
         core = self._node(node).core
