@@ -53,7 +53,12 @@ reads are a separate, named mode served by any replica.
 
 *Membership* (Lamport's alpha): a member set chosen in slot ``s`` governs slots from
 ``s + window_slots_max`` on; the leader never has more slots in flight than that,
-so it always knows which members decide a slot. One change at a time.
+so it always knows which members decide a slot. One change at a time. Once a
+change is chosen the leader fills the slots up to where it governs with no-ops,
+so it takes effect without waiting for client commands. A replica outside the
+member set is a *learner* (a node added before the change that makes it a member,
+or one removed): it is sent no Accepts, counts in no quorum and never campaigns;
+it pulls the chosen log from the members every heartbeat interval instead.
 
 Roles change only in ``become_follower`` / ``become_candidate`` / ``become_leader``.
 """
@@ -284,6 +289,11 @@ class PaxosReplica:
         self._reads_in_round: list[_PendingRead] = []
         self._reads_apply: list[_PendingRead] = []
         self._transfer_to: NodeId | None = None
+        # Membership: the leader proposes no-ops up to this slot so that a
+        # chosen member set governs (from its slot + window_slots_max) without
+        # waiting for client writes.
+        self._activate_until = 0
+        self._learner_turn = 0
         # Durability callbacks: persist number -> what became durable.
         self._persist_seq = 0
         self._durable: dict[int, tuple[str, Ballot, tuple[int, ...]]] = {}
@@ -485,8 +495,10 @@ class PaxosReplica:
             self._retry_prepare = False   # a leader spoke up meanwhile
             out.append(SetTimer(key="election", delay_ms=self._election_delay_ms()))
             return
-        if self.node not in self._current_members():
-            out.append(SetTimer(key="election", delay_ms=self._election_delay_ms()))
+        if self.node not in self._current_members() or self.node not in self.members_history[-1][1]:
+            # Not a member, or removed by a change not yet in effect here (the
+            # others may be past it and send nothing): learn, never campaign.
+            self._pull_as_learner(now_ms, out)
             return
         if self._retry_prepare:
             self._retry_prepare = False
@@ -499,6 +511,19 @@ class PaxosReplica:
             self._start_prevote(now_ms, out)
         else:
             self.become_candidate(now_ms, out)
+
+    def _pull_as_learner(self, now_ms: float, out: Effects) -> None:
+        """A replica outside the member set (a learner: added to a node before
+        ``ChangeMembers`` makes it a member, or removed) is sent no Accepts, so
+        it asks the members in turn for the chosen entries after its prefix,
+        every heartbeat interval. It never campaigns, and a leader counts no
+        vote of it (``_majority`` counts members only)."""
+        members = [m for m in self._current_members() if m != self.node]
+        if members:
+            self._learner_turn = (self._learner_turn + 1) % len(members)
+            target = self.leader if self.leader in members else members[self._learner_turn]
+            self._request_catchup(now_ms, target, out, force=True)
+        out.append(SetTimer(key="election", delay_ms=self.config.heartbeat_interval_ms))
 
     def _start_prevote(self, now_ms: float, out: Effects) -> None:
         self._prevote_ballot = Ballot(round=max(self.round_seen, self.promised.round) + 1, node=self.node)
@@ -845,6 +870,9 @@ class PaxosReplica:
             entries.append(Entry(slot=self.next_slot, ballot=self.ballot,
                                  value=Value(kind=ValueKind.COMMANDS, commands=tuple(batch))))
             self.next_slot += 1
+        while self.next_slot <= self._activate_until and self.next_slot - self.chosen_index - 1 < self.config.window_slots_max:
+            entries.append(Entry(slot=self.next_slot, ballot=self.ballot, value=NOOP))
+            self.next_slot += 1
         self._propose_entries(now_ms, entries, out)
 
     def _check_quorum(self, now_ms: float, out: Effects) -> None:
@@ -1119,6 +1147,10 @@ class PaxosReplica:
                         out.append(ClientResult(client=client, request_id=request_id, result=answer))
             case ValueKind.MEMBERS:
                 self.members_history.append((slot + self.config.window_slots_max, value.members))
+                if self.role is Role.LEADER:
+                    # No-ops up to the slot before the new set governs: the change
+                    # takes effect now, not after window_slots_max client writes.
+                    self._activate_until = max(self._activate_until, slot + self.config.window_slots_max - 1)
                 self._prune_members_history()
                 admin = self._admin_waiting.pop(slot, None)
                 if admin is not None:
@@ -1184,6 +1216,12 @@ class PaxosReplica:
             return
         self._catchup_next_ms = now_ms + self.config.catchup_retry_ms
         self._counts["catchup_requests"] += 1
+        if self._assembly is not None and self._assembly.index <= self.chosen_index:
+            # Entries carried this replica past the snapshot it was assembling:
+            # asking for more of it would be answered with chunks it must ignore
+            # as old, forever (lock sim seed 113 with -o window=4).
+            self._counts["snapshot_assemblies_abandoned"] += 1
+            self._assembly = None
         if self._assembly is not None:
             request = CatchupRequest(from_slot=self.chosen_index + 1, snapshot_index=self._assembly.index,
                                      chunk=len(self._assembly.chunks))
@@ -1195,7 +1233,10 @@ class PaxosReplica:
         if message.from_slot < 1 or message.chunk < 0:
             self._ignore("catchup_forged")
             return
-        if message.from_slot <= self.snapshot_index or message.snapshot_index > 0:
+        if message.from_slot <= self.snapshot_index:
+            # The log no longer reaches back to from_slot (a requester in the
+            # middle of a snapshot is below its index too). Above it, entries
+            # serve the requester even if it was assembling an older snapshot.
             self._send_snapshot_chunk(source, message, out)
             return
         entries: list[Entry] = []
