@@ -45,6 +45,7 @@ def test_planted_bug_is_caught(mutant: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 20 seeds at 10-25 s each on the shared 2-core machine
 @pytest.mark.parametrize("mutant", [
     "gossip.refute_without_incarnation",
     "gossip.accept_older_suspicion",
@@ -55,6 +56,7 @@ def test_planted_bug_is_caught_by_most_seeds(mutant: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_many_seeds_and_a_larger_cluster() -> None:
     assert_scenario_passes("gossip", range(100, 140))
     assert_scenario_passes("gossip", range(1, 4), {"nodes": "64", "crashes": "4"})
