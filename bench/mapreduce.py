@@ -147,12 +147,13 @@ def _ranges(path: Path, pieces: int) -> list[tuple[str, int, int]]:
 def _count_range(args: tuple[str, int, int]) -> Counter[str]:
     counts: Counter[str] = Counter()
     data = _read_range(*args)
-    for start in range(0, len(data), 8 * MB):  # bounded memory per step
-        piece = data[start : start + 8 * MB]
-        cut = piece.rfind(b"\n") + 1 if start + 8 * MB < len(data) else len(piece)
-        counts.update(piece[:cut].decode().split())
-        if cut < len(piece):
-            data = data[: start + cut] + data[start + cut :]
+    start = 0
+    while start < len(data):  # 8 MB at a time, each piece cut after a newline
+        end = min(len(data), start + 8 * MB)
+        if end < len(data):
+            end = data.rfind(b"\n", start, end) + 1 or end
+        counts.update(data[start:end].decode().split())
+        start = end
     return counts
 
 
