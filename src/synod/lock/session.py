@@ -73,6 +73,8 @@ TIMER_PREFIX = "ls/"
 CALLS_IN_FLIGHT_MAX = 1_000
 #: Cached files per session, at most (the oldest entry goes first).
 CACHE_ENTRIES_MAX = 10_000
+#: Earlier attempts of one call whose late answer is still taken.
+ATTEMPTS_REMEMBERED_MAX = 8
 #: Invalidations remembered to refuse stale read replies.
 INVALIDATIONS_REMEMBERED_MAX = 10_000
 
@@ -104,6 +106,8 @@ class _Pending:
     done: Callable[[Message], None]
     request_id: int = 0
     attempts: int = 0
+    #: Request ids of earlier attempts whose answer still completes the call.
+    earlier: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,6 +283,12 @@ class ClientSession:
         self._count("calls")
         self._send(now_ms, pending, out)
 
+    def _forget(self, pending: _Pending) -> None:
+        """Drop a finished call and every request id that could answer it."""
+        del self._pending[pending.seq]
+        for request_id in (*pending.earlier, pending.request_id):
+            self._by_request.pop(request_id, None)
+
     def _seen_below(self) -> int:
         # Calls enter ``_pending`` in increasing seq and a dict keeps insertion
         # order, so its first key is its smallest.
@@ -287,7 +297,13 @@ class ClientSession:
     def _send(self, now_ms: float, pending: _Pending, out: Effects) -> None:
         pending.attempts += 1
         if pending.request_id:
-            self._by_request.pop(pending.request_id, None)
+            # A late answer to an earlier attempt still completes the call (the
+            # command is exactly-once): under load an answer can take longer
+            # than the call timer, and a call that only took the newest answer
+            # could chase its own retries forever.
+            pending.earlier.append(pending.request_id)
+            while len(pending.earlier) > ATTEMPTS_REMEMBERED_MAX:
+                self._by_request.pop(pending.earlier.pop(0), None)
         pending.request_id = self._new_request(pending.seq)
         call = LockCall(epoch=self.epoch, incarnation=self.incarnation, seq=pending.seq, seen_below=self._seen_below(), op=pending.op,
                         cache=pending.cache)
@@ -322,17 +338,18 @@ class ClientSession:
             return out
         body = message.body
         if isinstance(body, ErrorReply):
-            self._on_call_error(now_ms, source, pending, body, out)
-            return out
+            if message.request_id == pending.request_id:
+                self._on_call_error(now_ms, source, pending, body, out)
+            return out  # a refusal of an earlier attempt: the newest is on its way
         if not isinstance(body, LockReply):
             return out
-        del self._pending[seq]
+        self._forget(pending)
         out.append(CancelTimer(key=f"{TIMER_PREFIX}call/{seq}"))
         result = body.result
         if self.state is SessionState.OPENING and body.epoch > self.epoch:
             # The epoch the session starts in: not a failover.
             self.epoch = body.epoch
-        if isinstance(result, Contents) and body.cacheable and self.lease_safe(now_ms):
+        if isinstance(result, Contents) and body.cacheable and body.epoch == self.epoch and self.lease_safe(now_ms):
             path = result.meta.path
             if self.cache.invalidated.get(path, 0) <= body.invalidation_mark:
                 self._cache_put(path, result)
@@ -354,7 +371,7 @@ class ClientSession:
             if epoch > self.epoch:
                 self._on_failover(now_ms, epoch, out)
         elif error.code in ("overloaded", "result_forgotten", "too_large", "bad_request"):
-            del self._pending[pending.seq]
+            self._forget(pending)
             out.append(CancelTimer(key=f"{TIMER_PREFIX}call/{pending.seq}"))
             pending.done(error)
             return
