@@ -14,7 +14,7 @@ from synod.paxos.config import PaxosConfig
 from synod.paxos.messages import Read
 from synod.paxos.server import StatusQuery
 from synod.txn.config import TxnConfig
-from synod.txn.messages import DecisionQuery, Part, TxnCommit, TxnGet, TxnScan
+from synod.txn.messages import DecisionQuery, Part, TxnBatch, TxnCommit, TxnGet, TxnScan, WatchWait
 
 NODES = tuple(NodeId(f"n{i}") for i in (1, 2, 3, 10))
 
@@ -55,6 +55,11 @@ def test_group_less_client_bodies_go_to_their_group() -> None:
     assert node.group_of(TxnScan(txn="t", ts=1, start="q", end="r", limit=1)) == "s2"
     parts = (Part(group="s2"), Part(group="s1"))
     assert node.group_of(TxnCommit(txn="t", ts=1, parts=parts)) == "s2"
+    batch = TxnBatch(items=(TxnCommit(txn="t", ts=1, parts=(Part(group="s1"),)),
+                            TxnCommit(txn="u", ts=2, parts=(Part(group="s1"),))))
+    assert node.group_of(batch) == "s1"
+    assert node.group_of(WatchWait(start="zebra", end="zz", from_revision=1, wait_ms=10.0)) == "s2"
+    assert node.group_of(TxnBatch(items=())) is None
 
 
 def test_a_body_with_no_group_is_refused_with_a_typed_error() -> None:

@@ -51,7 +51,7 @@ from synod.paxos.replica import PaxosReplica
 from synod.paxos.server import StatusQuery
 from synod.txn.config import TxnConfig
 from synod.txn.engine import Engine, SqliteEngine
-from synod.txn.messages import TxnCommit, TxnGet, TxnRelease, TxnScan, Watch
+from synod.txn.messages import TxnBatch, TxnCommit, TxnGet, TxnRelease, TxnScan, Watch, WatchWait
 from synod.txn.server import ShardServer
 from synod.txn.shardmap import Shard, ShardMap
 
@@ -168,9 +168,12 @@ class NodeMux(Mux):
         match body:
             case TxnGet(key=key):
                 return shard_map.shard_for(key).group
-            case TxnScan(start=start) | Watch(start=start):
+            case TxnScan(start=start) | Watch(start=start) | WatchWait(start=start):
                 return shard_map.shard_for(start).group
             case TxnCommit(parts=parts) if parts:
+                return parts[0].group
+            case TxnBatch(items=(TxnCommit(parts=parts), *_)) if parts:
+                # The client batches commits for one shard leader only.
                 return parts[0].group
             case TxnRelease(txn=txn):
                 for name, child in self.children.items():
