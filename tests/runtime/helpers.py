@@ -15,9 +15,10 @@ import uvloop
 
 from synod.core.ids import NodeId
 from synod.runtime.auth import Keyring
+from synod.runtime.client import connect
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.host import AsyncioHost, open_durable_log
-from tests.runtime.cores import probe_factory
+from tests.runtime.cores import Answer, Command, probe_factory
 
 T = TypeVar("T")
 
@@ -50,6 +51,27 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float 
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def ask(host: AsyncioHost, command: Command, timeout_s: float = 20.0) -> tuple[str, ...]:
+    """Send ``command`` to the probe core on ``host`` as alice; its answer's items."""
+    assert host.address is not None
+    async with await connect(host.address, "alice", ALICE_KEY, node=host.node) as client:
+        reply = await client.request(command, timeout_s)
+    assert isinstance(reply, Answer)
+    return reply.items
+
+
+async def notes_when(host: AsyncioHost, count: int, timeout_s: float = 20.0) -> tuple[str, ...]:
+    """The probe core's notes on ``host`` once it holds ``count`` of them (or
+    whatever it holds after ``timeout_s``, for the caller's assertion to show)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    notes = await ask(host, Command(op="notes"))
+    while len(notes) < count and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+        notes = await ask(host, Command(op="notes"))
+    return notes
 
 
 def make_config(**changes: Any) -> RuntimeConfig:

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,19 +18,13 @@ from tests.runtime.cores import Answer, Command, probe_factory
 from tests.runtime.helpers import (
     ALICE_KEY,
     KEYRING,
+    ask,
     make_config,
+    notes_when,
     run,
     running_host,
     wait_until,
 )
-
-
-async def ask(host: AsyncioHost, command: Command, timeout_s: float = 20.0) -> tuple[str, ...]:
-    assert host.address is not None
-    async with await connect(host.address, "alice", ALICE_KEY, node=host.node) as client:
-        reply = await client.request(command, timeout_s)
-    assert isinstance(reply, Answer)
-    return reply.items
 
 
 def test_client_request_gets_its_reply_on_its_connection() -> None:
@@ -88,14 +81,7 @@ def test_send_goes_to_the_peer_with_our_node_id_as_source() -> None:
                 await ask(n1, Command(op="forward", arg="n2:hello"))
                 await ask(n1, Command(op="forward", arg="n2:world"))
 
-                async def notes() -> tuple[str, ...]:
-                    return await ask(n2, Command(op="notes"))
-
-                for _ in range(400):
-                    if len(await notes()) == 2:
-                        break
-                    await asyncio.sleep(0.02)
-                assert await notes() == ("n1:hello", "n1:world")
+                assert await notes_when(n2, 2) == ("n1:hello", "n1:world")
                 assert n1.statistics().messages_sent >= 2
 
     run(scenario())
@@ -238,23 +224,9 @@ def test_sends_keep_their_order_when_some_go_out_directly_and_some_queued() -> N
                                        for i in range(300)))
                 await client.close()
                 expected = ("n1:first", *(f"n1:m{i:03d}" for i in range(300)))
-
-                async def notes() -> tuple[str, ...]:
-                    return await ask(n2, Command(op="notes"))
-
-                await wait_until_async(lambda: notes(), lambda got: len(got) == len(expected))
-                assert await notes() == expected
+                assert await notes_when(n2, len(expected)) == expected
 
     run(scenario())
-
-
-async def wait_until_async(fetch: Any, done: Any, timeout_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        if done(await fetch()):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def test_persist_without_a_log_is_a_bug_that_stops_the_node() -> None:

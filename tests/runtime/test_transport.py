@@ -14,8 +14,7 @@ from synod.runtime.client import connect
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.transport import SendQueue, backoff_delay_ms
 from tests.runtime.cores import Answer, Command
-from tests.runtime.helpers import ALICE_KEY, make_config, run, running_host, wait_until
-from tests.runtime.test_host import ask
+from tests.runtime.helpers import ALICE_KEY, make_config, notes_when, run, running_host, wait_until
 
 
 def test_send_queue_refuses_past_its_message_bound_and_frees_room_when_taken() -> None:
@@ -92,13 +91,7 @@ def test_a_full_peer_queue_drops_its_oldest_frames_instead_of_growing() -> None:
             await wait_until(lambda: n1.statistics().peer_connect_failures >= 1, "connect failures")
             # The peer comes up at that address: it gets the three newest.
             async with running_host("n2", port=port) as n2:
-                async def notes() -> tuple[str, ...]:
-                    return await ask(n2, Command(op="notes"))
-                for _ in range(500):
-                    if len(await notes()) == 3:
-                        break
-                    await asyncio.sleep(0.02)
-                assert await notes() == ("n1:m7", "n1:m8", "n1:m9")
+                assert await notes_when(n2, 3) == ("n1:m7", "n1:m8", "n1:m9")
 
     run(scenario())
 
