@@ -23,6 +23,17 @@ all of them with the same shapes, each shape on the three systems back to back
   caches holding the file to be invalidated. Stale reads are counted as errors:
   each worker remembers, per file, the newest value whose write it saw
   complete, and a read that returns an older one is stale;
+* ``mix-local``: the same 90/10 mix and sessions, with locality, the way Chubby
+  and ZooKeeper caches are used (Burrows 2.5 and 4: a client re-reads the few
+  files it works with -- its configuration, its lock files, the names it
+  resolves -- far more often than anyone writes them). Each session owns a
+  working set of ``WORKING_SET`` files; 10 % of its operations write one of them,
+  and of its reads 90 % are of its own files and 10 % of a random other
+  session's file (in the same load process), so writes still meet other
+  sessions' cached copies and wait for their invalidation (the write p99 shows
+  that cost). ZooKeeper runs exactly the same shape with ``getData``/``setData``.
+  The uniform ``mix`` is the worst case for a cache; both are printed, with the
+  share of reads the cache answered (hits / reads);
 * ``lock``: acquire + release pairs (synod ``try_acquire``/``release``; etcd's
   ``Lock``/``Unlock`` API with a lease);
 * ``sessions``: idle sessions one cell holds with KeepAlives (``--sessions``
@@ -57,6 +68,10 @@ LOAD_PROCESSES = 2
 KEYS = 100
 VALUE_BYTES = 100
 MIX_SESSIONS_PER_PROCESS = 64
+#: Files each session of the ``mix-local`` shape owns and mostly re-reads.
+WORKING_SET = 4
+#: Share of ``mix-local`` reads that go to another session's file.
+FOREIGN_READS = 0.1
 ROOT = "/ls/local/bench"
 
 
@@ -74,20 +89,43 @@ class _WriteHistory:
     began (so W was certainly overwritten before the read)."""
 
     def __init__(self) -> None:
-        self.writes: dict[int, list[tuple[int, float, float]]] = {}
+        self.writes: dict[str, list[tuple[int, float, float]]] = {}
 
-    def note_write(self, key: int, stamp: int, started: float, ended: float) -> None:
+    def note_write(self, key: str, stamp: int, started: float, ended: float) -> None:
         rows = self.writes.setdefault(key, [])
         rows.append((stamp, started, ended))
         del rows[:-64]
 
-    def check_read(self, key: int, stamp: int, started: float) -> None:
+    def check_read(self, key: str, stamp: int, started: float) -> None:
         rows = self.writes.get(key, [])
         source = next((row for row in rows if row[0] == stamp), None)
         if source is None:
             return
         if any(other[1] > source[2] and other[2] < started for other in rows):
             raise StaleReadError(f"stale read of key {key}")
+
+
+def mix_choice(rng: random.Random, ops: int, sessions: int, kind: str) -> tuple[int, str, bool]:
+    """One operation of the mix shapes: (session, file name, is a write). The
+    session rotates over all of them (the generator's ``i`` takes only a few
+    values modulo the session count). ``mix``: uniform over ``KEYS`` files.
+    ``mix-local``: writes go to the session's own working set; reads are of its
+    own files, or with ``FOREIGN_READS`` of another session's."""
+    session = ops % sessions
+    write = rng.random() < 0.1
+    if kind == "mix":
+        return session, f"k{rng.randrange(KEYS)}", write
+    owner = session
+    if not write and sessions > 1 and rng.random() < FOREIGN_READS:
+        owner = (session + 1 + rng.randrange(sessions - 1)) % sessions
+    return session, f"w{owner}-{rng.randrange(WORKING_SET)}", write
+
+
+def mix_files(kind: str, index: int, sessions: int) -> list[str]:
+    """The file names a load process's mix shape uses (``index``: the process)."""
+    if kind == "mix-local":
+        return [f"p{index}-w{s}-{j}" for s in range(sessions) for j in range(WORKING_SET)]
+    return [f"k{i}" for i in range(KEYS)]
 
 
 class SynodLockDriver:
@@ -131,7 +169,8 @@ class SynodLockDriver:
             await first.ensure(f"{ROOT}/locks-{self.index}", directory=True)
             await asyncio.gather(*(first.ensure(f"{ROOT}/locks-{self.index}/l{i}") for i in range(KEYS)))
         else:
-            await asyncio.gather(*(first.ensure(f"{ROOT}/k{i}") for i in range(KEYS)))
+            await asyncio.gather(*(first.ensure(f"{ROOT}/{name}")
+                                   for name in mix_files(self.kind, self.index, len(self.clients))))
 
     def _value(self) -> tuple[int, bytes]:
         self.counter += 1
@@ -155,22 +194,22 @@ class SynodLockDriver:
             await self.clients[0].write(path, self._value()[1])
         elif self.kind == "read":
             await self.clients[0].read(path, cache=False)
-        elif self.kind == "mix":
-            # Every session in turn: the generator's i takes only a few values
-            # modulo the session count (it was 8 of 64 before this rotation).
-            client = self.clients[self.ops % len(self.clients)]
-            key = self.rng.randrange(KEYS)
-            path = f"{ROOT}/k{key}"
-            if self.rng.random() < 0.1:
+        elif self.kind in ("mix", "mix-local"):
+            session, name, write = mix_choice(self.rng, self.ops, len(self.clients), self.kind)
+            if self.kind == "mix-local":
+                name = f"p{self.index}-{name}"
+            client = self.clients[session]
+            path = f"{ROOT}/{name}"
+            if write:
                 stamp, value = self._value()
                 started = time.monotonic()
                 await client.write(path, value)
-                self.history.note_write(key, stamp, started, time.monotonic())
+                self.history.note_write(name, stamp, started, time.monotonic())
                 self.write_ms.append((time.monotonic() - started) * 1000.0)
             else:
                 started = time.monotonic()
                 data = await client.read(path, cache=True)
-                self.history.check_read(key, int(data.contents.split(b".")[0] or b"0"), started)
+                self.history.check_read(name, int(data.contents.split(b".")[0] or b"0"), started)
         elif self.kind == "lock":
             lock = f"{ROOT}/locks-{self.index}/l{key}"
             await self.clients[0].try_acquire(lock)
@@ -181,12 +220,13 @@ class SynodLockDriver:
     async def close(self) -> None:
         hits = sum(c.session.statistics().cache_hits for c in self.clients)
         misses = sum(c.session.statistics().cache_misses for c in self.clients)
-        if self.kind == "mix":
+        if self.kind in ("mix", "mix-local"):
             ordered = sorted(self.write_ms) or [float("nan")]
             p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-            print(f"    [synod worker {self.index}] cache hits {hits}, misses {misses}; writes (each "
-                  f"waits for invalidations) p50 {ordered[len(ordered) // 2]:.1f} ms p99 {p99:.1f} ms",
-                  flush=True)
+            share = hits / (hits + misses) if hits + misses else 0.0
+            print(f"    [synod worker {self.index} {self.kind}] cache hits {hits} of {hits + misses} reads "
+                  f"({share:.1%} of the read load removed); writes (each waits for invalidations) "
+                  f"p50 {ordered[len(ordered) // 2]:.1f} ms p99 {p99:.1f} ms", flush=True)
         if self.failures:
             print(f"    [synod worker {self.index}] failures {self.failures}", flush=True)
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
@@ -226,10 +266,11 @@ class ZooKeeperDriver:
         self.clients = [await loop.run_in_executor(None, start) for _ in range(self.session_count)]
         first = self.clients[0]
         await loop.run_in_executor(None, first.ensure_path, "/bench")
-        for i in range(KEYS):
-            if not await loop.run_in_executor(None, first.exists, f"/bench/k{i}"):
+        for name in mix_files(self.kind, self.index, len(self.clients)):
+            if not await loop.run_in_executor(None, first.exists, f"/bench/{name}"):
                 with contextlib.suppress(Exception):
-                    await loop.run_in_executor(None, first.create, f"/bench/k{i}", b"0")
+                    await loop.run_in_executor(None, first.create, f"/bench/{name}", b"0")
+        self.write_ms: list[float] = []
 
     async def _call(self, method: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -264,24 +305,30 @@ class ZooKeeperDriver:
             await self._call(self.clients[0].set_async, f"/bench/k{key}", str(stamp).encode().ljust(VALUE_BYTES, b"."))
         elif self.kind == "read":
             await self._call(self.clients[0].get_async, f"/bench/k{key}")
-        elif self.kind == "mix":
-            # Every session in turn: the generator's i takes only a few values
-            # modulo the session count (it was 8 of 64 before this rotation).
-            client = self.clients[self.ops % len(self.clients)]
-            key = self.rng.randrange(KEYS)
-            if self.rng.random() < 0.1:
+        elif self.kind in ("mix", "mix-local"):
+            session, name, write = mix_choice(self.rng, self.ops, len(self.clients), self.kind)
+            if self.kind == "mix-local":
+                name = f"p{self.index}-{name}"
+            client = self.clients[session]
+            if write:
                 stamp = time.time_ns() * 16 + self.index
                 started = time.monotonic()
-                await self._call(client.set_async, f"/bench/k{key}", str(stamp).encode().ljust(VALUE_BYTES, b"."))
-                self.history.note_write(key, stamp, started, time.monotonic())
+                await self._call(client.set_async, f"/bench/{name}", str(stamp).encode().ljust(VALUE_BYTES, b"."))
+                self.history.note_write(name, stamp, started, time.monotonic())
+                self.write_ms.append((time.monotonic() - started) * 1000.0)
             else:
                 started = time.monotonic()
-                data, _stat = await self._call(client.get_async, f"/bench/k{key}")
-                self.history.check_read(key, int(data.split(b".")[0] or b"0"), started)
+                data, _stat = await self._call(client.get_async, f"/bench/{name}")
+                self.history.check_read(name, int(data.split(b".")[0] or b"0"), started)
         else:
             raise ValueError(self.kind)
 
     async def close(self) -> None:
+        if self.kind in ("mix", "mix-local"):
+            ordered = sorted(self.write_ms) or [float("nan")]
+            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+            print(f"    [zookeeper worker {self.index} {self.kind}] writes p50 {ordered[len(ordered) // 2]:.1f} ms "
+                  f"p99 {p99:.1f} ms", flush=True)
         if self.failures:
             print(f"    [zookeeper worker {self.index}] failures {self.failures}", flush=True)
         loop = asyncio.get_running_loop()
@@ -536,6 +583,10 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:5.2f}x" if b else "   n/a"
 
 
+#: The load shapes, in the order they run, with the sessions per load process.
+SHAPES = (("write", 1), ("read", 1), ("mix", MIX_SESSIONS_PER_PROCESS), ("mix-local", MIX_SESSIONS_PER_PROCESS),
+          ("lock", 1))
+
 CELL_CORES = {"lan": "synod.lock.server:lock_lan_factory", "local": "synod.lock.server:lock_factory"}
 
 
@@ -547,7 +598,10 @@ def main() -> None:
                         help="the synod cell's preset for the load shapes (lan: Chubby's 12 s lease, as "
                              "ZooKeeper's 30 s session and etcd's 60 s lease here; local: 1.5 s)")
     parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
+    parser.add_argument("--shapes", default=",".join(kind for kind, _ in SHAPES),
+                        help="comma-separated load shapes to run (default: all)")
     parser.add_argument("--skip-sessions", action="store_true")
+    parser.add_argument("--skip-failover", action="store_true")
     parser.add_argument("--skip-zookeeper", action="store_true")
     parser.add_argument("--skip-etcd", action="store_true")
     parser.add_argument("--zk-port", type=int, default=22181)
@@ -567,7 +621,7 @@ def main() -> None:
         result = run_load(spec, in_flight=args.in_flight, processes=LOAD_PROCESSES, duration_s=seconds,
                           options=options)
         rows.setdefault(system, {})[kind] = result
-        print(f"  {system:9s} {kind:6s} {result.summary()}", flush=True)
+        print(f"  {system:9s} {kind:9s} {result.summary()}", flush=True)
 
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="synod-bench-lock-")))
@@ -579,14 +633,16 @@ def main() -> None:
         base = {**synod_options(cluster), "preset": args.preset}
         print(f"synod cell (3 nodes, fsync, {args.preset} preset), ZooKeeper 3.8 (3 servers), etcd 3.4 "
               f"(3 members); each shape runs on the three systems back to back:", flush=True)
-        for kind, sessions in (("write", 1), ("read", 1), ("mix", MIX_SESSIONS_PER_PROCESS), ("lock", 1)):
+        for kind, sessions in SHAPES:
+            if kind not in args.shapes.split(","):
+                continue
             load("synod", "bench.lock:synod_lock_driver", kind, {**base, "kind": kind, "sessions": sessions})
             if zk is not None and kind != "lock":
                 load("zookeeper", "bench.lock:zookeeper_driver", kind,
                      {"hosts": zk.hosts, "kind": kind, "sessions": sessions})
             if etcd is not None and kind == "lock":
                 load("etcd", "bench.lock:etcd_lock_driver", kind, {"endpoints": etcd.client_endpoints})
-            elif etcd is not None and kind != "mix":
+            elif etcd is not None and kind in ("write", "read"):
                 load("etcd", "bench.drivers_etcd:etcd_driver", kind,
                      {"endpoints": etcd.client_endpoints, "kind": {"write": "put", "read": "get"}[kind],
                       "keys": KEYS})
@@ -601,13 +657,16 @@ def main() -> None:
             print(f"  sessions ({args.preset} preset, {config.lease_ms / 1000:.1f} s lease, batched KeepAlives): "
                   f"{opened} opened in {open_s:.1f} s, {safe} safe after holding {hold_s:.1f} s idle", flush=True)
         cluster.stop()
+        local_sessions = not args.skip_sessions and args.preset != "local"
         # Failover on the local preset (its short Paxos timeouts, as bench/paxos measures them).
-        with LocalCluster(root / "cell-local", 3, core=CELL_CORES["local"]) as local:
-            local.wait_leader()
-            failover_s = synod_failover(local)
-            print(f"  master failover (local preset): first write in the old session {failover_s * 1000:.0f} ms "
-                  f"after SIGKILL", flush=True)
-            if not args.skip_sessions and args.preset != "local":
+        with (contextlib.nullcontext() if args.skip_failover and not local_sessions
+              else LocalCluster(root / "cell-local", 3, core=CELL_CORES["local"])) as local:
+            if local is not None and not args.skip_failover:
+                local.wait_leader()
+                failover_s = synod_failover(local)
+                print(f"  master failover (local preset): first write in the old session {failover_s * 1000:.0f} "
+                      f"ms after SIGKILL", flush=True)
+            if local is not None and local_sessions:
                 config = presets["local"]
                 hold_s = 3 * config.lease_ms / 1000.0
                 local.wait_leader()
@@ -620,11 +679,15 @@ def main() -> None:
     print("\nratios (synod / reference):")
     for other in ("zookeeper", "etcd"):
         for kind, result in rows.get(other, {}).items():
-            print(f"  {kind:6s} vs {other:9s} {ratio(synod[kind].ops_per_s, result.ops_per_s)}"
+            if kind not in synod:
+                continue
+            print(f"  {kind:9s} vs {other:9s} {ratio(synod[kind].ops_per_s, result.ops_per_s)}"
                   f"  ({synod[kind].ops_per_s:.0f} vs {result.ops_per_s:.0f} ops/s)")
-    print(f"  mix errors (stale reads are counted among them, and named StaleReadError in the worker lines): "
-          f"synod {synod['mix'].errors}"
-          + (f", zookeeper {rows['zookeeper']['mix'].errors}" if "zookeeper" in rows else ""))
+    for kind in ("mix", "mix-local"):
+        if kind in synod:
+            print(f"  {kind} errors (stale reads are counted among them, and named StaleReadError in the worker "
+                  f"lines): synod {synod[kind].errors}"
+                  + (f", zookeeper {rows['zookeeper'][kind].errors}" if kind in rows.get("zookeeper", {}) else ""))
 
 
 if __name__ == "__main__":
