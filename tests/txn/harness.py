@@ -87,7 +87,7 @@ class Shards:
         assert isinstance(recorder, Recorder)
         return recorder.replies.get(request_id)
 
-    def ask(self, group: str, body: Message, wait_ms: float = 100.0) -> Message | None:
-        request_id = self.send(group, body)
+    def ask(self, group: str, body: Message, wait_ms: float = 100.0, to: NodeId | None = None) -> Message | None:
+        request_id = self.send(group, body, to)
         self.sim.run_for(wait_ms)
         return self.reply(request_id)

@@ -44,7 +44,8 @@ def fresh(config: TxnConfig | None = None, engine: SqliteEngine | None = None) -
 
 
 def prepare(txn: str, *writes: Write, reads: tuple[str, ...] = ()) -> PrepareOp:
-    return PrepareOp(txn=txn, ts=1, coordinator="s1", part=Part(group="s1", read_keys=reads, writes=writes),
+    return PrepareOp(txn=txn, ts=1, coordinator="s1", part=Part(group="s1", read_keys=reads, writes=writes,
+                                                                read_ballots=(BALLOT,) if reads else ()),
                      lock_ballot=BALLOT)
 
 
@@ -84,6 +85,37 @@ def test_commit_without_prepare_mutant_applies_the_writes() -> None:
     machine = fresh()
     assert apply(machine, DecideOp(txn="t9", commit=True, writes=(Write(key="a", value="x"),))).status == "ok"
     assert machine.get("a")[0] == "x"
+
+
+def test_a_commit_whose_reads_were_served_under_another_ballot_is_refused_whole() -> None:
+    # A deposed leader answers reads from its stale state under its own ballot;
+    # the log refuses a commit carrying such a read, identically everywhere.
+    machine = fresh()
+    deposed = Ballot(round=0, node=NodeId("n2"))
+    stale = PrepareOp(txn="t1", ts=1, coordinator="s1", lock_ballot=BALLOT, part=Part(
+        group="s1", read_keys=("a",), writes=(Write(key="a", value="1"),), read_ballots=(deposed, BALLOT)))
+    result = apply(machine, stale)
+    assert result.status == "refused" and result.detail.startswith("stale_read")
+    fast = FastCommitOp(txn="t2", ts=1, writes=(Write(key="a", value="2"),), lock_ballot=BALLOT,
+                        read_ballots=(deposed,))
+    assert apply(machine, fast).detail.startswith("stale_read")
+    assert machine.items() == {} and machine.prepared() == [] and machine.outcome("t2") is None
+    assert apply(machine, prepare("t3", Write(key="a", value="3"), reads=("a",))).status == "ok"
+
+
+def test_a_prepare_with_reads_but_no_read_ballot_is_refused() -> None:
+    machine = fresh()
+    op = PrepareOp(txn="t1", ts=1, coordinator="s1", lock_ballot=BALLOT,
+                   part=Part(group="s1", read_keys=("a",), writes=(Write(key="a", value="1"),)))
+    assert apply(machine, op).detail == "stale_read: reads carry no read ballot"
+
+
+def test_accept_stale_read_mutant_lets_a_stale_read_commit() -> None:
+    enable_mutant("txn.accept_stale_read")
+    machine = fresh()
+    fast = FastCommitOp(txn="t1", ts=1, writes=(Write(key="a", value="1"),), lock_ballot=BALLOT,
+                        read_ballots=(Ballot(round=0, node=NodeId("n2")),))
+    assert apply(machine, fast).status == "ok"
 
 
 def test_fast_commit_over_the_key_limit_is_refused_whole() -> None:

@@ -5,14 +5,41 @@ from __future__ import annotations
 
 import pytest
 
-import synod.txn.scenarios  # noqa: F401  (registers the scenario)
+import synod.txn.scenarios  # registers the scenario
+import synod.txn.server
+from synod.paxos.messages import Ballot
 from synod.sim import assert_mutant_caught, assert_scenario_passes, run_scenario
+from synod.txn.machine import stale_read
 
 
 def test_txn_scenario_passes_a_seed() -> None:
     results = assert_scenario_passes("txn", [0])
     assert results[0].statistics["txns_ok"] > 0
     assert results[0].statistics["commits_after_heal"] > 0
+
+
+def test_seed_1013_a_read_from_a_deposed_leader_does_not_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: with slower re-sends a client's read, re-sent from a leader
+    # that made it wait to a deposed one, got the deposed leader's stale value;
+    # the lock it also got at the real leader let the commit pass there (a lost
+    # update: the bank total dropped from 600 to 577). Reads now carry the
+    # ballot they were served under and the commit is refused under another.
+    refusals: list[str] = []
+
+    def spy(has_reads: bool, read_ballots: tuple[Ballot, ...], ballot: Ballot) -> str | None:
+        refusal = stale_read(has_reads, read_ballots, ballot)
+        if refusal is not None:
+            refusals.append(refusal)
+        return refusal
+
+    monkeypatch.setattr(synod.txn.server, "stale_read", spy)
+    assert_scenario_passes("txn", [1013], {"resend_backoff_max": "16"})
+    assert refusals, "the stale read was not refused by the new check (did the seed stop exposing it?)"
+
+
+def test_accepting_a_stale_read_is_caught() -> None:
+    caught = assert_mutant_caught("txn", "txn.accept_stale_read", [1013], {"resend_backoff_max": "16"})
+    assert any("bank: total" in v for v in caught[0].violations)
 
 
 @pytest.mark.slow

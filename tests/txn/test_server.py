@@ -8,6 +8,7 @@ import dataclasses
 from synod.codec.kernel import ErrorReply
 from synod.core.effects import Send
 from synod.core.ids import NodeId
+from synod.paxos.messages import Ballot
 from synod.txn.config import TxnConfig
 from synod.txn.messages import (
     DecisionQuery,
@@ -35,11 +36,18 @@ def values(shards: Shards, group: str) -> list[dict[str, str]]:
     return [s.machine.items() for s in shards.servers(group)]
 
 
+def read(shards: Shards, group: str, txn: str, ts: int, key: str, to: NodeId | None = None) -> tuple[Ballot, ...]:
+    """Read ``key`` in ``txn``; the ballot it was served under, for the commit's part."""
+    reply = shards.ask(group, TxnGet(txn=txn, ts=ts, key=key), to=to)
+    assert isinstance(reply, TxnValue) and reply.ballot is not None
+    return (reply.ballot,)
+
+
 def test_single_shard_fast_path_commits_without_a_transaction_record() -> None:
     shards = Shards()
-    assert isinstance(shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple")), TxnValue)
+    served = read(shards, "s1", "t1", 1, "apple")
     outcome = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
-        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="red"),)),)))
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="red"),), read_ballots=served),)))
     assert outcome == TxnOutcome(txn="t1", committed=True)
     shards.sim.run_for(100.0)
     assert values(shards, "s1") == [{"apple": "red"}] * 3
@@ -49,11 +57,11 @@ def test_single_shard_fast_path_commits_without_a_transaction_record() -> None:
 
 def test_cross_shard_commit_applies_on_every_shard_and_leaves_nothing_in_doubt() -> None:
     shards = Shards()
-    shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple"))
-    shards.ask("s2", TxnGet(txn="t1", ts=1, key="zebra"))
+    s1 = read(shards, "s1", "t1", 1, "apple")
+    s2 = read(shards, "s2", "t1", 1, "zebra")
     outcome = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
-        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),)),
-        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),)),
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),), read_ballots=s1),
+        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),), read_ballots=s2),
     )), wait_ms=300.0)
     assert outcome == TxnOutcome(txn="t1", committed=True)
     shards.sim.run_for(300.0)
@@ -68,13 +76,13 @@ def test_cross_shard_commit_applies_on_every_shard_and_leaves_nothing_in_doubt()
 
 def test_an_older_transaction_wounds_a_younger_one_whose_commit_gets_a_conflict_naming_the_key() -> None:
     shards = Shards()
-    shards.ask("s1", TxnGet(txn="young", ts=20, key="apple"))
-    shards.ask("s1", TxnGet(txn="old", ts=10, key="apple"))
+    young = read(shards, "s1", "young", 20, "apple")
+    old = read(shards, "s1", "old", 10, "apple")
     assert shards.ask("s1", TxnCommit(txn="old", ts=10, parts=(
-        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="old"),)),))) == \
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="old"),), read_ballots=old),))) == \
         TxnOutcome(txn="old", committed=True)
     refused = shards.ask("s1", TxnCommit(txn="young", ts=20, parts=(
-        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="young"),)),)))
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="young"),), read_ballots=young),)))
     assert isinstance(refused, ErrorReply) and refused.code == "conflict" and refused.hint == "apple"
     assert shards.leader("s1").machine.get("apple")[0] == "old"
 
@@ -92,10 +100,10 @@ def test_a_younger_transaction_waits_for_an_older_one() -> None:
 
 def test_commit_of_an_aborted_transaction_is_a_typed_error() -> None:
     shards = Shards()
-    shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple"))
+    served = read(shards, "s1", "t1", 1, "apple")
     assert shards.ask("s1", TxnRelease(txn="t1")) == TxnOutcome(txn="t1", committed=False)
     refused = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
-        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="x"),)),)))
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="x"),), read_ballots=served),)))
     assert isinstance(refused, ErrorReply) and refused.code in ("conflict", "aborted")
     assert values(shards, "s1") == [{}] * 3
 
@@ -150,15 +158,15 @@ def test_a_vote_for_an_unknown_transaction_is_ignored_and_counted() -> None:
 
 def test_coordinator_leader_crash_between_prepare_and_decision_is_resumed() -> None:
     shards = Shards()
-    shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple"))
-    shards.ask("s2", TxnGet(txn="t1", ts=1, key="zebra"))
+    s1_read = read(shards, "s1", "t1", 1, "apple")
+    s2_read = read(shards, "s2", "t1", 1, "zebra")
     coordinator = shards.leader("s1")
     participant = shards.leader("s2")
     # Hold the participant's vote back so the coordinator crashes undecided.
     shards.sim.cut(participant.node, coordinator.node, 2000.0)
     request = shards.send("s1", TxnCommit(txn="t1", ts=1, parts=(
-        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),)),
-        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),)),
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),), read_ballots=s1_read),
+        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),), read_ballots=s2_read),
     )))
     for _ in range(40):
         shards.sim.run_for(20.0)
@@ -180,8 +188,8 @@ def test_coordinator_leader_crash_between_prepare_and_decision_is_resumed() -> N
     # The client lost its coordinator; asking the new one again gives the outcome.
     assert shards.reply(request) is None
     again = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
-        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),)),
-        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),)),
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="1"),), read_ballots=s1_read),
+        Part(group="s2", read_keys=("zebra",), writes=(Write(key="zebra", value="2"),), read_ballots=s2_read),
     )), wait_ms=300.0)
     committed = s1[0].get("apple") == "1"
     assert again == TxnOutcome(txn="t1", committed=True) if committed else (
@@ -202,6 +210,46 @@ def test_a_deposed_leader_without_lease_does_not_presume_abort() -> None:
     shards.sim.run_for(5.0)
     counts = dict(leader.statistics().counts)
     assert counts.get("presumed_abort_deferred") == 1 and "presumed_abort" not in counts
+
+
+def test_a_read_served_by_a_deposed_leader_cannot_commit_at_the_real_one() -> None:
+    # Regression (sim seed 1013 with slower re-sends): a leader cut off from its
+    # group still answers reads from its stale state. A client that also holds
+    # the key's lock at the real leader (a read it re-sent there) must not get a
+    # commit of the stale value through: that was a lost update.
+    shards = Shards()
+    deposed = shards.leader("s1")
+    others = [n for n in shards.map.shard("s1").replicas if n != deposed.node]
+    shards.sim.partition([deposed.node], others, 1000.0)
+    for _ in range(40):
+        shards.sim.run_for(5.0)
+        if any(s.is_ready for s in shards.servers("s1") if s is not deposed):
+            break
+    real = next(s for s in shards.servers("s1") if s.is_ready and s is not deposed)
+    assert shards.ask("s1", TxnCommit(txn="w", ts=1, parts=(Part(
+        group="s1", writes=(Write(key="apple", value="new"),)),)), wait_ms=20.0, to=real.node) == \
+        TxnOutcome(txn="w", committed=True)
+    stale = shards.ask("s1", TxnGet(txn="t", ts=2, key="apple"), wait_ms=10.0, to=deposed.node)
+    assert deposed.is_ready, "the deposed leader must not know it yet"
+    fresh = shards.ask("s1", TxnGet(txn="t", ts=2, key="apple"), wait_ms=20.0, to=real.node)
+    assert isinstance(stale, TxnValue) and stale.value is None and stale.ballot == deposed.ready_ballot
+    assert isinstance(fresh, TxnValue) and fresh.value == "new" and fresh.ballot == real.ready_ballot
+    assert stale.ballot is not None and stale.ballot != fresh.ballot
+    refused = shards.ask("s1", TxnCommit(txn="t", ts=2, parts=(Part(
+        group="s1", read_keys=("apple",), writes=(Write(key="apple", value="lost"),),
+        read_ballots=(stale.ballot,)),)), to=real.node)
+    assert isinstance(refused, ErrorReply) and refused.code == "conflict" and refused.hint == "apple"
+    assert real.machine.get("apple")[0] == "new"
+    assert dict(real.statistics().counts).get("stale_reads_refused") == 1
+
+
+def test_a_commit_whose_reads_carry_no_ballot_is_refused() -> None:
+    shards = Shards()
+    shards.ask("s1", TxnGet(txn="t1", ts=1, key="apple"))
+    refused = shards.ask("s1", TxnCommit(txn="t1", ts=1, parts=(
+        Part(group="s1", read_keys=("apple",), writes=(Write(key="apple", value="x"),)),)))
+    assert isinstance(refused, ErrorReply) and refused.code == "bad_state"
+    assert values(shards, "s1") == [{}] * 3
 
 
 def test_a_leader_with_its_lease_presumes_abort_for_an_unknown_transaction() -> None:

@@ -37,6 +37,7 @@ from synod.codec.kernel import ErrorReply
 from synod.codec.registry import Message
 from synod.core.errors import RemoteProtocolError, TimeoutError_
 from synod.core.ids import NodeId
+from synod.paxos.messages import Ballot
 from synod.runtime.client import ClientConnection, connect
 from synod.runtime.config import RuntimeConfig
 from synod.runtime.host import new_event_loop
@@ -365,6 +366,15 @@ class Transaction:
         self._reads: dict[str, list[str]] = {}
         self._ranges: dict[str, list[tuple[str, str]]] = {}
         self._writes: dict[str, str | None] = {}
+        #: The ballots of the leaders that served the reads at each group: the
+        #: commit carries them, and a shard accepts it only under that ballot (a
+        #: read a deposed leader answered from its stale state cannot commit).
+        self._read_ballots: dict[str, list[Ballot]] = {}
+
+    def _served(self, group: str, ballot: Ballot | None) -> None:
+        ballots = self._read_ballots.setdefault(group, [])
+        if ballot is not None and ballot not in ballots:
+            ballots.append(ballot)
 
     def _move(self, new: TxnState) -> None:
         if new not in TRANSITIONS[self.state]:
@@ -383,6 +393,7 @@ class Transaction:
         reply = await self._guarded(group, TxnGet(txn=self.txn, ts=self.ts, key=key))
         assert isinstance(reply, TxnValue)
         self._reads.setdefault(group, []).append(key)
+        self._served(group, reply.ballot)
         return reply.value
 
     async def scan(self, start: str, end: str, limit: int = 1000) -> list[tuple[str, str]]:
@@ -397,6 +408,7 @@ class Transaction:
                                                              end=high, limit=limit))
             assert isinstance(reply, TxnRows)
             self._ranges.setdefault(shard.group, []).append((low or "\x00", high))
+            self._served(shard.group, reply.ballot)
             rows.update(dict(reply.rows))
         for key, value in self._writes.items():
             if start <= key and (not end or key < end):
@@ -425,7 +437,8 @@ class Transaction:
             self._move(TxnState.COMMITTED)
             return
         parts = tuple(Part(group=g, read_keys=tuple(dict.fromkeys(self._reads.get(g, []))),
-                           read_ranges=tuple(self._ranges.get(g, [])), writes=tuple(writes.get(g, [])))
+                           read_ranges=tuple(self._ranges.get(g, [])), writes=tuple(writes.get(g, [])),
+                           read_ballots=tuple(self._read_ballots.get(g, [])))
                       for g in groups)
         try:
             reply = await self.client.request(groups[0], TxnCommit(txn=self.txn, ts=self.ts, parts=parts))

@@ -46,6 +46,13 @@ class TxnConfig:
     #: for this often; an in-doubt participant asks the coordinator this often.
     resend_ms: float = 100.0
 
+    #: Re-sends back off: each re-send of a prepare request or decision, and each
+    #: in-doubt query, waits twice as long as the one before, up to this many
+    #: times ``resend_ms`` (1: no back-off, every ``resend_ms``). Under CPU
+    #: starvation a round takes longer than ``resend_ms``, and re-sending every
+    #: tick to every replica only adds work to a machine already behind.
+    resend_backoff_max: int = 1
+
     #: Transactions a shard leader tracks at once (locks, waiters, coordination);
     #: beyond this a new transaction gets the retryable ``overloaded`` error.
     txns_active_max: int = 10_000
@@ -78,7 +85,7 @@ class TxnConfig:
             "key_bytes_max", "value_bytes_max", "txn_keys_max", "txn_bytes_max", "scan_keys_max",
             "txn_idle_ms", "txn_record_timeout_ms", "resend_ms", "txns_active_max",
             "lock_waiters_max", "watch_history_max", "outcomes_max", "watches_waiting_max",
-            "watch_wait_ms_max", "batch_items_max",
+            "watch_wait_ms_max", "batch_items_max", "resend_backoff_max",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -15,10 +15,13 @@ the applied counter:
   (commit) or drop them (abort); remember the outcome.
 * ``FastCommitOp``: a transaction confined to this shard commits in one round.
 * ``EpochOp``: a new leader's first operation. A prepare record or a fast-path
-  commit is valid only if its locks were taken under the ballot of the last
-  epoch applied: a deposed leader's proposal can still be chosen later (a newer
-  leader re-proposes what it finds accepted in a slot nobody overwrote), and is
-  then refused here, identically on every replica.
+  commit is valid only if its locks were taken, and its reads served, under the
+  ballot of the last epoch applied: a deposed leader's proposal can still be
+  chosen later (a newer leader re-proposes what it finds accepted in a slot
+  nobody overwrote), and is then refused here, identically on every replica;
+  and a read a deposed leader answered from its stale state may be paired with
+  locks the client also got from the real leader (a re-sent read), so the read's
+  own ballot must match too.
 * ``RecordBeginOp`` / ``RecordDecideOp`` / ``RecordForgetOp``: the coordinator's
   transaction record, pending -> committed | aborted -> forgotten. The first
   decision chosen wins; a later opposite one is answered with the first. An
@@ -66,6 +69,12 @@ MUTANT_COMMIT_WITHOUT_PREPARE = declare_mutant(
     "prepare record for, with the writes the decision carries",
 )
 
+MUTANT_ACCEPT_STALE_READ = declare_mutant(
+    "txn.accept_stale_read",
+    "a shard leader and the state machine ignore the ballots a commit's reads were served "
+    "under, so a value read from a deposed leader's stale state can be committed",
+)
+
 PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
 
 #: Records one ``RecordForgetOp`` drops at most.
@@ -109,6 +118,21 @@ def check_part(part: Part, config: TxnConfig) -> None:
         size += len(write.key) + value_bytes
     if size > config.txn_bytes_max:
         raise TxnTooLargeError(f"{size} bytes of writes over the limit of {config.txn_bytes_max}")
+
+
+def stale_read(has_reads: bool, read_ballots: tuple[Ballot, ...], ballot: Ballot) -> str | None:
+    """Why reads served under ``read_ballots`` may not commit under ``ballot``, if
+    they may not: a read from another leader (a deposed one answers from its
+    stale state, which may miss its successor's writes), or reads with no
+    ballot at all (a client that does not say where it read cannot be checked)."""
+    if mutant(MUTANT_ACCEPT_STALE_READ):
+        return None
+    if has_reads and not read_ballots:
+        return "stale_read: reads carry no read ballot"
+    for read_ballot in read_ballots:
+        if read_ballot != ballot:
+            return f"stale_read: a read served under {read_ballot}, not {ballot}"
+    return None
 
 
 class ShardMachine:
@@ -281,6 +305,9 @@ class ShardMachine:
                 if op.lock_ballot != self.epoch:
                     return OpResult(status="refused", detail=f"stale_ballot: locks of {op.lock_ballot}, "
                                     f"epoch {self.epoch}")
+                stale = stale_read(False, op.read_ballots, self.epoch)
+                if stale is not None:
+                    return OpResult(status="refused", detail=stale)
                 refused = self._refuse_writes(op.writes)
                 if refused is not None:
                     return refused
@@ -333,6 +360,9 @@ class ShardMachine:
             # Locks taken under another leader's ballot: that leader is gone and
             # its locks with it; someone else may have written since.
             return OpResult(status="refused", detail=f"stale_ballot: locks of {op.lock_ballot}, epoch {self.epoch}")
+        stale = stale_read(bool(op.part.read_keys or op.part.read_ranges), op.part.read_ballots, self.epoch)
+        if stale is not None:
+            return OpResult(status="refused", detail=stale)
         try:
             check_part(op.part, self.config)
         except TxnError as error:

@@ -40,12 +40,18 @@ class Write(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Part(Message):
     """What one transaction did at one shard: the keys and ranges it read there
-    (its shared locks) and the writes it asks to make there."""
+    (its shared locks), the ballots of the leaders that served those reads
+    (every distinct one, from ``TxnValue.ballot`` / ``TxnRows.ballot``; a part
+    with reads must carry at least one), and the writes it asks to make there.
+    The part commits only if every read ballot is the ballot of the leader
+    committing it (and, in the log, of the last epoch): a read answered by a
+    deposed leader from its stale state can never be committed."""
 
     group: str
     read_keys: tuple[str, ...] = ()
     read_ranges: tuple[tuple[str, str], ...] = ()
     writes: tuple[Write, ...] = ()
+    read_ballots: tuple[Ballot, ...] = ()
 
 
 @message(802)
@@ -96,6 +102,8 @@ class FastCommitOp(Message):
     ts: int
     writes: tuple[Write, ...]
     lock_ballot: Ballot
+    #: The ballots its reads were served under (``Part.read_ballots``).
+    read_ballots: tuple[Ballot, ...] = ()
 
 
 @message(813)
@@ -213,16 +221,23 @@ class Watch(Message):
 @message(835)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxnValue(Message):
+    """A read's answer. ``ballot``: the ballot of the leader that served it under
+    a shared lock (None from a plain query); the commit carries it back."""
+
     value: str | None
     revision: int
+    ballot: Ballot | None = None
 
 
 @message(836)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxnRows(Message):
+    """A scan's answer; ``ballot`` as in ``TxnValue``."""
+
     rows: tuple[tuple[str, str], ...]
     more: bool
     revision: int
+    ballot: Ballot | None = None
 
 
 @message(837)

@@ -26,6 +26,8 @@ Checks:
 
 Options (``-o key=value``): ``shards`` (2, up to 4), ``replicas`` (3),
 ``clients`` (4), ``accounts`` (6), ``list_keys`` (4), ``churn_ms`` (250; 0 off),
+``resend_backoff_max`` (1: ``TxnConfig.resend_backoff_max``; 16 slows re-sends
+down enough for seed 1013 to read from a deposed leader),
 ``chaos_ms``, ``heal_ms``, and any ``sim.<SimConfig field>``.
 """
 
@@ -137,7 +139,7 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
     base = dataclasses.replace(base, clock_drift_ppm_max=drift_ppm)
     sim_config = options.sim_config(base)
     shard_map = uniform_map(shard_count, replica_count)
-    txn_config = TxnConfig.sim()
+    txn_config = dataclasses.replace(TxnConfig.sim(), resend_backoff_max=options.get_int("resend_backoff_max", 1))
     bank = BankConfig(accounts=options.get_int("accounts", 6), list_keys=options.get_int("list_keys", 4),
                       stop_ms=sim_config.chaos_ms + sim_config.heal_ms * 0.5)
     churn_ms = options.get_float("churn_ms", 250.0)

@@ -11,7 +11,12 @@ next leader resumes from there.
 
 *Reads* (``TxnGet``, ``TxnScan``) go to the leader of the key's shard, which takes
 a shared lock (wound-wait, ``synod.txn.locks``) and answers from its applied
-state. Writes are buffered by the client until commit.
+state, naming the ballot it serves under. Writes are buffered by the client
+until commit. The commit carries each part's read ballots back, and a part
+commits only under that same ballot (checked by the leader, and again in the
+log against the last epoch): a leader deposed without knowing it answers from
+a stale state, and its answer must never pair with a lock the client also got
+from the real leader by a re-sent read (that was a lost update, sim seed 1013).
 
 *Commit* (``TxnCommit``) goes to the leader of ``parts[0].group``, the coordinator.
 
@@ -97,6 +102,7 @@ from synod.txn.machine import (
     ShardMachine,
     check_key,
     check_part,
+    stale_read,
 )
 from synod.txn.messages import (
     DecideOp,
@@ -166,9 +172,10 @@ class _Coordination:
     acks: set[str] = field(default_factory=set)
     clients: list[tuple[NodeId, int]] = field(default_factory=list)
     proposing: bool = False
-    #: When prepare requests or decisions were last sent (the tick re-sends
-    #: only what has waited ``resend_ms`` since).
+    #: When prepare requests or decisions were last sent, and how long the
+    #: tick waits after that before sending them again (doubling, capped).
     sent_ms: float = 0.0
+    resend_after_ms: float = 0.0
 
     def move(self, new: CoordinatorState) -> None:
         if new not in COORDINATOR_TRANSITIONS[self.state]:
@@ -280,7 +287,9 @@ class ShardServer:
         self._preparing: dict[str, _Preparing] = {}
         self._deciding: set[str] = set()
         self._coordinating: dict[str, _Coordination] = {}
-        self._in_doubt: dict[str, tuple[str, float]] = {}
+        #: Prepared here, no decision yet: txn -> (coordinator group, when to
+        #: ask it next, the wait before that).
+        self._in_doubt: dict[str, tuple[str, float, float]] = {}
         self._presuming: dict[str, str] = {}
         self._forget_batches: dict[int, tuple[str, ...]] = {}
         self._inbox: deque[tuple[NodeId, Message]] = deque()
@@ -418,7 +427,7 @@ class ShardServer:
             writes = tuple(w.key for w in record.part.writes)
             self.locks.install_prepared(record.txn, record.ts, ballot, record.part.read_keys,
                                         record.part.read_ranges, writes)
-            self._in_doubt[record.txn] = (record.coordinator, now_ms)
+            self._mark_in_doubt(record.txn, record.coordinator, now_ms)
             self._counts["resumed_prepared"] += 1
         for state, begin in self.machine.records():
             if not begin.parts:
@@ -731,6 +740,11 @@ class ShardServer:
         total_keys = 0
         for part in body.parts:
             check_part(part, self.config)
+            if (part.read_keys or part.read_ranges) and not part.read_ballots:
+                raise TxnStateError(f"the reads at {part.group} carry no read ballot (the ballot of "
+                                    "the leader that served them, from each read's answer)")
+            if len(part.read_ballots) > 8:
+                raise TxnTooLargeError(f"{len(part.read_ballots)} read ballots at {part.group}: at most 8")
             total_keys += len(part.read_keys) + len(part.writes) + 2 * len(part.read_ranges)
             try:
                 shard = self.shard_map.shard(part.group)
@@ -827,6 +841,14 @@ class ShardServer:
                 self._refuse_commit(now_ms, out, client, request_id, ConflictError(
                     f"transaction {body.txn} no longer holds its lock on {missing!r}", key=missing))
                 return
+            stale = stale_read(True, part.read_ballots, ballot)
+            if stale is not None:
+                key = _first_read(part)
+                self._counts["stale_reads_refused"] += 1
+                self._abort_locally(now_ms, body.txn, key, out)
+                self._refuse_commit(now_ms, out, client, request_id, ConflictError(
+                    f"transaction {body.txn}: {stale} (read of {key!r})", key=key))
+                return
         if not part.writes and self.replica.has_read_lease(now_ms):
             self._counts["fast_read_only"] += 1
             self._finish_locally(now_ms, body.txn, out)
@@ -876,7 +898,8 @@ class ShardServer:
         self.locks.mark_prepared(prep.txn)
         prep.proposed = True
         if prep.fast_client is not None:
-            op: Message = FastCommitOp(txn=prep.txn, ts=prep.ts, writes=prep.part.writes, lock_ballot=ballot)
+            op: Message = FastCommitOp(txn=prep.txn, ts=prep.ts, writes=prep.part.writes, lock_ballot=ballot,
+                                       read_ballots=prep.part.read_ballots)
             self._propose(now_ms, op, "fast", prep.txn, out)
             return
         record = PrepareOp(txn=prep.txn, ts=prep.ts, coordinator=prep.coordinator, part=prep.part,
@@ -937,13 +960,17 @@ class ShardServer:
                 self._prepare_locked(now_ms, prep, out)
             return
         assert wait.client is not None
+        # The answer names the ballot it was served under: the commit carries it
+        # back, and only a leader (and an epoch) of that ballot accepts it.
+        ballot = self.ready_ballot
+        invariant(ballot is not None, "a read answered by a server that is not a ready leader")
         if wait.kind == "get":
             value, revision = self.machine.get(wait.key)
-            self._reply(out, wait.client, wait.request_id, TxnValue(value=value, revision=revision))
+            self._reply(out, wait.client, wait.request_id, TxnValue(value=value, revision=revision, ballot=ballot))
         else:
             rows, more = self.machine.scan(wait.key, wait.end, wait.limit)
             self._reply(out, wait.client, wait.request_id,
-                        TxnRows(rows=tuple(rows), more=more, revision=self.machine.revision))
+                        TxnRows(rows=tuple(rows), more=more, revision=self.machine.revision, ballot=ballot))
 
     def _abort_locally(self, now_ms: float, txn: str, reason: str, out: Effects) -> None:
         for token, wait in list(self._lock_waits.items()):
@@ -1015,6 +1042,12 @@ class ShardServer:
                 self._abort_locally(now_ms, message.txn, missing, out)
                 self._vote(message.txn, message.coordinator, out, False, "conflict", missing)
                 return
+            if stale_read(True, part.read_ballots, ballot) is not None:
+                key = _first_read(part)
+                self._counts["stale_reads_refused"] += 1
+                self._abort_locally(now_ms, message.txn, key, out)
+                self._vote(message.txn, message.coordinator, out, False, "conflict", key)
+                return
         elif message.txn in self.locks.aborted:
             key = self.locks.aborted[message.txn]
             self._vote(message.txn, message.coordinator, out, False, "conflict", key)
@@ -1028,9 +1061,24 @@ class ShardServer:
         self._lock_writes(now_ms, _Preparing(txn=message.txn, ts=message.ts, coordinator=message.coordinator,
                                              part=part), out)
 
+    def _mark_in_doubt(self, txn: str, coordinator: str, now_ms: float) -> None:
+        """``txn`` is prepared here: ask its coordinator if no decision comes soon."""
+        interval_ms = 2 * self.config.resend_ms
+        self._in_doubt[txn] = (coordinator, now_ms + interval_ms, interval_ms)
+
+    def _resent(self, now_ms: float, coordination: _Coordination, broadcast: bool) -> None:
+        """Note a send: a first one is re-sent after ``resend_ms``, a re-send (a
+        broadcast on the tick) after twice the wait before it, capped."""
+        coordination.sent_ms = now_ms
+        if broadcast and coordination.resend_after_ms:
+            coordination.resend_after_ms = min(2 * coordination.resend_after_ms,
+                                               self.config.resend_backoff_max * self.config.resend_ms)
+        else:
+            coordination.resend_after_ms = self.config.resend_ms
+
     def _send_prepares(self, now_ms: float, coordination: _Coordination, out: Effects, *,
                        broadcast: bool = False) -> None:
-        coordination.sent_ms = now_ms
+        self._resent(now_ms, coordination, broadcast)
         for part in coordination.parts:
             if part.group not in coordination.votes:
                 self._send_group(part.group, PrepareRequest(txn=coordination.txn, ts=coordination.ts,
@@ -1095,7 +1143,7 @@ class ShardServer:
 
     def _send_decisions(self, now_ms: float, coordination: _Coordination, out: Effects, *,
                         broadcast: bool = False) -> None:
-        coordination.sent_ms = now_ms
+        self._resent(now_ms, coordination, broadcast)
         commit = bool(coordination.decision)
         for part in coordination.parts:
             if part.group in coordination.acks:
@@ -1130,7 +1178,7 @@ class ShardServer:
                 self._lock_waits.pop(token, None)
         # Log the decision (an abort too, so a late duplicate prepare is refused).
         self._deciding.add(message.txn)
-        self._in_doubt[message.txn] = (message.coordinator, now_ms)
+        self._mark_in_doubt(message.txn, message.coordinator, now_ms)
         self._propose(now_ms, DecideOp(txn=message.txn, commit=message.commit, writes=message.writes),
                       "decide", message.txn, out)
 
@@ -1251,12 +1299,12 @@ class ShardServer:
             self._finish_locally(now_ms, txn, out)
             self._vote(txn, prep.coordinator, out, False, "aborted", "")
             return
-        self._in_doubt[txn] = (prep.coordinator, now_ms)
+        self._mark_in_doubt(txn, prep.coordinator, now_ms)
         self._vote(txn, prep.coordinator, out, True)
 
     def _applied_decide(self, now_ms: float, txn: str, out: Effects) -> None:
         self._deciding.discard(txn)
-        coordinator = self._in_doubt.get(txn, ("", 0.0))[0]
+        coordinator = self._in_doubt.get(txn, ("", 0.0, 0.0))[0]
         self._finish_locally(now_ms, txn, out)
         if coordinator:
             self._send_group(coordinator, DecisionAck(txn=txn, group=self.group), out)
@@ -1309,10 +1357,10 @@ class ShardServer:
                         coordination.no_code = "timeout"
                         self._counts["record_timeouts"] += 1
                         self._decide(now_ms, coordination, False, out)
-                    elif now_ms - coordination.sent_ms >= self.config.resend_ms:
+                    elif now_ms - coordination.sent_ms >= coordination.resend_after_ms:
                         self._send_prepares(now_ms, coordination, out, broadcast=True)
                 case CoordinatorState.DECIDED:
-                    if now_ms - coordination.sent_ms >= self.config.resend_ms:
+                    if now_ms - coordination.sent_ms >= coordination.resend_after_ms:
                         self._send_decisions(now_ms, coordination, out, broadcast=True)
                 case CoordinatorState.BEGINNING:
                     self._send_prepares(now_ms, coordination, out, broadcast=True)
@@ -1335,10 +1383,13 @@ class ShardServer:
         for prep in list(self._preparing.values()):
             if not prep.proposed and not prep.voted and not prep.waiting and prep.txn in self._preparing:
                 self._prepare_locked(now_ms, prep, out)
-        for txn, (coordinator, since_ms) in list(self._in_doubt.items()):
-            if now_ms - since_ms >= 2 * self.config.resend_ms and txn not in self._deciding:
+        for txn, (coordinator, query_at_ms, interval_ms) in list(self._in_doubt.items()):
+            if now_ms >= query_at_ms and txn not in self._deciding:
                 self._counts["in_doubt_queries"] += 1
                 self._send_group(coordinator, DecisionQuery(txn=txn, group=self.group), out, broadcast=True)
+                # The next query waits twice as long as this one did (capped).
+                interval_ms = min(2 * interval_ms, self.config.resend_backoff_max * self.config.resend_ms)
+                self._in_doubt[txn] = (coordinator, now_ms + interval_ms, interval_ms)
         for txn in self.locks.idle(now_ms, self.config.txn_idle_ms):
             if txn not in self._preparing:
                 self._counts["idle_aborts"] += 1
@@ -1367,6 +1418,11 @@ class ShardServer:
         return (f"{self.node}/{self.group} {'ready' if self.is_ready else '-'} rev={self.machine.revision} "
                 f"locked={len(self.locks.txns)} preparing={len(self._preparing)} "
                 f"coordinating={len(self._coordinating)} | {self.replica.status_line()}")
+
+
+def _first_read(part: Part) -> str:
+    """The key a refusal of ``part``'s reads names."""
+    return part.read_keys[0] if part.read_keys else (part.read_ranges[0][0] if part.read_ranges else "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

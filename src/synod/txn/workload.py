@@ -36,6 +36,7 @@ from synod.codec.registry import Message
 from synod.core.effects import Effects, Recovered, Send, SetTimer
 from synod.core.errors import ConfigError, invariant
 from synod.core.ids import NodeId
+from synod.paxos.messages import Ballot
 from synod.txn.messages import Part, TxnCommit, TxnGet, TxnOutcome, TxnRelease, TxnValue, Write
 from synod.txn.shardmap import ShardMap
 
@@ -118,6 +119,9 @@ class TxnClient:
         self._values: dict[str, str | None] = {}
         self._writes: dict[str, str | None] = {}
         self._read_groups: dict[str, list[str]] = {}
+        #: The ballots the reads at each group were served under (sent back with
+        #: the commit, which only that ballot's leader may accept).
+        self._read_ballots: dict[str, list[Ballot]] = {}
         self._appended = 0
         self._committing = False
 
@@ -155,8 +159,8 @@ class TxnClient:
                 return self._retry_txn(now_ms)
             case ErrorReply():
                 return self._finish(now_ms, "fail")
-            case TxnValue(value=value) if not self._committing:
-                return self._on_read(now_ms, value)
+            case TxnValue(value=value, ballot=ballot) if not self._committing and ballot is not None:
+                return self._on_read(now_ms, value, ballot)
             case TxnOutcome(committed=committed) if self._committing:
                 return self._finish(now_ms, "ok" if committed else "fail")
             case _:
@@ -215,6 +219,7 @@ class TxnClient:
         self._values = {}
         self._writes = {}
         self._read_groups = {}
+        self._read_ballots = {}
         self._committing = False
         return self._next_step(now_ms)
 
@@ -231,10 +236,14 @@ class TxnClient:
             return self._request(now_ms, group, TxnGet(txn=self._txn_id, ts=current.ts, key=key))
         return self._commit(now_ms)
 
-    def _on_read(self, now_ms: float, value: str | None) -> Effects:
+    def _on_read(self, now_ms: float, value: str | None, ballot: Ballot) -> Effects:
         _, key, _ = self._plan[self._step]
         self._values[key] = value
-        self._read_groups.setdefault(self.shard_map.shard_for(key).group, []).append(key)
+        group = self.shard_map.shard_for(key).group
+        self._read_groups.setdefault(group, []).append(key)
+        ballots = self._read_ballots.setdefault(group, [])
+        if ballot not in ballots:
+            ballots.append(ballot)
         self._apply_step(key)
         return self._next_step(now_ms)
 
@@ -281,7 +290,8 @@ class TxnClient:
         groups.sort(key=lambda g: (g not in writes_by_group, order[g]))
         for group in groups:
             parts[group] = Part(group=group, read_keys=tuple(dict.fromkeys(self._read_groups.get(group, []))),
-                                writes=tuple(writes_by_group.get(group, [])))
+                                writes=tuple(writes_by_group.get(group, [])),
+                                read_ballots=tuple(self._read_ballots.get(group, [])))
         if current.kind == "audit":
             current.seen = {key: self._balance(key) for key in self._values}
         self._committing = True
