@@ -17,7 +17,7 @@ import operator
 from collections.abc import Iterator
 from typing import Any
 
-from synod.mapreduce import Job, RecordBlock, TextLines
+from synod.mapreduce import Job, Keys, RecordBlock, TextLines
 
 KEY_BYTES = 10
 
@@ -26,11 +26,12 @@ class TeraSort(Job):
     INPUT = TextLines(encoding=None)
     SAMPLE_RECORDS = 10_000
 
-    def mapper_block(self, block: RecordBlock) -> Iterator[tuple[bytes, None]]:
+    def mapper_block(self, block: RecordBlock) -> Keys:
         # The whole line is the sort key (ties on the 10-byte key are broken by
-        # the rest of the record); a block of lines per call, paired by zip (C
-        # code), keeps Python's per-record cost out of the path.
-        return zip(block.values, itertools.repeat(None))
+        # the rest of the record), its value None. A block of lines per call,
+        # returned as Keys (no (line, None) tuple per record), keeps Python's
+        # per-record cost out of the path.
+        return Keys(block.values)
 
     def sample_partitions(self, records: list[tuple[Any, Any]], reducers: int) -> list[bytes]:
         keys = sorted(line[:KEY_BYTES] for _, line in records)

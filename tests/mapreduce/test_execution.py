@@ -16,7 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synod.mapreduce import Job, MapReduceConfig, TextLines, WholeFiles, run_job, stable_partition
+from synod.mapreduce import (
+    Job,
+    Keys,
+    MapReduceConfig,
+    RecordBlock,
+    TextLines,
+    WholeFiles,
+    run_job,
+    stable_partition,
+)
 from synod.mapreduce.runner import plan_splits
 from synod.mapreduce.worker import CorruptRun, iter_pairs, merge_segments, write_pairs
 from tests.mapreduce import data
@@ -250,3 +259,54 @@ def test_keys_only_records_through_a_reducer_and_mixed_with_pairs(tmp_path: Path
     for part in parts:
         keys = [line.split("\t")[0] for line in part]
         assert keys == sorted(keys)
+
+
+class _WordKeys(Job):
+    """Every word as a key with a None value, returned as ``Keys`` a block at a
+    time; ``mapper_final`` adds pairs with values to the same buckets."""
+
+    def mapper_block(self, block: RecordBlock) -> Keys:
+        return Keys(word for line in block.values for word in line.split())
+
+    def mapper_final(self) -> Iterator[tuple[str, int]]:
+        yield "and", 1
+        yield "zzz", 2
+
+
+class _WordKeysCounted(_WordKeys):
+    """``Keys`` through a combiner (which needs pairs) and a counting reducer."""
+
+    def combiner(self, word: str, values: Iterator[int | None]) -> Iterator[tuple[str, int]]:
+        yield word, sum(1 if value is None else value for value in values)
+
+    def reducer(self, word: str, values: Iterator[int | None]) -> Iterator[tuple[str, int]]:
+        yield word, sum(1 if value is None else value for value in values)
+
+
+@pytest.mark.parametrize("reducers", [1, 3])
+@pytest.mark.parametrize("config", [MapReduceConfig(fsync_output=False), MapReduceConfig.sim()],
+                         ids=["memory", "tiny"])
+def test_keys_from_mapper_block_equal_the_pairs_they_stand_for(tmp_path: Path, config: MapReduceConfig,
+                                                               reducers: int) -> None:
+    lines = data.zipf_lines(6, 600)
+    source = data.write_lines(tmp_path / "in.txt", lines)
+    words = [word for line in lines for word in line.split()]
+    result = run_job(_WordKeys, [source], tmp_path / "keys", runner="inline", workers=2,
+                     reducers=reducers, config=config)
+    maps = result.steps[0].maps_total
+    parts = data.read_parts(tmp_path / "keys")
+    expected = words + ["and\t1", "zzz\t2"] * maps
+    assert sorted(line for part in parts for line in part) == sorted(expected)
+    for part in parts:
+        keys = [line.split("\t")[0] for line in part]
+        assert keys == sorted(keys)
+    run_job(_WordKeysCounted, [source], tmp_path / "counted", runner="inline", workers=2,
+            reducers=reducers, config=config)
+    counts = Counter(words) + Counter({"and": maps, "zzz": 2 * maps})
+    got = [line for part in data.read_parts(tmp_path / "counted") for line in part]
+    assert sorted(got) == sorted(f"{w}\t{n}" for w, n in counts.items())
+
+
+def test_keys_iterate_as_none_valued_pairs() -> None:
+    keys = Keys(iter([b"b", b"a"]))
+    assert list(keys) == [(b"b", None), (b"a", None)] and len(keys) == 2

@@ -15,7 +15,7 @@ from synod.mapreduce.formats import (
     TextOutput,
     WholeFiles,
 )
-from synod.mapreduce.job import Job, Step, stable_partition
+from synod.mapreduce.job import Job, Keys, Step, stable_partition
 from synod.mapreduce.master import Master, MasterStatistics, TaskFailure
 from synod.mapreduce.runner import (
     InputError,
@@ -38,6 +38,7 @@ __all__ = [
     "JobLoadError",
     "JobProgress",
     "JobResult",
+    "Keys",
     "MapReduceConfig",
     "Master",
     "MasterStatistics",

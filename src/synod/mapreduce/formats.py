@@ -14,6 +14,7 @@ hashable and comparable.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -242,6 +243,17 @@ class TextOutput:
         if text:
             out.append("".join(text).encode("utf-8"))
         handle.write(b"".join(out))
+
+    def write_keys(self, handle: BinaryIO, keys: list[Any]) -> None:
+        """``write`` of pairs whose values are all None, given as their keys (a
+        sort's output): bytes keys are written as they are, one per line."""
+        if not keys:
+            return
+        if set(map(type, keys)) == {bytes}:
+            handle.write(b"\n".join(keys))
+            handle.write(b"\n")
+            return
+        self.write(handle, list(zip(keys, itertools.repeat(None))))
 
 
 class MsgpackOutput:

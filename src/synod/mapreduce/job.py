@@ -22,6 +22,7 @@ step, to build a range partitioner as TeraSort does).
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +65,25 @@ def stable_hash(key: Any) -> int:
 def stable_partition(key: Any, reducers: int) -> int:
     """The default partitioner: ``stable_hash(key) mod R``."""
     return stable_hash(key) % reducers
+
+
+class Keys:
+    """Map output whose values are all None, given as a list of keys: what a
+    sort's mapper emits. A map-side method (``mapper_block`` above all) may
+    return ``Keys(block.values)`` instead of ``zip(block.values,
+    itertools.repeat(None))``: the same pairs, without a tuple built and taken
+    apart again for each record. Iterated, it gives the ``(key, None)`` pairs."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Iterable[Any]) -> None:
+        self.keys: list[Any] = keys if type(keys) is list else list(keys)
+
+    def __iter__(self) -> Iterator[tuple[Any, None]]:
+        return zip(self.keys, itertools.repeat(None))
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,7 +50,7 @@ from synod.mapreduce.formats import (
     MsgpackRecords,
     RecordBlock,
 )
-from synod.mapreduce.job import Job, Step, stable_hash
+from synod.mapreduce.job import Job, Keys, Step, stable_hash
 from synod.mapreduce.messages import (
     AssignMap,
     AssignReduce,
@@ -109,6 +109,9 @@ _packer = msgpack.Packer(use_bin_type=True)
 #: Estimated bytes of Python objects per buffered pair besides key and value:
 #: the tuple (56) and its slot in the bucket list (8).
 _PAIR_OVERHEAD_BYTES = 64
+#: The same for a key buffered alone (its value None): its slot in the list.
+_KEY_OVERHEAD_BYTES = 8
+_NONE_KIND: frozenset[type] = frozenset({type(None)})
 _ESTIMATE_EVERY = 4096
 
 
@@ -469,26 +472,39 @@ def _check_buckets(assignments: list[Any], keys: list[Any], reducers: int) -> No
 
 
 class _MapBuffer:
-    """R buckets of pairs with an estimated size; spills sorted runs over budget."""
+    """R buckets of pairs with an estimated size; spills sorted runs over budget.
+
+    Pairs whose values are all None (a sort's records) are kept apart, as bare
+    keys in ``key_buckets``, when the step has no combiner and no fold: a key
+    costs a list slot where a pair costs a tuple too, and a bucket of keys alone
+    is sorted and packed without building or taking apart a tuple per record."""
 
     def __init__(self, *, step: Step, reducers: int, config: MapReduceConfig, prefix: str) -> None:
         self.reducers = reducers
         self.buckets: list[list[tuple[Any, Any]]] = [[] for _ in range(reducers)]
+        self.key_buckets: list[list[Any]] = [[] for _ in range(reducers)]
         self.partitioner = step.partitioner
         self.partitioner_block = step.partitioner_block
         self.combiner = step.combiner
         self.fold = step.reduce_with
+        # A combiner or a fold works on pairs: keys alone only without them.
+        self.keys_apart = self.combiner is None and self.fold is None
         self.config = config
         self.prefix = prefix
         self.count = 0
+        self.key_count = 0
         self.check_at = _ESTIMATE_EVERY
         self.pair_bytes = float(_PAIR_OVERHEAD_BYTES + 64)
+        self.key_bytes = float(_KEY_OVERHEAD_BYTES + 64)
         self.spills: list[tuple[str, list[int], list[int]]] = []
 
     def add(self, pairs: Iterable[tuple[Any, Any]]) -> None:
         """Buffer mapper output, a batch at a time: type checks, partitioning and
         distribution to buckets run as C-level ``map``/``compress`` passes over
         the batch, so the per-pair cost in Python is small."""
+        if type(pairs) is Keys:
+            self._add_keys(pairs.keys)
+            return
         if isinstance(pairs, list) and len(pairs) <= _BATCH_RECORDS:
             self._add_batch(pairs)
             return
@@ -499,6 +515,17 @@ class _MapBuffer:
                 return
             self._add_batch(batch)
 
+    def _add_keys(self, keys: list[Any]) -> None:
+        """``Keys`` from the job: pairs whose values are all None, as keys."""
+        for start in range(0, len(keys), _BATCH_RECORDS):
+            batch = keys[start : start + _BATCH_RECORDS]
+            if self.keys_apart:
+                self._distribute(batch, batch, self.key_buckets)
+                self.key_count += len(batch)
+                self._maybe_spill(batch[-1], None, as_key=True)
+            else:
+                self._add_batch(list(zip(batch, itertools.repeat(None))))
+
     def _add_batch(self, batch: list[tuple[Any, Any]]) -> None:
         if not batch:
             return
@@ -508,56 +535,75 @@ class _MapBuffer:
             raise TypeError(f"mapper output {bad!r} is not a (key, value) pair")
         keys = list(map(_KEY0, batch))
         values = list(map(_VALUE1, batch))
-        if pair_kinds != {tuple}:
-            batch = list(zip(keys, values))
+        value_kinds = set(map(type, values))
+        _check_column(values, value_kinds, "value")
+        if self.keys_apart and value_kinds == _NONE_KIND:
+            self._distribute(keys, keys, self.key_buckets)
+            self.key_count += len(keys)
+            self._maybe_spill(keys[-1], None, as_key=True)
+        else:
+            if pair_kinds != {tuple}:
+                batch = list(zip(keys, values))
+            self._distribute(batch, keys, self.buckets)
+            self.count += len(batch)
+            self._maybe_spill(keys[-1], values[-1], as_key=False)
+
+    def _distribute(self, items: list[Any], keys: list[Any], buckets: list[list[Any]]) -> None:
+        """Check ``keys`` and append each of ``items`` (the pairs, or the keys
+        themselves) to the bucket its key's partition names."""
         key_kinds = set(map(type, keys))
         _check_column(keys, key_kinds, "key")
-        _check_column(values, set(map(type, values)), "value")
         reducers = self.reducers
         if reducers == 1:
-            self.buckets[0].extend(batch)
+            buckets[0].extend(items)
+            return
+        if self.partitioner_block is not None:
+            assignments = list(self.partitioner_block(keys, reducers))
+        elif self.partitioner is not None:
+            assignments = list(map(self.partitioner, keys, itertools.repeat(reducers)))
         else:
-            if self.partitioner_block is not None:
-                assignments = list(self.partitioner_block(keys, reducers))
-            elif self.partitioner is not None:
-                assignments = list(map(self.partitioner, keys, itertools.repeat(reducers)))
-            else:
-                assignments = _stable_buckets(keys, key_kinds, reducers)
-            if reducers <= _COMPRESS_REDUCERS_MAX:
-                # The bucket numbers as one byte string (bytes() also refuses
-                # non-integers and negatives); each bucket takes its pairs with a
-                # translate into a 0/1 mask and a compress, all C code.
-                try:
-                    numbers = bytes(assignments)
-                except (TypeError, ValueError):
-                    numbers = b""
-                if len(numbers) != len(keys) or max(numbers) >= reducers:
-                    _check_buckets(assignments, keys, reducers)
-                for bucket_index, bucket in enumerate(self.buckets):
-                    bucket.extend(itertools.compress(batch, numbers.translate(_BUCKET_MASKS[bucket_index])))
-            else:
-                if self.partitioner_block is not None or self.partitioner is not None:
-                    _check_buckets(assignments, keys, reducers)
-                buckets = self.buckets
-                for pair, bucket_index in zip(batch, assignments):
-                    buckets[bucket_index].append(pair)
-        self.count += len(batch)
-        if self.count >= self.check_at:
-            self._estimate(batch[-1][0], batch[-1][1])
+            assignments = _stable_buckets(keys, key_kinds, reducers)
+        if reducers <= _COMPRESS_REDUCERS_MAX:
+            # The bucket numbers as one byte string (bytes() also refuses
+            # non-integers and negatives); each bucket takes its items with a
+            # translate into a 0/1 mask and a compress, all C code.
+            try:
+                numbers = bytes(assignments)
+            except (TypeError, ValueError):
+                numbers = b""
+            if len(numbers) != len(keys) or max(numbers) >= reducers:
+                _check_buckets(assignments, keys, reducers)
+            for bucket_index, bucket in enumerate(buckets):
+                bucket.extend(itertools.compress(items, numbers.translate(_BUCKET_MASKS[bucket_index])))
+        else:
+            if self.partitioner_block is not None or self.partitioner is not None:
+                _check_buckets(assignments, keys, reducers)
+            for item, bucket_index in zip(items, assignments):
+                buckets[bucket_index].append(item)
 
-    def _estimate(self, key: Any, value: Any) -> None:
-        sample = _PAIR_OVERHEAD_BYTES + sys.getsizeof(key) + sys.getsizeof(value)
-        self.pair_bytes = 0.9 * self.pair_bytes + 0.1 * sample
-        self.check_at = self.count + _ESTIMATE_EVERY
-        if self.count * self.pair_bytes > self.config.map_buffer_bytes_max:
+    def _maybe_spill(self, key: Any, value: Any, *, as_key: bool) -> None:
+        """Every ``_ESTIMATE_EVERY`` records, re-estimate the buffer's size from
+        the last record (a moving average) and spill when over budget."""
+        if self.count + self.key_count < self.check_at:
+            return
+        if as_key:
+            sample = _KEY_OVERHEAD_BYTES + sys.getsizeof(key)
+            self.key_bytes = 0.9 * self.key_bytes + 0.1 * sample
+        else:
+            sample = _PAIR_OVERHEAD_BYTES + sys.getsizeof(key) + sys.getsizeof(value)
+            self.pair_bytes = 0.9 * self.pair_bytes + 0.1 * sample
+        self.check_at = self.count + self.key_count + _ESTIMATE_EVERY
+        if self.count * self.pair_bytes + self.key_count * self.key_bytes > self.config.map_buffer_bytes_max:
             self.spill(f"{self.prefix}.spill{len(self.spills)}")
 
     def _sorted_buckets(self) -> list[list[tuple[Any, Any]] | KeysOnly]:
         result: list[list[tuple[Any, Any]] | KeysOnly] = []
-        for bucket in self.buckets:
-            if self.fold is None and self.combiner is None and bucket and _values_all_none(bucket):
-                result.append(_sorted_keys(list(map(_KEY0, bucket)), "the mapper"))
+        for bucket, keys in zip(self.buckets, self.key_buckets):
+            if not bucket:
+                result.append(_sorted_keys(keys, "the mapper"))
                 continue
+            if keys:
+                bucket.extend(zip(keys, itertools.repeat(None)))
             _sort(bucket, "the mapper")
             if self.fold is not None and bucket:
                 bucket = _fold_sorted(self.fold, bucket)
@@ -573,7 +619,9 @@ class _MapBuffer:
         offsets, lengths = self._write(path, self._sorted_buckets())
         self.spills.append((path, offsets, lengths))
         self.buckets = [[] for _ in range(self.reducers)]
+        self.key_buckets = [[] for _ in range(self.reducers)]
         self.count = 0
+        self.key_count = 0
         self.check_at = _ESTIMATE_EVERY
 
     def _write(self, path: str, buckets: Iterable[Iterable[tuple[Any, Any]] | KeysOnly]
@@ -600,7 +648,7 @@ class _MapBuffer:
         offsets and lengths."""
         if not self.spills:
             return self._write(path, self._sorted_buckets())
-        if self.count:
+        if self.count or self.key_count:
             self.spill(f"{self.prefix}.spill{len(self.spills)}")
 
         def merged(bucket: int) -> Iterable[tuple[Any, Any]]:
@@ -817,10 +865,17 @@ def run_reduce(job_factory: JobFactory, assign: AssignReduce, *, scratch_dir: st
 
             _reduce_hook(step.reducer_init, "reducer_init", collect)
             if isinstance(stream, KeysOnly) and reducer is None:
-                # A sort: the sorted keys are the output, paired a chunk at a time.
+                # A sort: the sorted keys are the output, a chunk at a time, as
+                # keys when the format takes them (no pair per record).
                 keys = stream.keys
                 chunk_records = config.chunk_records_max
+                write_keys: Callable[[Any, list[Any]], None] | None = getattr(output, "write_keys", None)
                 for start in range(0, len(keys), chunk_records):
+                    if write_keys is not None:
+                        chunk = keys[start : start + chunk_records]
+                        write_keys(handle, chunk)
+                        records_out += len(chunk)
+                        continue
                     pending.extend(zip(keys[start : start + chunk_records], itertools.repeat(None)))
                     records_out += len(pending)
                     flush()
