@@ -15,16 +15,24 @@ named child cores, keeping them apart on every channel:
 * durability: a child's WAL record ``r`` is stored as ``<group>\\x00r`` in the
   node's one write-ahead log (one fsync serves every group: group commit across
   groups), and at ``start`` each child gets back exactly its own records.
-* snapshots: a child's ``SaveSnapshot(chunks)`` is stored as one WAL record
+* snapshots: a child's snapshot is stored as one record
   ``\x00<group>\x00<framed chunks>`` (a plain record never starts with ``\x00``:
   group names are not empty). At ``start`` a child gets its newest such record as
-  ``Recovered.snapshot`` and only its records persisted after it. LIMIT: the mux
-  does not let the driver truncate the shared log (one group's snapshot does not
-  cover the others' records), so a node hosting a mux keeps its whole WAL; the
-  truncating ``SaveSnapshot`` works for a single-core node only.
+  ``Recovered.snapshot`` and only its records persisted after it.
+* compaction: the shared log cannot be cut at one group's snapshot (it still
+  holds the other groups' records), so the mux keeps, per group, the records
+  that group would need at a restart: its newest snapshot record and every
+  record it persisted after it (``retained``; bounded by the children's
+  snapshot intervals). When a child returns ``SaveSnapshot``, the mux returns a
+  ``SaveSnapshot`` of its own whose chunks are all groups' retained records, in
+  the log's own record format: a compacted prefix of the log. The driver writes
+  it behind every earlier Persist and truncates the log below it, and at
+  ``start`` the mux reads its snapshot's chunks exactly as it reads log records,
+  before the records after it. A log written before compaction existed (child
+  snapshots as plain records, no mux snapshot) is read the same way.
 
 Messages for an unknown group are dropped and counted, never a crash. The mux is
-itself sans-IO and adds no state beyond the table of children.
+itself sans-IO; its state is the table of children and the retained records.
 """
 
 from __future__ import annotations
@@ -63,14 +71,18 @@ class Mux:
                 raise ConfigError(f"invalid group name {name!r}")
         self.children: dict[str, Core] = dict(children)
         self.dropped: Counter[str] = Counter()
+        #: Per group, in log order: its newest snapshot record (if any) and the
+        #: records it persisted after it (see "compaction" above).
+        self.retained: dict[str, list[bytes]] = {name: [] for name in children}
+        self.snapshots_saved = 0
 
     # ------------------------------------------------------------ handlers
 
     def start(self, now_ms: float, recovered: Recovered) -> Effects:
-        invariant(recovered.snapshot is None, "a mux never saves a snapshot of its own")
         per_group: dict[str, list[bytes]] = {name: [] for name in self.children}
         snapshots: dict[str, tuple[bytes, ...]] = {}
-        for record in recovered.records:
+        retained: dict[str, list[bytes]] = {name: [] for name in self.children}
+        for record in (*(recovered.snapshot or ()), *recovered.records):
             is_snapshot = record.startswith(_SEPARATOR)
             group, sep, body = (record[1:] if is_snapshot else record).partition(_SEPARATOR)
             name = group.decode("utf-8", "replace")
@@ -79,8 +91,11 @@ class Mux:
             elif is_snapshot:
                 snapshots[name] = unframe_chunks((body,))
                 per_group[name] = []
+                retained[name] = [record]
             else:
                 per_group[name].append(body)
+                retained[name].append(record)
+        self.retained = retained
         effects: Effects = []
         for name, child in self.children.items():
             child_effects = child.start(now_ms, Recovered(records=tuple(per_group[name]),
@@ -134,10 +149,20 @@ class Mux:
             case CancelTimer(key=key):
                 return CancelTimer(key=f"{group}/{key}")
             case Persist(records=records, then=then):
-                return Persist(records=tuple(prefix + r for r in records),
-                               then=tuple(self._wrap_one(group, e) for e in then))
+                wrapped = tuple(prefix + r for r in records)
+                self.retained[group].extend(wrapped)
+                return Persist(records=wrapped, then=self._wrap_then(group, then))
             case SaveSnapshot(chunks=chunks, then=then):
-                record = _SEPARATOR + prefix + b"".join(frame_chunks(chunks))
-                return Persist(records=(record,), then=tuple(self._wrap_one(group, e) for e in then))
+                self.retained[group] = [_SEPARATOR + prefix + b"".join(frame_chunks(chunks))]
+                self.snapshots_saved += 1
+                compacted = tuple(record for name in self.children for record in self.retained[name])
+                return SaveSnapshot(chunks=compacted, then=self._wrap_then(group, then))
             case ClientResult():
                 return effect
+
+    def _wrap_then(self, group: str, then: tuple[Effect, ...]) -> tuple[Effect, ...]:
+        # The retained records must be exactly those submitted to the log, in
+        # order; a durability effect run later (from a ``then``) would break that.
+        invariant(not any(isinstance(e, Persist | SaveSnapshot) for e in then),
+                  f"group {group}: a Persist or SaveSnapshot inside a then (not supported by the mux)")
+        return tuple(self._wrap_one(group, e) for e in then)

@@ -31,6 +31,7 @@ Like ``Mux``, it is sans-IO and keeps no state beyond its children.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import re
 from collections.abc import Callable, Mapping
@@ -189,6 +190,16 @@ class NodeMux(Mux):
 
     def shard_servers(self) -> list[ShardServer]:
         return [child for child in self.children.values() if isinstance(child, ShardServer)]
+
+
+def node_paxos_config(preset: str) -> PaxosConfig:
+    """The Paxos settings of a node's groups: ``PaxosConfig.lan()``, or for the
+    ``local`` preset ``PaxosConfig.local()`` with a snapshot every 1,000 slots
+    (its 40 exercises snapshots in the simulator; in a node every snapshot of a
+    group also rewrites the node's compacted log, see ``synod.core.mux``)."""
+    if preset == "local":
+        return dataclasses.replace(PaxosConfig.local(), snapshot_interval_slots=1000)
+    return PaxosConfig.lan()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -57,8 +57,7 @@ from synod.core.ids import NodeId
 from synod.lock.config import LockConfig
 from synod.node.backup import Backup, group_backup
 from synod.node.config import NodeConfig
-from synod.node.groups import NodeCoreFactory, NodeMux, place_shards
-from synod.paxos.config import PaxosConfig
+from synod.node.groups import NodeCoreFactory, NodeMux, node_paxos_config, place_shards
 from synod.paxos.messages import (
     NOOP,
     AcceptRecord,
@@ -86,7 +85,7 @@ def _factory(config: NodeConfig) -> NodeCoreFactory:
     return NodeCoreFactory(
         members=members,
         shard_map=place_shards(members, config.shards, config.replicas) if config.shards else None,
-        paxos=PaxosConfig.local() if local else PaxosConfig.lan(),
+        paxos=node_paxos_config(config.preset),
         lock=LockConfig.local() if local else LockConfig.lan(),
         txn=TxnConfig.local() if local else TxnConfig.lan(),
         shard_dir=None,

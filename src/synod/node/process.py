@@ -7,7 +7,9 @@ A node is three servers on one asyncio loop:
 * an ``AsyncioHost`` (``synod.runtime``) running the node's core, a ``NodeMux``
   of the lock-cell replica and the shard replicas placed here
   (``synod.node.groups``), on the TCP ``bind`` address: peers and clients;
-  its write-ahead log in ``data_dir/wal`` (one log, every group: group commit);
+  its write-ahead log in ``data_dir/wal`` (one log, every group: group commit),
+  compacted into ``data_dir/snap`` whenever a group takes a snapshot (the
+  mux's snapshot holds every group's newest snapshot and records after it);
 * a ``GossipAgent`` (``synod.gossip``) on UDP ``gossip_bind``, its incarnation
   log in ``data_dir/gossip``; its metadata advertises the node's TCP and HTTP
   addresses, so any node's dashboard finds every other;
@@ -46,13 +48,12 @@ from synod.gossip.config import GossipConfig
 from synod.gossip.messages import MemberStatus
 from synod.lock.config import LockConfig
 from synod.node.config import NodeConfig, parse_host_port
-from synod.node.groups import NodeCoreFactory, NodeMux, place_shards
-from synod.paxos.config import PaxosConfig
+from synod.node.groups import NodeCoreFactory, NodeMux, node_paxos_config, place_shards
 from synod.paxos.messages import LearnedRecord, TransferLeader
 from synod.paxos.replica import PaxosReplica
 from synod.runtime.auth import Keyring
 from synod.runtime.config import RuntimeConfig
-from synod.runtime.host import AsyncioHost, open_durable_log
+from synod.runtime.host import AsyncioHost, open_durable_store
 from synod.runtime.serve import read_secret
 from synod.txn.config import TxnConfig
 
@@ -138,7 +139,7 @@ class Node:
         self.shard_map = place_shards(members, config.shards, config.replicas) if config.shards else None
         self.factory = NodeCoreFactory(
             members=members, shard_map=self.shard_map,
-            paxos=PaxosConfig.local() if local else PaxosConfig.lan(),
+            paxos=node_paxos_config(config.preset),
             lock=LockConfig.local() if local else LockConfig.lan(),
             txn=TxnConfig.local() if local else TxnConfig.lan(),
             shard_dir=config.data_dir / "shards", backup_principals=config.backup_principals,
@@ -164,7 +165,7 @@ class Node:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
-        wal, recovered = open_durable_log(config.data_dir)
+        wal, recovered = open_durable_store(config.data_dir)
         fresh = not recovered.records and recovered.snapshot is None
         self.learner_at_start = config.join and fresh
         factory = dataclasses.replace(self.factory, learner=self.learner_at_start)
