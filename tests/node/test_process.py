@@ -20,7 +20,8 @@ from synod.runtime.local import free_ports as _free_ports
 
 def configs(tmp_path: Path, count: int = 3) -> list[NodeConfig]:
     (tmp_path / "cluster.key").write_bytes(new_secret().hex().encode())
-    tcp, udp = _free_ports(count), _free_ports(count, socket.SOCK_DGRAM)
+    ports = _free_ports(2 * count, socket.SOCK_DGRAM)  # one call: no port offered twice
+    tcp, udp = ports[:count], ports[count:]
     nodes = tuple(f"n{i + 1}=127.0.0.1:{port}" for i, port in enumerate(tcp))
     return [NodeConfig(node_id=f"n{i + 1}", data_dir=tmp_path / f"n{i + 1}", bind=f"127.0.0.1:{tcp[i]}",
                        gossip_bind=f"127.0.0.1:{udp[i]}", seeds=(f"n1@127.0.0.1:{udp[0]}",) if i else (),

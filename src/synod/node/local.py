@@ -56,8 +56,9 @@ class LocalNodeCluster(LocalProcesses):
                 self.layout = existing
                 self.initial_members = list(initial)
         if not self.layout:
-            tcp, http = free_ports(self.n), free_ports(self.n)
-            udp = free_ports(self.n, socket.SOCK_DGRAM)
+            # One call, so no port is offered twice (UDP ports are free on TCP too).
+            ports = free_ports(3 * self.n, socket.SOCK_DGRAM)
+            tcp, http, udp = ports[:self.n], ports[self.n:2 * self.n], ports[2 * self.n:]
             self.layout = {f"n{i + 1}": {"tcp": f"{LOOPBACK}:{tcp[i]}", "gossip": f"{LOOPBACK}:{udp[i]}",
                                          "http": f"{LOOPBACK}:{http[i]}"} for i in range(self.n)}
             self.initial_members = list(self.layout)
@@ -76,8 +77,7 @@ class LocalNodeCluster(LocalProcesses):
         Every node's file is rewritten to list it (running nodes learn its
         address from gossip)."""
         if node not in self.layout:
-            (tcp,), (http,) = free_ports(1), free_ports(1)
-            (udp,) = free_ports(1, socket.SOCK_DGRAM)
+            tcp, http, udp = free_ports(3, socket.SOCK_DGRAM)
             self.layout[node] = {"tcp": f"{LOOPBACK}:{tcp}", "gossip": f"{LOOPBACK}:{udp}",
                                  "http": f"{LOOPBACK}:{http}"}
         if join:
