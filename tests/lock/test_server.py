@@ -3,6 +3,7 @@ client session, on a calm simulated cell."""
 
 from __future__ import annotations
 
+from synod.codec.registry import Message
 from synod.core.ids import NodeId
 from synod.lock.messages import (
     Acquire,
@@ -11,6 +12,7 @@ from synod.lock.messages import (
     Create,
     EventKind,
     ExpireSession,
+    GetContents,
     NodeMeta,
     OpError,
     Write,
@@ -76,6 +78,70 @@ def test_a_write_waits_for_a_silent_cache_holder_until_its_lease_ends() -> None:
     waited = cell.simulation.now_ms - start
     assert waited >= cell.config.keepalive_early_ms, "the write did not wait for the cache holder"
     assert waited <= 2 * cell.config.lease_ms + 200
+
+
+def _cache(cell: Cell, node: NodeId, path: str) -> None:
+    for _ in range(cell.config.cache_admission_reads):
+        cell.call(node, lambda s, now, done: s.read(now, path, done))
+    assert path in cell.client(node).session.cache.entries
+
+
+def test_a_writer_keeps_what_it_wrote_without_invalidating_itself() -> None:
+    cell = Cell()
+    s1, s2 = cell.open(C1), cell.open(C2)
+    path = f"{ROOT}/own"
+    cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path, contents=b"v1"), done))
+    _cache(cell, C1, path)
+    master = cell.wait_master()
+    sent = master.statistics().invalidations_sent
+    wrote = cell.call(C1, lambda s, now, done: s.call(now, Write(session=s1, path=path, contents=b"v2"), done))
+    assert isinstance(wrote, NodeMeta)
+    assert master.statistics().invalidations_sent == sent, "the writer was sent an invalidation of its own copy"
+    calls = master.statistics().calls
+    hit = cell.call(C1, lambda s, now, done: s.read(now, path, done))
+    assert isinstance(hit, Contents) and hit.contents == b"v2" and hit.meta == wrote
+    assert master.statistics().calls == calls, "write-through: the read after the write is a cache hit"
+    # The writer's copy is a copy like any other: another writer invalidates it.
+    wrote = cell.call(C2, lambda s, now, done: s.call(now, Write(session=s2, path=path, contents=b"v3"), done))
+    assert isinstance(wrote, NodeMeta)
+    assert master.statistics().invalidations_sent == sent + 1
+    assert path not in cell.client(C1).session.cache.entries
+    fresh = cell.call(C1, lambda s, now, done: s.read(now, path, done))
+    assert isinstance(fresh, Contents) and fresh.contents == b"v3"
+
+
+def test_a_read_answered_before_the_sessions_own_write_is_not_cached() -> None:
+    # The master does not wait for the writer's own copy, so the writer must
+    # not cache a reply that left before its write was taken.
+    cell = Cell()
+    s1 = cell.open(C1)
+    path = f"{ROOT}/race"
+    cell.call(C1, lambda s, now, done: s.call(now, Create(session=s1, path=path, contents=b"v1"), done))
+    _cache(cell, C1, path)
+    answers: list[Message] = []
+    cached_with_the_read: list[bool] = []
+
+    def read_answered(result: Message) -> None:
+        answers.append(result)
+        cached_with_the_read.append(path in cell.client(C1).session.cache.entries)
+
+    master = cell.wait_master()
+    calls = master.statistics().calls
+    cell.act(C1, lambda session, now: session.call(now, GetContents(session=s1, path=path), read_answered,
+                                                   cache=True))
+    while master.statistics().calls == calls:
+        cell.simulation.run_for(0.01)
+    # The master answered the read; its reply is on the way as the write leaves.
+    assert not answers
+    cell.act(C1, lambda session, now: session.call(now, Write(session=s1, path=path, contents=b"v2"),
+                                                   answers.append))
+    while len(answers) < 2:
+        cell.simulation.run_for(1.0)
+    assert isinstance(answers[0], Contents) and answers[0].contents == b"v1"
+    assert cached_with_the_read == [False], "cached a reply older than its own write"
+    assert isinstance(answers[1], NodeMeta)
+    cached = cell.client(C1).session.cache.entries.get(path)
+    assert cached is not None and cached.contents == b"v2"
 
 
 def test_events_arrive_after_the_change_in_order() -> None:

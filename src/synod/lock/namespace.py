@@ -580,6 +580,11 @@ class Namespace:
     def exists(self, path: str) -> bool:
         return path in self._nodes
 
+    def meta_of(self, path: str) -> NodeMeta | None:
+        """The metadata of ``path`` now, or None if there is no such node."""
+        node = self._nodes.get(path)
+        return None if node is None else self._meta(node)
+
     def holders(self, path: str) -> tuple[int, ...]:
         node = self._nodes.get(path)
         return () if node is None else tuple(sorted(node.holders))

@@ -59,6 +59,7 @@ from synod.lock.messages import (
     KeepAliveReply,
     LockCall,
     LockReply,
+    NodeMeta,
     OpenSession,
     OpError,
     SessionOpened,
@@ -226,7 +227,9 @@ class ClientSession:
             done(OpError(code="session_expired", detail=f"session is {self.state.value}"))
             return out
         if isinstance(op, Write | Delete | SetAcl | Create):
-            self.cache.entries.pop(op.path, None)
+            held = self.cache.entries.pop(op.path, None) is not None
+            # Write-through: a writer that held the file keeps what it wrote.
+            cache = cache or (held and isinstance(op, Write))
         self._submit(now_ms, op, cache, done, out)
         return out
 
@@ -351,12 +354,35 @@ class ClientSession:
             self.epoch = body.epoch
         if isinstance(result, Contents) and body.cacheable and body.epoch == self.epoch and self.lease_safe(now_ms):
             path = result.meta.path
-            if self.cache.invalidated.get(path, 0) <= body.invalidation_mark:
+            if self.cache.invalidated.get(path, 0) <= body.invalidation_mark and not self._changing(path):
                 self._cache_put(path, result)
+        if isinstance(pending.op, Write | Delete | SetAcl) and body.epoch == self.epoch:
+            self._on_change_reply(now_ms, pending.op, body)
         if isinstance(result, OpError) and result.code == "session_expired" and self.usable:
             self.become(SessionState.EXPIRED)
         pending.done(result)
         return out
+
+    def _changing(self, path: str) -> bool:
+        """A change of ``path`` by this session is in flight: the master does not
+        wait for this session's copy of it (the copy was dropped when the change
+        was sent), so no reply about ``path`` may be cached until it is done."""
+        return any(isinstance(p.op, Write | Delete | SetAcl) and p.op.path == path for p in self._pending.values())
+
+    def _on_change_reply(self, now_ms: float, op: Write | Delete | SetAcl, body: LockReply) -> None:
+        """The answer to this session's change of ``op.path``. Every read reply
+        the master gave out before it took the change carries a lower mark
+        than this one: raise the path's floor to it, so none of them is cached.
+        A ``Write`` the master made cacheable (write-through) is kept."""
+        path = op.path
+        floor = self.cache.invalidated.get(path, 0)
+        self.cache.entries.pop(path, None)
+        self.cache.invalidated[path] = max(floor, body.invalidation_mark)
+        while len(self.cache.invalidated) > INVALIDATIONS_REMEMBERED_MAX:
+            del self.cache.invalidated[next(iter(self.cache.invalidated))]
+        if (isinstance(op, Write) and body.cacheable and isinstance(body.result, NodeMeta)
+                and floor <= body.invalidation_mark and not self._changing(path) and self.lease_safe(now_ms)):
+            self._cache_put(path, Contents(meta=body.result, contents=op.contents))
 
     def _on_call_error(self, now_ms: float, source: NodeId, pending: _Pending, error: ErrorReply, out: Effects) -> None:
         if error.code in ("not_master", "not_leader"):
@@ -500,6 +526,9 @@ class ClientSession:
         self._count("failovers")
         self.epoch = epoch
         self.cache.entries.clear()
+        # The new master numbers invalidations afresh, and nothing it hands
+        # out as cacheable predates the failover the client acknowledges.
+        self.cache.invalidated.clear()
         self._invalidations_to_ack.clear()
         self._events_acked = 0
         if self.on_event is not None:
