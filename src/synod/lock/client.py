@@ -302,6 +302,11 @@ class LockClient:
     async def read(self, path: str, *, cache: bool = True) -> FileData:
         """A file's contents and metadata; from the cache (no round trip) when it
         holds them and the session is safe."""
+        if cache and not self._closed:
+            # A hit needs no call: no future, no timer.
+            hit = self.session.cached(self._now_ms(), path)
+            if hit is not None:
+                return FileData(contents=hit.contents, meta=hit.meta)
         result = await self._wait(lambda done: self.session.read(self._now_ms(), path, done, cache=cache))
         if not isinstance(result, Contents):
             raise self._error(result)

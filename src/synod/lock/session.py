@@ -235,15 +235,25 @@ class ClientSession:
 
     def read(self, now_ms: float, path: str, done: Callable[[Message], None], *, cache: bool = True) -> Effects:
         """Read a file; from the cache (no round trip) when possible."""
-        if cache and self.lease_safe(now_ms):
-            hit = self.cache.entries.get(path)
+        if cache:
+            hit = self.cached(now_ms, path)
             if hit is not None:
-                self._count("cache_hits")
                 done(hit)
                 return []
         self._count("cache_misses")
         return self.call(now_ms, GetContents(session=self.session, path=path), done,
                          cache=cache and self._admit(path))
+
+    def cached(self, now_ms: float, path: str) -> Contents | None:
+        """The cached contents of ``path`` if the session may answer from its
+        cache now (it is SAFE), counted as a hit; None otherwise (not counted:
+        the caller goes on with ``read``, which counts the miss)."""
+        if not self.lease_safe(now_ms):
+            return None
+        hit = self.cache.entries.get(path)
+        if hit is not None:
+            self._count("cache_hits")
+        return hit
 
     def _admit(self, path: str) -> bool:
         """Ask for cacheable contents only from the file's
