@@ -6,6 +6,7 @@ other frameworks, on data it generates itself. It prints its figures.
     uv run python bench/mapreduce.py --frameworks         # also mrjob, dask.bag, pyspark
     uv run python bench/mapreduce.py --only wc --wc-mb 200 --frameworks dask
     uv run python bench/mapreduce.py --only wc,startup --wc-mb 20 --repeat 1
+    uv run python bench/mapreduce.py --full --only wc --frameworks --slice mrjob=20 --variants Pool,synod
 
 Workloads (issue 7, item 7):
   wc     word count on a Zipf corpus (~12 words a line, 200k-word vocabulary);
@@ -25,6 +26,14 @@ figure is the median of ``--repeat`` runs, taken in interleaved rounds (every
 variant once per round) so that load from other work falls on all of them
 alike; ratios are against the Pool baseline. CPU time is user + system of the
 variant's process and its children (the frameworks' JVM included).
+
+A slow framework can run on a slice instead (``--slice mrjob=20``: the first
+20 MB of the same generated data, since the generators are prefix-stable): its
+line then says so, gives the MB/s it measured on the slice, and its time and
+ratios are the full-size *projection* (time x full size / slice size), marked
+``projected``. ``--variants`` keeps only the baselines whose names contain one
+of the given words (the Pool and synod, for a same-run reference next to the
+frameworks).
 """
 
 from __future__ import annotations
@@ -287,6 +296,28 @@ def index_dict(source: Path, output: Path, workers: int) -> dict[str, Any]:
     return {"words": len(index)}
 
 
+def _index_range(args: tuple[str, int, int]) -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for line in _read_range(*args).decode().splitlines():
+        doc, _, text = line.partition("\t")
+        for word in set(text.split()):
+            index.setdefault(word, []).append(doc)
+    return index
+
+
+def index_pool(source: Path, output: Path, workers: int) -> dict[str, Any]:
+    index: dict[str, list[str]] = {}
+    with Pool(workers) as pool:
+        for part in pool.imap_unordered(_index_range, _ranges(source, workers * 4)):
+            for word, docs in part.items():
+                index.setdefault(word, []).extend(docs)
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / "part-00000").open("w") as handle:
+        for word in sorted(index):
+            handle.write(f"{word}\t{json.dumps(sorted(index[word]))}\n")
+    return {"words": len(index)}
+
+
 def index_synod(source: Path, output: Path, workers: int) -> dict[str, Any]:
     return _synod("inverted_index.py", source, output, workers)
 
@@ -405,7 +436,7 @@ VARIANTS = {
     "wc": {"Counter (1 process)": wc_counter, "Pool (hand-written)": wc_pool, "synod local": wc_synod},
     "sort": {"sorted (1 process)": sort_sorted, "Pool (hand-written)": sort_pool,
              "GNU sort": sort_gnu, "synod local": sort_synod},
-    "index": {"dict (1 process)": index_dict, "synod local": index_synod},
+    "index": {"dict (1 process)": index_dict, "Pool (hand-written)": index_pool, "synod local": index_synod},
 }
 
 
@@ -441,9 +472,13 @@ def bench_workload(kind: str, size_mb: int, args: argparse.Namespace, python: Pa
     size = source.stat().st_size
     print(f"\n== {kind}: {size / MB:.0f} MB, {args.workers} workers, median of {args.repeat} "
           f"(variants interleaved: round r runs every variant once)", flush=True)
-    names: list[tuple[str, Any]] = [(n, None) for n in VARIANTS[kind]]
+    wanted = [word for word in args.variants.split(",") if word]
+    names: list[tuple[str, Any]] = [(n, None) for n in VARIANTS[kind]
+                                    if not wanted or any(word in n for word in wanted)]
     if python is not None and kind in ("wc", "sort"):
         names += [(f"{fw}", fw) for fw in args.frameworks.split(",")]
+    slices = _slices(args.slice)
+    sources = {name: dataset(kind, slices[name]) if name in slices else source for name, _ in names}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in names}
     failed: set[str] = set()
     # Interleaved rounds, so that load from other work on a shared machine falls
@@ -454,18 +489,22 @@ def bench_workload(kind: str, size_mb: int, args: argparse.Namespace, python: Pa
                 continue
             try:
                 if framework is None:
-                    result = measure(kind, name, source, args.workers)
+                    result = measure(kind, name, sources[name], args.workers)
                 else:
                     assert python is not None
-                    result = run_framework(python, framework, kind, source, OUT / f"out-{kind}-{framework}",
-                                           args.workers)
+                    result = run_framework(python, framework, kind, sources[name],
+                                           OUT / f"out-{kind}-{framework}", args.workers)
+                if sources[name] != source:
+                    _project(result, sources[name].stat().st_size, size)
             except Exception as error:  # a baseline that fails is reported, not fatal
                 print(f"  {name:<22} failed: {str(error).splitlines()[-1][:200]}", flush=True)
                 failed.add(name)
                 continue
             runs[name].append(result)
-            print(f"  round {round_index + 1}: {name:<22} {result['seconds']:8.2f} s  cpu {result['cpu_s']:7.2f} s",
-                  flush=True)
+            note = (f"  (measured {result['measured_s']:.2f} s on a {result['slice_mb']:.0f} MB slice, "
+                    f"{result['slice_mb_per_s']:.2f} MB/s; projected)" if "slice_mb" in result else "")
+            print(f"  round {round_index + 1}: {name:<22} {result['seconds']:8.2f} s  cpu {result['cpu_s']:7.2f} s"
+                  f"{note}", flush=True)
     rows = []
     for name, _ in names:
         if not runs[name]:
@@ -476,17 +515,43 @@ def bench_workload(kind: str, size_mb: int, args: argparse.Namespace, python: Pa
         row = {"workload": kind, "variant": name, "seconds": seconds, "cpu_s": cpu_s,
                "mb_per_s": size / MB / seconds, "peak_mb": max(r["peak_mb"] for r in done),
                "runs": [round(r["seconds"], 2) for r in done], "cpu_runs": [round(r["cpu_s"], 2) for r in done]}
-        extra = {k: v for k, v in done[0].items() if k not in ("seconds", "peak_mb", "cpu_s")}
+        if "slice_mb" in done[0]:
+            row["projected_from_slice_mb"] = done[0]["slice_mb"]
+            row["slice_mb_per_s"] = statistics.median(r["slice_mb_per_s"] for r in done)
+        extra = {k: v for k, v in done[0].items()
+                 if k not in ("seconds", "peak_mb", "cpu_s", "measured_s", "measured_cpu_s", "slice_mb",
+                              "slice_mb_per_s")}
         rows.append(row)
+        label = (f"  PROJECTED from a {row['projected_from_slice_mb']:.0f} MB slice at "
+                 f"{row['slice_mb_per_s']:.2f} MB/s (peak memory is the slice's)"
+                 if "projected_from_slice_mb" in row else "")
         print(f"  {name:<22} {seconds:8.2f} s  cpu {cpu_s:7.2f} s  {row['mb_per_s']:7.1f} MB/s  "
-              f"peak {row['peak_mb']:6.0f} MB  runs {row['runs']}  {json.dumps(extra) if extra else ''}",
+              f"peak {row['peak_mb']:6.0f} MB  runs {row['runs']}  {json.dumps(extra) if extra else ''}{label}",
               flush=True)
     pool = next((r for r in rows if r["variant"].startswith("Pool")), None)
     if pool:
         for row in rows:
             print(f"  ratio {row['variant']:<22} / Pool: wall {row['seconds'] / pool['seconds']:5.2f}"
-                  f"  cpu {row['cpu_s'] / pool['cpu_s']:5.2f}")
+                  f"  cpu {row['cpu_s'] / pool['cpu_s']:5.2f}"
+                  f"{'  (projected)' if 'projected_from_slice_mb' in row else ''}")
     return rows
+
+
+def _slices(spec: str) -> dict[str, int]:
+    """``mrjob=20,dask=100`` -> {"mrjob": 20, "dask": 100} (MB)."""
+    slices = {}
+    for item in filter(None, spec.split(",")):
+        name, _, size_mb = item.partition("=")
+        slices[name] = int(size_mb)
+    return slices
+
+
+def _project(result: dict[str, Any], slice_bytes: int, full_bytes: int) -> None:
+    """Scale a run on a slice to the full input, keeping what was measured."""
+    factor = full_bytes / slice_bytes
+    result.update(measured_s=result["seconds"], measured_cpu_s=result["cpu_s"], slice_mb=slice_bytes / MB,
+                  slice_mb_per_s=slice_bytes / MB / result["seconds"], seconds=result["seconds"] * factor,
+                  cpu_s=result["cpu_s"] * factor)
 
 
 def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
@@ -529,6 +594,10 @@ def main() -> None:
     parser.add_argument("--only", default="wc,sort,index,startup")
     parser.add_argument("--frameworks", nargs="?", const="mrjob,dask,pyspark", default="",
                         help="install and run these frameworks (default with the flag: mrjob,dask,pyspark)")
+    parser.add_argument("--slice", default="",
+                        help="run these variants on a slice and project: NAME=MB[,NAME=MB] (e.g. mrjob=20)")
+    parser.add_argument("--variants", default="",
+                        help="only the baselines whose names contain one of these words (e.g. Pool,synod)")
     parser.add_argument("--synod-budget-mb", type=int, default=0,
                         help="synod's map and reduce memory budgets (default: MapReduceConfig's)")
     args = parser.parse_args()
@@ -550,7 +619,8 @@ def main() -> None:
             results[kind] = bench_workload(kind, size, args, python)
     if "startup" in only:
         results["startup"] = bench_startup(args)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (OUT / f"results-{stamp}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
