@@ -116,3 +116,43 @@ def test_idle_unprepared_transactions_are_found() -> None:
     locks.acquire(Request(token=1, txn="idle", key="k", mode=Mode.SHARED), 1, B1, 0.0)
     locks.acquire(Request(token=2, txn="busy", key="j", mode=Mode.SHARED), 2, B1, 900.0)
     assert locks.idle(1000.0, 500.0) == ["idle"]
+
+
+def test_a_cross_shard_prepare_is_refused_rather_than_wait_for_an_older_transaction() -> None:
+    # Regression (sim seed 2051): the younger transaction was prepared at another
+    # shard, where the older one waited for it (a prepared transaction is never
+    # wounded); waiting here for the older one closed a cycle that only the
+    # record timeout ended. It now votes no at once.
+    locks = table()
+    ask(locks, 1, "old", OLD, "k", Mode.SHARED)
+    prepare = Request(token=2, txn="young", key="k", mode=Mode.EXCLUSIVE, wait_for_older=False)
+    outcome = locks.acquire(prepare, YOUNG, B1, 0.0)
+    assert outcome.conflicts == {2: "k"} and not outcome.waiting and not outcome.granted
+    assert locks.waiters == []
+    locks.check_invariants()
+
+
+def test_a_cross_shard_prepare_waits_for_a_younger_prepared_holder_but_not_for_an_older_newcomer() -> None:
+    locks = table()
+    ask(locks, 1, "younger", 30, "k", Mode.EXCLUSIVE)
+    locks.mark_prepared("younger")
+    prepare = Request(token=2, txn="young", key="k", mode=Mode.EXCLUSIVE, wait_for_older=False)
+    assert locks.acquire(prepare, YOUNG, B1, 0.0).waiting
+    assert ask(locks, 3, "old", OLD, "k", Mode.SHARED).waiting
+    woken, _ = locks.release("younger")
+    # In arrival order: the prepare gets the lock, then the older reader wounds
+    # it (it is not prepared here yet). It never waits behind the older one.
+    assert woken.granted == [2, 3] and woken.wounded == {"young": "k"} and not woken.conflicts
+    locks.check_invariants()
+
+
+def test_a_waiting_cross_shard_prepare_is_refused_once_an_older_transaction_holds_the_key() -> None:
+    locks = table()
+    ask(locks, 1, "younger", 30, "k", Mode.EXCLUSIVE)
+    locks.mark_prepared("younger")
+    assert ask(locks, 2, "old", OLD, "k", Mode.SHARED).waiting
+    prepare = Request(token=3, txn="young", key="k", mode=Mode.EXCLUSIVE, wait_for_older=False)
+    assert locks.acquire(prepare, YOUNG, B1, 0.0).waiting    # behind the younger prepared holder
+    woken, _ = locks.release("younger")
+    assert woken.granted == [2] and woken.conflicts == {3: "k"} and locks.waiters == []
+    locks.check_invariants()

@@ -37,6 +37,14 @@ def test_seed_1013_a_read_from_a_deposed_leader_does_not_commit(monkeypatch: pyt
     assert refusals, "the stale read was not refused by the new check (did the seed stop exposing it?)"
 
 
+def test_seed_2051_a_cross_shard_deadlock_is_broken_at_once() -> None:
+    # Regression: an older audit waited at s2 for a younger transaction prepared
+    # there, whose prepare at s1 waited for the audit's read lock; only the
+    # record timeout broke the cycle, after the run ended (in doubt after
+    # healing). A cross-shard prepare now votes no rather than wait for an older one.
+    assert_scenario_passes("txn", [2051])
+
+
 def test_accepting_a_stale_read_is_caught() -> None:
     caught = assert_mutant_caught("txn", "txn.accept_stale_read", [1013], {"resend_backoff_max": "16"})
     assert any("bank: total" in v for v in caught[0].violations)

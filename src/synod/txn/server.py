@@ -874,7 +874,11 @@ class ShardServer:
             token = self._token_seq
             prep.waiting.add(token)
             self._lock_waits[token] = _LockWait(kind="prepare", txn=prep.txn, key=write.key)
-            requests.append(Request(token=token, txn=prep.txn, key=write.key, mode=Mode.EXCLUSIVE))
+            # A cross-shard prepare never waits for an older transaction (see
+            # ``Request.wait_for_older``): it votes no instead. The fast path
+            # holds nothing prepared elsewhere, so it may wait.
+            requests.append(Request(token=token, txn=prep.txn, key=write.key, mode=Mode.EXCLUSIVE,
+                                    wait_for_older=prep.fast_client is not None))
         for request in requests:
             if self._preparing.get(prep.txn) is not prep:
                 return  # wounded while taking an earlier lock
@@ -922,8 +926,24 @@ class ShardServer:
         """Act on a lock operation: wounded transactions abort, granted requests go on."""
         for txn, key in outcome.wounded.items():
             self._on_wounded(now_ms, txn, key, out)
+        for token, key in outcome.conflicts.items():
+            self._on_lock_conflict(now_ms, token, key, out)
         for token in outcome.granted:
             self._on_granted(now_ms, token, out)
+
+    def _on_lock_conflict(self, now_ms: float, token: int, key: str, out: Effects) -> None:
+        """A prepare's write lock would have to wait for an older transaction: vote no."""
+        wait = self._lock_waits.pop(token, None)
+        if wait is None:
+            return
+        prep = self._preparing.get(wait.txn)
+        if prep is None or prep.proposed or prep.voted:
+            return
+        self._counts["prepare_conflicts_older"] += 1
+        self._prepare_failed(prep, ConflictError(
+            f"transaction {prep.txn} would wait for an older transaction on {key!r}", key=key), out)
+        # It votes no, so it will abort: its other locks and requests go now.
+        self._abort_locally(now_ms, prep.txn, key, out)
 
     def _on_wounded(self, now_ms: float, txn: str, key: str, out: Effects) -> None:
         self._counts["wounded"] += 1
