@@ -318,6 +318,81 @@ def test_a_worker_killed_mid_job_gives_the_same_output(
     assert stats.workers_alive == 1
 
 
+KILLS_AFTER_ITS_MAPS = '''
+import os
+import signal
+import time
+from synod.mapreduce import Job
+
+#: The worker processes, by node (no effect in any other process, e.g. the
+#: inline reference run).
+PIDS = {pids!r}
+
+
+class KillsAMapWorkerBeforeTheFetch(Job):
+    def mapper(self, key, line):
+        if line == "{marker}" and os.getpid() in PIDS.values():
+            # The last map task: wait until every other map task is committed
+            # (the test's progress callback creates GO), so w2 is idle and holds
+            # committed map output. Only w1 may kill w2: the one reduce task then
+            # goes to w1, the first idle worker, which must fetch from dead w2.
+            deadline = time.monotonic() + 120
+            while not os.path.exists({go!r}) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if os.getpid() == PIDS["w2"]:
+                raise RuntimeError("the marker task runs again, on w1")
+            if not os.path.exists({killed!r}):
+                open({killed!r}, "w").close()
+                os.kill(PIDS["w2"], signal.SIGKILL)
+                time.sleep(0.05)
+        time.sleep(0.0004)
+        for word in line.split():
+            yield word, 1
+
+    def combiner(self, word, counts):
+        yield word, sum(counts)
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+'''
+
+
+@pytest.mark.realproc
+def test_a_map_worker_dead_before_the_fetch_is_found_by_the_fetch_and_its_maps_rerun(
+        tmp_path: Path, layout: Path, workers: dict[str, Proc]) -> None:
+    # w2 completes map tasks and is SIGKILLed while idle, just before the reduce
+    # phase: the master has no request in flight to it, and gossip takes about a
+    # second to declare it failed. The reducer (on w1) cannot fetch w2's buckets,
+    # reports a fetch failure, and the master re-executes w2's map tasks.
+    inputs = make_input(tmp_path, lines=1500)
+    marker = "FETCH-FAILURE-MARKER"
+    last = sorted(inputs.iterdir())[-1]
+    last.write_text(last.read_text() + marker + "\n")
+    go, killed = tmp_path / "go", tmp_path / "killed"
+    job_path = tmp_path / "kills_a_map_worker.py"
+    job_path.write_text(KILLS_AFTER_ITS_MAPS.format(
+        pids={node: proc.popen.pid for node, proc in workers.items()}, marker=marker, go=str(go),
+        killed=str(killed)))
+    # No backups: an idle worker must not run a copy of the waiting marker task.
+    config = dataclasses.replace(CONFIG, backup_after_ms=600_000.0)
+    run_job(load_job(job_path), [inputs], tmp_path / "inline", runner="inline", reducers=1, config=config)
+    expected = read_parts(tmp_path / "inline")
+
+    def progress(update: JobProgress) -> None:
+        if update.maps_completed >= update.maps_total - 1:
+            go.touch()
+
+    result = run_job(load_job(job_path), [inputs], tmp_path / "cluster", runner="cluster",
+                     cluster=ClusterTarget.from_dir(layout), workers=2, reducers=1, config=config,
+                     progress=progress)
+    assert killed.exists() and workers["w2"].popen.poll() is not None, "w2 was killed"
+    assert read_parts(tmp_path / "cluster") == expected
+    stats = result.steps[0]
+    assert stats.fetch_failures >= 1, "the reducer's fetch from dead w2 failed and was reported"
+    assert stats.map_reexecutions >= 1, "w2's committed map tasks ran again"
+    assert stats.workers_alive == 1
+
+
 @pytest.fixture
 def lock_cell(layout: Path) -> Iterator[LocalCluster]:
     cluster = LocalCluster(layout, 3, core=LOCK_CORE)
