@@ -98,6 +98,29 @@ def test_a_younger_transaction_waits_for_an_older_one() -> None:
     assert shards.reply(pending) == TxnOutcome(txn="young", committed=True)
 
 
+def test_a_cross_shard_prepare_waits_a_bounded_time_then_votes_no() -> None:
+    # Regression (sim seed 2051): a prepare waiting for an older transaction
+    # that itself waited, at another shard, for this one's prepared locks; only
+    # the record timeout ended it. Now the prepare gives up after prepare_wait_ms.
+    shards = Shards()
+    read(shards, "s1", "old", 10, "apple")         # an older reader holds apple, and stays
+    started_ms = shards.sim.now_ms
+    request = shards.send("s1", TxnCommit(txn="young", ts=20, parts=(
+        Part(group="s1", writes=(Write(key="apple", value="1"),)),
+        Part(group="s2", writes=(Write(key="zebra", value="2"),)))))
+    for _ in range(60):
+        shards.sim.run_for(10.0)
+        if shards.reply(request) is not None:
+            break
+    refused = shards.reply(request)
+    assert isinstance(refused, ErrorReply) and refused.code == "conflict" and refused.hint == "apple"
+    waited_ms = shards.sim.now_ms - started_ms
+    assert shards.config.prepare_wait_ms <= waited_ms < shards.config.txn_record_timeout_ms
+    shards.sim.run_for(200.0)
+    assert values(shards, "s1") == [{}] * 3 and values(shards, "s2") == [{}] * 3
+    assert dict(shards.leader("s1").statistics().counts).get("prepare_wait_expired") == 1
+
+
 def test_commit_of_an_aborted_transaction_is_a_typed_error() -> None:
     shards = Shards()
     served = read(shards, "s1", "t1", 1, "apple")

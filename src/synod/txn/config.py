@@ -46,6 +46,14 @@ class TxnConfig:
     #: for this often; an in-doubt participant asks the coordinator this often.
     resend_ms: float = 100.0
 
+    #: A cross-shard participant's prepare waits this long at most for its write
+    #: locks, then votes no (a retryable conflict). Wound-wait cannot break a
+    #: cycle through a transaction prepared at another shard (it is never
+    #: wounded); without this bound only ``txn_record_timeout_ms`` would. A few
+    #: rounds: long enough to wait for an older transaction to finish, checked
+    #: on the tick (every ``resend_ms``).
+    prepare_wait_ms: float = 200.0
+
     #: Re-sends back off: each re-send of a prepare request or decision, and each
     #: in-doubt query, waits twice as long as the one before, up to this many
     #: times ``resend_ms`` (1: no back-off, every ``resend_ms``). Under CPU
@@ -85,13 +93,15 @@ class TxnConfig:
             "key_bytes_max", "value_bytes_max", "txn_keys_max", "txn_bytes_max", "scan_keys_max",
             "txn_idle_ms", "txn_record_timeout_ms", "resend_ms", "txns_active_max",
             "lock_waiters_max", "watch_history_max", "outcomes_max", "watches_waiting_max",
-            "watch_wait_ms_max", "batch_items_max", "resend_backoff_max",
+            "watch_wait_ms_max", "batch_items_max", "resend_backoff_max", "prepare_wait_ms",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TxnConfig.{name} must be positive")
         if self.key_bytes_max > self.txn_bytes_max:
             raise ConfigError("TxnConfig.key_bytes_max must not exceed txn_bytes_max")
+        if self.prepare_wait_ms >= self.txn_record_timeout_ms:
+            raise ConfigError("TxnConfig.prepare_wait_ms must be below txn_record_timeout_ms")
         if self.resend_ms * 2 > self.txn_record_timeout_ms:
             raise ConfigError("TxnConfig.resend_ms must be at most half of txn_record_timeout_ms")
 
@@ -103,12 +113,13 @@ class TxnConfig:
     @classmethod
     def local(cls) -> TxnConfig:
         """Processes on one machine: shorter timeouts."""
-        return dataclasses.replace(cls(), txn_idle_ms=2_000.0, txn_record_timeout_ms=2_000.0, resend_ms=50.0)
+        return dataclasses.replace(cls(), txn_idle_ms=2_000.0, txn_record_timeout_ms=2_000.0, resend_ms=50.0,
+                                   prepare_wait_ms=100.0)
 
     @classmethod
     def sim(cls) -> TxnConfig:
         """The simulator: short timeouts so abandonment and resumption run in every seed."""
         return dataclasses.replace(
-            cls(), txn_idle_ms=600.0, txn_record_timeout_ms=600.0, resend_ms=40.0,
+            cls(), txn_idle_ms=600.0, txn_record_timeout_ms=600.0, resend_ms=40.0, prepare_wait_ms=80.0,
             watch_history_max=200, outcomes_max=2_000,
         )

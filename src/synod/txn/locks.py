@@ -81,13 +81,6 @@ class Request:
     key: str
     mode: Mode
     end: str | None = None
-    #: False for a cross-shard participant's prepare: rather than wait for an
-    #: older transaction, the request is refused (``Outcome.conflicts``) and the
-    #: participant votes no. Such a prepare may be prepared at another shard
-    #: already, where the older one may wait for it (a prepared transaction is
-    #: never wounded): waiting here too would close a cycle that wound-wait
-    #: cannot break, which only the record timeout would end.
-    wait_for_older: bool = True
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,9 +92,6 @@ class Outcome:
     wounded: dict[str, str] = field(default_factory=dict)
     waiting: bool = False
     refused: str = ""
-    #: Requests that may not wait for an older transaction and would have to
-    #: (token -> the key): dropped, not queued.
-    conflicts: dict[int, str] = field(default_factory=dict)
 
 
 def _in_range(key: str, start: str, end: str) -> bool:
@@ -174,10 +164,6 @@ class LockTable:
         if self._grantable(request, entry, outcome):
             self._grant(request, entry)
             outcome.granted.append(request.token)
-            outcome.granted += self._wake(outcome)
-            return outcome
-        if not request.wait_for_older and self._older_holder(request, entry):
-            outcome.conflicts[request.token] = request.key
             outcome.granted += self._wake(outcome)
             return outcome
         if len(self.waiters) >= self.waiters_max:
@@ -339,16 +325,7 @@ class LockTable:
                     self._grant(waiter, entry)
                     granted.append(waiter.token)
                     progress = True
-                elif not waiter.wait_for_older and self._older_holder(waiter, entry):
-                    # An older transaction got in meanwhile (a younger prepared
-                    # holder it waited behind as well finished first).
-                    self.waiters.remove(waiter)
-                    outcome.conflicts[waiter.token] = waiter.key
         return granted
-
-    def _older_holder(self, request: Request, entry: TxnLocks) -> bool:
-        """Whether an older transaction holds a lock conflicting with ``request``."""
-        return any(self.txns[holder].priority < entry.priority for holder in self._conflicts(request))
 
     def check_invariants(self) -> None:
         for key, holders in self.holders.items():

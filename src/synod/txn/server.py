@@ -193,6 +193,9 @@ class _Preparing:
     part: Part
     fast_client: tuple[NodeId, int] | None = None
     waiting: set[int] = field(default_factory=set)
+    #: When its write locks were first asked for (a cross-shard prepare waits
+    #: ``prepare_wait_ms`` at most).
+    started_ms: float = 0.0
     proposed: bool = False
     voted: bool = False
 
@@ -863,6 +866,7 @@ class ShardServer:
         ballot = self.ready_ballot
         assert ballot is not None
         self._preparing[prep.txn] = prep
+        prep.started_ms = now_ms
         if self.locks.begin(prep.txn, prep.ts, ballot, now_ms) is None:
             self._prepare_failed(prep, OverloadedError("too many transactions"), out)
             return
@@ -874,11 +878,7 @@ class ShardServer:
             token = self._token_seq
             prep.waiting.add(token)
             self._lock_waits[token] = _LockWait(kind="prepare", txn=prep.txn, key=write.key)
-            # A cross-shard prepare never waits for an older transaction (see
-            # ``Request.wait_for_older``): it votes no instead. The fast path
-            # holds nothing prepared elsewhere, so it may wait.
-            requests.append(Request(token=token, txn=prep.txn, key=write.key, mode=Mode.EXCLUSIVE,
-                                    wait_for_older=prep.fast_client is not None))
+            requests.append(Request(token=token, txn=prep.txn, key=write.key, mode=Mode.EXCLUSIVE))
         for request in requests:
             if self._preparing.get(prep.txn) is not prep:
                 return  # wounded while taking an earlier lock
@@ -926,23 +926,24 @@ class ShardServer:
         """Act on a lock operation: wounded transactions abort, granted requests go on."""
         for txn, key in outcome.wounded.items():
             self._on_wounded(now_ms, txn, key, out)
-        for token, key in outcome.conflicts.items():
-            self._on_lock_conflict(now_ms, token, key, out)
         for token in outcome.granted:
             self._on_granted(now_ms, token, out)
 
-    def _on_lock_conflict(self, now_ms: float, token: int, key: str, out: Effects) -> None:
-        """A prepare's write lock would have to wait for an older transaction: vote no."""
-        wait = self._lock_waits.pop(token, None)
-        if wait is None:
-            return
-        prep = self._preparing.get(wait.txn)
-        if prep is None or prep.proposed or prep.voted:
-            return
-        self._counts["prepare_conflicts_older"] += 1
+    def _give_up_waiting(self, now_ms: float, prep: _Preparing, out: Effects) -> None:
+        """A cross-shard prepare waited ``prepare_wait_ms`` for its write locks: vote no.
+
+        Wound-wait alone does not prevent every deadlock across shards: a
+        transaction prepared at one shard is never wounded there, so an older one
+        may wait for it there while its own prepare here waits for the older one
+        (sim seed 2051: an audit and a transfer). Only the record timeout would
+        end that; a bounded wait ends it sooner. The fast path holds nothing
+        prepared elsewhere and waits as long as it needs."""
+        key = next((w.key for t, w in self._lock_waits.items() if t in prep.waiting), "")
+        self._counts["prepare_wait_expired"] += 1
         self._prepare_failed(prep, ConflictError(
-            f"transaction {prep.txn} would wait for an older transaction on {key!r}", key=key), out)
-        # It votes no, so it will abort: its other locks and requests go now.
+            f"transaction {prep.txn} waited {self.config.prepare_wait_ms:.0f} ms for the lock on {key!r}",
+            key=key), out)
+        # It votes no, so it will abort: its locks and queued requests go now.
         self._abort_locally(now_ms, prep.txn, key, out)
 
     def _on_wounded(self, now_ms: float, txn: str, key: str, out: Effects) -> None:
@@ -1401,8 +1402,12 @@ class ShardServer:
             request_id = self._propose(now_ms, RecordForgetOp(txns=batch), "forget", "", out)
             self._forget_batches[request_id] = batch
         for prep in list(self._preparing.values()):
-            if not prep.proposed and not prep.voted and not prep.waiting and prep.txn in self._preparing:
+            if prep.txn not in self._preparing or prep.proposed or prep.voted:
+                continue
+            if not prep.waiting:
                 self._prepare_locked(now_ms, prep, out)
+            elif prep.fast_client is None and now_ms - prep.started_ms >= self.config.prepare_wait_ms:
+                self._give_up_waiting(now_ms, prep, out)
         for txn, (coordinator, query_at_ms, interval_ms) in list(self._in_doubt.items()):
             if now_ms >= query_at_ms and txn not in self._deciding:
                 self._counts["in_doubt_queries"] += 1
