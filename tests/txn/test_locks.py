@@ -116,3 +116,15 @@ def test_idle_unprepared_transactions_are_found() -> None:
     locks.acquire(Request(token=1, txn="idle", key="k", mode=Mode.SHARED), 1, B1, 0.0)
     locks.acquire(Request(token=2, txn="busy", key="j", mode=Mode.SHARED), 2, B1, 900.0)
     assert locks.idle(1000.0, 500.0) == ["idle"]
+
+
+def test_a_request_waiting_for_an_older_unprepared_holder_is_reported_and_not_for_a_prepared_one() -> None:
+    locks = table()
+    ask(locks, 1, "old", OLD, "k", Mode.SHARED)
+    ask(locks, 2, "older", 5, "j", Mode.EXCLUSIVE)
+    locks.mark_prepared("older")
+    assert ask(locks, 3, "young", YOUNG, "j", Mode.EXCLUSIVE).waiting
+    assert locks.waits_for_active_older("young") is None      # a prepared holder: it only needs its decision
+    assert ask(locks, 4, "young", YOUNG, "k", Mode.EXCLUSIVE).waiting
+    assert locks.waits_for_active_older("young") == "k"       # an active reader may be waiting for "young"
+    assert locks.waits_for_active_older("old") is None

@@ -142,6 +142,22 @@ class LockTable:
     def entry(self, txn: str) -> TxnLocks | None:
         return self.txns.get(txn)
 
+    def waits_for_active_older(self, txn: str) -> str | None:
+        """The key of a queued request of ``txn`` that an OLDER, unprepared
+        transaction holds a conflicting lock on, if any (that one may itself be
+        waiting for ``txn`` at another shard: see ``ShardServer``)."""
+        entry = self.txns.get(txn)
+        if entry is None:
+            return None
+        for waiter in self.waiters:
+            if waiter.txn != txn:
+                continue
+            for holder in self._conflicts(waiter):
+                other = self.txns[holder]
+                if not other.prepared and other.priority < entry.priority:
+                    return waiter.key
+        return None
+
     # ------------------------------------------------------------ changes
 
     def begin(self, txn: str, ts: int, ballot: Ballot, now_ms: float) -> TxnLocks | None:

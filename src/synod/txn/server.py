@@ -929,16 +929,19 @@ class ShardServer:
         for token in outcome.granted:
             self._on_granted(now_ms, token, out)
 
-    def _give_up_waiting(self, now_ms: float, prep: _Preparing, out: Effects) -> None:
-        """A cross-shard prepare waited ``prepare_wait_ms`` for its write locks: vote no.
+    def _give_up_waiting(self, now_ms: float, prep: _Preparing, key: str, out: Effects) -> None:
+        """A cross-shard prepare waited ``prepare_wait_ms`` for a write lock an
+        older, unprepared transaction holds: vote no.
 
         Wound-wait alone does not prevent every deadlock across shards: a
         transaction prepared at one shard is never wounded there, so an older one
-        may wait for it there while its own prepare here waits for the older one
-        (sim seed 2051: an audit and a transfer). Only the record timeout would
-        end that; a bounded wait ends it sooner. The fast path holds nothing
-        prepared elsewhere and waits as long as it needs."""
-        key = next((w.key for t, w in self._lock_waits.items() if t in prep.waiting), "")
+        may wait for it there while its prepare here waits for the older one
+        (sim seed 2051: an audit reading, a transfer preparing). Only the record
+        timeout would end that; a bounded wait ends it sooner. Waiting for a
+        prepared holder goes on (it usually just needs its decision; the rare
+        cycle of two transactions each prepared at one shard and waiting at the
+        other is left to the record timeout), and the fast path holds nothing
+        prepared elsewhere, so it waits as long as it needs."""
         self._counts["prepare_wait_expired"] += 1
         self._prepare_failed(prep, ConflictError(
             f"transaction {prep.txn} waited {self.config.prepare_wait_ms:.0f} ms for the lock on {key!r}",
@@ -1407,7 +1410,9 @@ class ShardServer:
             if not prep.waiting:
                 self._prepare_locked(now_ms, prep, out)
             elif prep.fast_client is None and now_ms - prep.started_ms >= self.config.prepare_wait_ms:
-                self._give_up_waiting(now_ms, prep, out)
+                key = self.locks.waits_for_active_older(prep.txn)
+                if key is not None:
+                    self._give_up_waiting(now_ms, prep, key, out)
         for txn, (coordinator, query_at_ms, interval_ms) in list(self._in_doubt.items()):
             if now_ms >= query_at_ms and txn not in self._deciding:
                 self._counts["in_doubt_queries"] += 1
