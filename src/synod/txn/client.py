@@ -105,9 +105,11 @@ class TxnClient:
         self.request_timeout_s = request_timeout_s
         self.operation_timeout_s = operation_timeout_s
         self._connections: dict[str, ClientConnection] = {}
-        self._batchers: dict[ClientConnection, _Batcher] = {}
-        #: Single-shard commits issued at once to one leader leave in one
-        #: ``TxnBatch`` of at most this many (1: no batching).
+        #: One batcher per connection AND coordinator group: a node may lead
+        #: several groups (``synod node``), and a batch goes to one group.
+        self._batchers: dict[tuple[ClientConnection, str], _Batcher] = {}
+        #: Commits issued at once to one leader (for one coordinator group)
+        #: leave in one ``TxnBatch`` of at most this many (1: no batching).
         self.batch_items_max = batch_items_max
         self._leader: dict[str, NodeId] = {}
         self._ids = itertools.count(1)
@@ -249,14 +251,15 @@ class TxnClient:
             return reply
 
     async def _attempt(self, connection: ClientConnection, body: Message, timeout_s: float) -> Message:
-        """One try of ``body`` on ``connection``: single-shard commits go through
-        the connection's batcher, everything else alone."""
-        if self.batch_items_max > 1 and isinstance(body, TxnCommit) and len(body.parts) == 1:
-            batcher = self._batchers.get(connection)
+        """One try of ``body`` on ``connection``: commits go through the batcher
+        of the connection and their coordinator group, everything else alone."""
+        if self.batch_items_max > 1 and isinstance(body, TxnCommit) and body.parts:
+            place = (connection, body.parts[0].group)
+            batcher = self._batchers.get(place)
             if batcher is None:
-                for stale in [c for c in self._batchers if c.closed]:
+                for stale in [key for key in self._batchers if key[0].closed]:
                     del self._batchers[stale]
-                batcher = self._batchers[connection] = _Batcher(connection, self.batch_items_max)
+                batcher = self._batchers[place] = _Batcher(connection, self.batch_items_max)
             if not batcher.refused:
                 return await batcher.submit(body, timeout_s)
         return await connection.request(body, timeout_s)
@@ -282,7 +285,8 @@ class TxnClient:
 
 
 class _Batcher:
-    """Single-shard commits for one connection, gathered into ``TxnBatch``es.
+    """Commits for one connection and one coordinator group, gathered into
+    ``TxnBatch``es (single-shard and cross-shard ones alike).
 
     ``submit`` queues a commit and schedules a flush with ``call_soon``: every
     commit the caller's tasks issue before the event loop turns leaves in the

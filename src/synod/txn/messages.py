@@ -272,7 +272,7 @@ class WatchWait(Message):
 @message(840)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxnBatch(Message):
-    """Several single-shard ``TxnCommit``s for one shard leader in one request
+    """Several ``TxnCommit``s coordinated by one group, for its leader, in one request
     (the client library batches the commits its callers issue at once); answered
     by one ``TxnBatchReply`` once every commit has its answer. Only commits: a
     commit's progress at the server never waits for a client to hear an answer,

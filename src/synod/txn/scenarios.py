@@ -26,8 +26,9 @@ Checks:
 
 Options (``-o key=value``): ``shards`` (2, up to 4), ``replicas`` (3),
 ``clients`` (4), ``accounts`` (6), ``list_keys`` (4), ``churn_ms`` (250; 0 off),
-``resend_backoff_max`` (1: ``TxnConfig.resend_backoff_max``; 16 slows re-sends
-down enough for seed 1013 to read from a deposed leader),
+``resend_backoff_max`` (1: ``TxnConfig.resend_backoff_max``), ``hedged_reads``
+(0; 1: every read goes to every replica of its group, the first answer wins,
+so deposed leaders answer reads often),
 ``chaos_ms``, ``heal_ms``, and any ``sim.<SimConfig field>``.
 """
 
@@ -141,7 +142,8 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
     shard_map = uniform_map(shard_count, replica_count)
     txn_config = dataclasses.replace(TxnConfig.sim(), resend_backoff_max=options.get_int("resend_backoff_max", 1))
     bank = BankConfig(accounts=options.get_int("accounts", 6), list_keys=options.get_int("list_keys", 4),
-                      stop_ms=sim_config.chaos_ms + sim_config.heal_ms * 0.5)
+                      stop_ms=sim_config.chaos_ms + sim_config.heal_ms * 0.5,
+                      hedged_reads=options.get_int("hedged_reads", 0) != 0)
     churn_ms = options.get_float("churn_ms", 250.0)
 
     ledger = _Ledger()

@@ -176,6 +176,9 @@ class _Coordination:
     #: tick waits after that before sending them again (doubling, capped).
     sent_ms: float = 0.0
     resend_after_ms: float = 0.0
+    #: When the current exchange (prepares, then decisions) was first sent:
+    #: the answers' delays feed the server's estimate of an exchange's time.
+    first_sent_ms: float = 0.0
 
     def move(self, new: CoordinatorState) -> None:
         if new not in COORDINATOR_TRANSITIONS[self.state]:
@@ -292,7 +295,11 @@ class ShardServer:
         self._coordinating: dict[str, _Coordination] = {}
         #: Prepared here, no decision yet: txn -> (coordinator group, when to
         #: ask it next, the wait before that).
-        self._in_doubt: dict[str, tuple[str, float, float]] = {}
+        self._in_doubt: dict[str, tuple[str, float, float, float]] = {}
+        #: A smoothed estimate (ms) of how long a 2PC exchange takes here: from a
+        #: prepare request to its vote, from a decision to its acknowledgement,
+        #: from a yes vote to the decision. Re-sends wait for twice as long.
+        self._exchange_ms = 0.0
         self._presuming: dict[str, str] = {}
         self._forget_batches: dict[int, tuple[str, ...]] = {}
         self._inbox: deque[tuple[NodeId, Message]] = deque()
@@ -1085,20 +1092,38 @@ class ShardServer:
         self._lock_writes(now_ms, _Preparing(txn=message.txn, ts=message.ts, coordinator=message.coordinator,
                                              part=part), out)
 
+    def _exchanged(self, sent_ms: float, now_ms: float) -> None:
+        """An answer came ``now_ms - sent_ms`` after its request: update the estimate."""
+        sample_ms = min(max(0.0, now_ms - sent_ms), self.config.txn_record_timeout_ms)
+        self._exchange_ms += (sample_ms - self._exchange_ms) / 8
+
+    def _resend_wait_ms(self) -> float:
+        """How long an unanswered 2PC message waits before its first re-send:
+        ``resend_ms``, or twice the smoothed exchange time if that is longer (at
+        most a quarter of ``txn_record_timeout_ms``). Under load a Paxos round
+        takes longer than ``resend_ms``, and re-sending then -- to every replica
+        of the group -- only adds work to processes already behind (in the
+        bench, fixed re-sends every 50 ms cost a third of the CPU of a cross-shard
+        transaction). A lost message costs about two exchanges."""
+        return min(self.config.txn_record_timeout_ms / 4, max(self.config.resend_ms, 2 * self._exchange_ms))
+
+    def _resend_wait_max_ms(self) -> float:
+        return max(self._resend_wait_ms(), self.config.resend_backoff_max * self.config.resend_ms)
+
     def _mark_in_doubt(self, txn: str, coordinator: str, now_ms: float) -> None:
         """``txn`` is prepared here: ask its coordinator if no decision comes soon."""
-        interval_ms = 2 * self.config.resend_ms
-        self._in_doubt[txn] = (coordinator, now_ms + interval_ms, interval_ms)
+        interval_ms = 2 * self._resend_wait_ms()
+        self._in_doubt[txn] = (coordinator, now_ms + interval_ms, interval_ms, now_ms)
 
     def _resent(self, now_ms: float, coordination: _Coordination, broadcast: bool) -> None:
-        """Note a send: a first one is re-sent after ``resend_ms``, a re-send (a
-        broadcast on the tick) after twice the wait before it, capped."""
+        """Note a send: a first one is re-sent after ``_resend_wait_ms``, a re-send
+        (a broadcast on the tick) after twice the wait before it, capped."""
         coordination.sent_ms = now_ms
         if broadcast and coordination.resend_after_ms:
-            coordination.resend_after_ms = min(2 * coordination.resend_after_ms,
-                                               self.config.resend_backoff_max * self.config.resend_ms)
+            coordination.resend_after_ms = min(2 * coordination.resend_after_ms, self._resend_wait_max_ms())
         else:
-            coordination.resend_after_ms = self.config.resend_ms
+            coordination.first_sent_ms = now_ms
+            coordination.resend_after_ms = self._resend_wait_ms()
 
     def _send_prepares(self, now_ms: float, coordination: _Coordination, out: Effects, *,
                        broadcast: bool = False) -> None:
@@ -1122,6 +1147,8 @@ class ShardServer:
         if message.group not in {p.group for p in coordination.parts}:
             self._counts["vote_from_non_participant"] += 1
             return
+        if message.group not in coordination.votes:
+            self._exchanged(coordination.first_sent_ms, now_ms)
         coordination.votes[message.group] = message.yes
         if not message.yes and not coordination.no_code:
             coordination.no_code = message.code or "aborted"
@@ -1183,6 +1210,9 @@ class ShardServer:
             return
         if message.txn in self._deciding:
             return
+        doubt = self._in_doubt.get(message.txn)
+        if doubt is not None:
+            self._exchanged(doubt[3], now_ms)
         prep = self._preparing.get(message.txn)
         prepared_here = self.machine.prepare_record(message.txn) is not None or (
             prep is not None and (prep.proposed or prep.voted))
@@ -1210,6 +1240,8 @@ class ShardServer:
         coordination = self._coordinating.get(message.txn)
         if coordination is None or coordination.state is not CoordinatorState.DECIDED:
             return
+        if message.group not in coordination.acks:
+            self._exchanged(coordination.first_sent_ms, now_ms)
         coordination.acks.add(message.group)
         if all(p.group in coordination.acks for p in coordination.parts):
             # Forgotten in batches on the tick (one log slot for many records).
@@ -1328,7 +1360,7 @@ class ShardServer:
 
     def _applied_decide(self, now_ms: float, txn: str, out: Effects) -> None:
         self._deciding.discard(txn)
-        coordinator = self._in_doubt.get(txn, ("", 0.0, 0.0))[0]
+        coordinator = self._in_doubt.get(txn, ("", 0.0, 0.0, 0.0))[0]
         self._finish_locally(now_ms, txn, out)
         if coordinator:
             self._send_group(coordinator, DecisionAck(txn=txn, group=self.group), out)
@@ -1413,13 +1445,13 @@ class ShardServer:
                 key = self.locks.waits_for_active_older(prep.txn)
                 if key is not None:
                     self._give_up_waiting(now_ms, prep, key, out)
-        for txn, (coordinator, query_at_ms, interval_ms) in list(self._in_doubt.items()):
+        for txn, (coordinator, query_at_ms, interval_ms, since_ms) in list(self._in_doubt.items()):
             if now_ms >= query_at_ms and txn not in self._deciding:
                 self._counts["in_doubt_queries"] += 1
                 self._send_group(coordinator, DecisionQuery(txn=txn, group=self.group), out, broadcast=True)
                 # The next query waits twice as long as this one did (capped).
-                interval_ms = min(2 * interval_ms, self.config.resend_backoff_max * self.config.resend_ms)
-                self._in_doubt[txn] = (coordinator, now_ms + interval_ms, interval_ms)
+                interval_ms = min(2 * interval_ms, 2 * self._resend_wait_max_ms())
+                self._in_doubt[txn] = (coordinator, now_ms + interval_ms, interval_ms, since_ms)
         for txn in self.locks.idle(now_ms, self.config.txn_idle_ms):
             if txn not in self._preparing:
                 self._counts["idle_aborts"] += 1

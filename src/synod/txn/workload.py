@@ -63,6 +63,12 @@ class BankConfig:
     attempts_max: int = 8
     stop_ms: float = float("inf")
     txns_max: int = 100_000
+    #: Send every read to every replica of its group at once and keep the first
+    #: answer (a client hedging against a slow or unknown leader). A leader
+    #: deposed without knowing it then answers often, from its stale state,
+    #: while the real leader grants the lock: the simulation's way to make the
+    #: stale-read hazard common (``txn.accept_stale_read`` is caught with it).
+    hedged_reads: bool = False
 
     def __post_init__(self) -> None:
         if self.accounts < 2 or self.list_keys < 1 or self.attempts_max < 1:
@@ -147,6 +153,8 @@ class TxnClient:
             return []
         body = message.body
         match body:
+            case ErrorReply(code="not_leader") if self._hedged():
+                return []    # another replica answers, or the retry timer asks all again
             case ErrorReply(code="not_leader", hint=hint):
                 replicas = self.shard_map.shard(self._live_group).replicas
                 if hint in replicas:
@@ -336,15 +344,19 @@ class TxnClient:
         self._live_body = body
         return self._send(now_ms)
 
+    def _hedged(self) -> bool:
+        return self.config.hedged_reads and isinstance(self._live_body, TxnGet)
+
     def _send(self, now_ms: float) -> Effects:
         body = self._live_body
         assert body is not None
         self._request_id += 1
         self._live_request = self._request_id
-        return [
-            Send(to=self._leader[self._live_group], message=ClientRequest(request_id=self._request_id, body=body)),
-            SetTimer(key=RETRY_TIMER, delay_ms=self.config.retry_ms),
-        ]
+        request = ClientRequest(request_id=self._request_id, body=body)
+        targets = self.shard_map.shard(self._live_group).replicas if self._hedged() else (
+            self._leader[self._live_group],)
+        return [*(Send(to=target, message=request) for target in targets),
+                SetTimer(key=RETRY_TIMER, delay_ms=self.config.retry_ms)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
