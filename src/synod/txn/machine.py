@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from synod.codec.registry import decode, encode
+from synod.codec.registry import Message, decode, encode
 from synod.core.errors import RemoteProtocolError
 from synod.core.faults import declare_mutant, mutant
 from synod.core.ids import NodeId
@@ -76,6 +76,10 @@ MUTANT_ACCEPT_STALE_READ = declare_mutant(
 )
 
 PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
+
+#: Decoded operations of this replica's own proposals kept at most (see
+#: ``ShardMachine.proposed``).
+PROPOSED_CACHE_MAX = 4096
 
 #: Records one ``RecordForgetOp`` drops at most.
 FORGET_BATCH_MAX = 256
@@ -144,14 +148,26 @@ class ShardMachine:
         # The last epoch, read on every event by the server: cached, and dropped
         # whenever the engine's contents may differ from it (rollback, restore).
         self._epoch: Ballot | None = None
+        #: Operations this replica proposed itself, by their encoding: applying
+        #: one skips decoding (and validating) bytes it encoded from this very
+        #: object. Bounded; an entry whose proposal never applies is dropped.
+        self._proposed: dict[bytes, Message] = {}
+
+    def proposed(self, encoded: bytes, op: Message) -> None:
+        """``encoded`` is ``encode(op)``, about to be proposed by this replica."""
+        if len(self._proposed) >= PROPOSED_CACHE_MAX:
+            self._proposed.clear()
+        self._proposed[encoded] = op
 
     # ------------------------------------------------------------ StateMachine
 
     def apply(self, op: bytes) -> bytes:
-        try:
-            decoded = decode(op)
-        except RemoteProtocolError as error:
-            return encode(OpResult(status="refused", detail=str(error)))
+        decoded = self._proposed.pop(op, None)
+        if decoded is None:
+            try:
+                decoded = decode(op)
+            except RemoteProtocolError as error:
+                return encode(OpResult(status="refused", detail=str(error)))
         self.engine.begin()
         try:
             result = self._apply(decoded)
@@ -254,6 +270,10 @@ class ShardMachine:
             records.append(record)
         return records
 
+    def is_prepared(self, txn: str) -> bool:
+        """Whether ``txn`` has a prepare record here (without decoding it)."""
+        return bool(self.engine.execute("SELECT 1 FROM prepared WHERE txn = ?", (txn,)))
+
     def prepare_record(self, txn: str) -> PrepareOp | None:
         rows = self.engine.execute("SELECT record FROM prepared WHERE txn = ?", (txn,))
         if not rows:
@@ -354,7 +374,7 @@ class ShardMachine:
         decided = self.outcome(op.txn)
         if decided is not None:
             return OpResult(status="duplicate", detail=COMMITTED if decided else ABORTED)
-        if self.prepare_record(op.txn) is not None:
+        if self.is_prepared(op.txn):
             return OpResult(status="duplicate", detail="prepared")
         if op.lock_ballot != self.epoch:
             # Locks taken under another leader's ballot: that leader is gone and
@@ -374,7 +394,7 @@ class ShardMachine:
         decided = self.outcome(op.txn)
         if decided is not None:
             return OpResult(status="duplicate", detail=COMMITTED if decided else ABORTED)
-        record = self.prepare_record(op.txn)
+        record = self.prepare_record(op.txn) if op.commit else None
         if op.commit and record is None:
             if not mutant(MUTANT_COMMIT_WITHOUT_PREPARE):
                 # A yes vote comes only from a chosen prepare record, so a commit

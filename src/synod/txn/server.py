@@ -491,8 +491,10 @@ class ShardServer:
         self._request_seq += 1
         self._command_seq += 1
         request_id = self._request_seq
+        encoded = encode(op)
+        self.machine.proposed(encoded, op)
         command = Command(client=f"{self._self_client}.{ballot.round}", seq=self._command_seq,
-                          seen_below=self._command_seq, op=encode(op))
+                          seen_below=self._command_seq, op=encoded)
         self._proposals[request_id] = (kind, txn)
         self._counts[f"proposed_{kind}"] += 1
         out.extend(self.replica.on_message(now_ms, self._self_client,
@@ -1052,7 +1054,7 @@ class ShardServer:
             return
         if message.txn in self._deciding:
             return   # a decision is being applied here: the answer follows from it
-        if self.machine.prepare_record(message.txn) is not None:
+        if self.machine.is_prepared(message.txn):
             self._vote(message.txn, message.coordinator, out, True)
             return
         prep = self._preparing.get(message.txn)
@@ -1214,7 +1216,7 @@ class ShardServer:
         if doubt is not None:
             self._exchanged(doubt[3], now_ms)
         prep = self._preparing.get(message.txn)
-        prepared_here = self.machine.prepare_record(message.txn) is not None or (
+        prepared_here = self.machine.is_prepared(message.txn) or (
             prep is not None and (prep.proposed or prep.voted))
         if message.commit and not prepared_here and not message.writes:
             # Nothing prepared here: either the whole transaction was read-only
