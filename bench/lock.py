@@ -37,8 +37,9 @@ all of them with the same shapes, each shape on the three systems back to back
 * ``lock``: acquire + release pairs (synod ``try_acquire``/``release``; etcd's
   ``Lock``/``Unlock`` API with a lease);
 * ``sessions``: idle sessions one cell holds with KeepAlives (``--sessions``
-  session cores multiplexed over one connection per node from one process, their
-  KeepAlives carried in ``KeepAliveBatch`` requests; how many are still SAFE
+  session cores multiplexed over one connection per node from one process,
+  opened with ``OpenSessions`` commands of 1,024 sessions and their KeepAlives
+  carried in ``KeepAliveBatch`` requests; how many are still SAFE
   after a hold of three leases), on the cell of the load shapes and, when that
   is the LAN preset, also on the local-preset cell (1.5 s lease);
 * ``failover``: SIGKILL of the synod master, time until a client's write in its
@@ -446,13 +447,14 @@ def held_sessions(cluster: Any, count: int, hold_s: float, *, batched: bool = Tr
     (the library's session state machine) multiplexed over ONE authenticated
     connection per node, as a client host with many sessions would; hold them
     idle for ``hold_s`` (several leases) and count those still SAFE. With
-    ``batched`` their KeepAlives travel together (``KeepAliveBatcher``), else
-    one request per session per lease.
+    ``batched`` they are opened together (``open_sessions``: one
+    ``OpenSessions`` command per 1,024) and their KeepAlives travel together
+    (``KeepAliveBatcher``), else one open and one KeepAlive request per session.
     Returns (opened, safe at the end, seconds to open them all)."""
     from synod.codec.kernel import ClientReply, ClientRequest
     from synod.core.effects import CancelTimer, Send, SetTimer
     from synod.core.ids import NodeId
-    from synod.lock.client import KeepAliveBatcher
+    from synod.lock.client import KeepAliveBatcher, open_sessions
     from synod.lock.config import LockConfig
     from synod.lock.messages import KeepAlive
     from synod.lock.session import ClientSession, SessionState
@@ -523,13 +525,21 @@ def held_sessions(cluster: Any, count: int, hold_s: float, *, batched: bool = Tr
                                                       ClientReply(request_id=request.request_id, body=reply)))
 
         started = time.monotonic()
-        batch = 500
-        for first in range(0, count, batch):
-            opened = [loop.create_future() for _ in range(first, min(count, first + batch))]
-            for offset, future in enumerate(opened):
-                execute(first + offset, sessions[first + offset].open(
-                    now_ms(), lambda result, f=future: f.done() or f.set_result(result)))
-            await asyncio.wait(opened, timeout=60.0)
+        if batched:
+            # One OpenSessions command per 1,024 sessions; each core adopts its own.
+            opened = await open_sessions(connection_for, sorted(info.nodes), count, now_ms=now_ms,
+                                         rng=random.Random(count))
+            for index, one in enumerate(opened):
+                execute(index, sessions[index].adopt(now_ms(), one.session, one.epoch, one.opened_ms,
+                                                           one.master))
+        else:
+            batch = 500
+            for first in range(0, count, batch):
+                futures = [loop.create_future() for _ in range(first, min(count, first + batch))]
+                for offset, future in enumerate(futures):
+                    execute(first + offset, sessions[first + offset].open(
+                        now_ms(), lambda result, f=future: f.done() or f.set_result(result)))
+                await asyncio.wait(futures, timeout=60.0)
         opened_s = time.monotonic() - started
         opened_count = sum(1 for s in sessions if s.state is not SessionState.OPENING and s.session)
         await asyncio.sleep(hold_s)

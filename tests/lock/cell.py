@@ -8,6 +8,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 
+from synod.codec.kernel import ClientReply
 from synod.codec.registry import Message
 from synod.core.effects import Effects, Recovered
 from synod.core.ids import NodeId
@@ -29,6 +30,8 @@ class ClientCore:
         self.rng = rng
         self.config = config
         self.events: list[Event] = []
+        #: Every reply this node got (a test may send raw requests).
+        self.replies: list[ClientReply] = []
         self.session = self.new_session()
 
     def new_session(self) -> ClientSession:
@@ -40,6 +43,8 @@ class ClientCore:
         return []
 
     def on_message(self, now_ms: float, source: NodeId, message: Message) -> Effects:
+        if isinstance(message, ClientReply):
+            self.replies.append(message)
         return self.session.on_message(now_ms, source, message)
 
     def on_timer(self, now_ms: float, key: str) -> Effects:

@@ -24,10 +24,12 @@ from synod.lock.messages import (
     ListChildren,
     NodeMeta,
     OpenSession,
+    OpenSessions,
     OpError,
     Release,
     SequencerValidity,
     SessionOpened,
+    SessionsOpened,
     SetAcl,
     Stat,
     Write,
@@ -410,3 +412,19 @@ def test_snapshot_restore_round_trip() -> None:
     ok(copy, ExpireSession(session=a, now_ms=9.0))
     assert not copy.exists(f"{ROOT}/d/f0") and copy.exists(f"{ROOT}/d/f1")
     assert isinstance(ok(copy, Stat(session=open_session(copy), path=ROOT)), NodeMeta)
+
+
+def test_a_batched_open_numbers_its_sessions_in_a_row_all_or_none() -> None:
+    ns = fresh()
+    before = open_session(ns)
+    opened = ok(ns, OpenSessions(principal="bob", count=5, now_ms=10.0))
+    assert isinstance(opened, SessionsOpened)
+    assert (opened.first, opened.count) == (before + 1, 5)
+    assert all(ns.principal_of(s) == "bob" for s in range(opened.first, opened.first + 5))
+    assert open_session(ns) == opened.first + 5
+    refused(ns, OpenSessions(principal="bob", count=0, now_ms=10.0), "bad_request")
+    refused(ns, OpenSessions(principal="", count=1, now_ms=10.0), "bad_request")
+    room = LockConfig.sim().sessions_max - len(ns.session_ids())
+    refused(ns, OpenSessions(principal="bob", count=room + 1, now_ms=10.0), "limit")
+    ok(ns, ExpireSession(session=opened.first + 2, now_ms=20.0))
+    assert ns.principal_of(opened.first + 2) is None and ns.principal_of(opened.first + 3) == "bob"

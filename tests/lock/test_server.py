@@ -3,7 +3,9 @@ client session, on a calm simulated cell."""
 
 from __future__ import annotations
 
+from synod.codec.kernel import ClientRequest
 from synod.codec.registry import Message
+from synod.core.effects import Send
 from synod.core.ids import NodeId
 from synod.lock.messages import (
     Acquire,
@@ -13,8 +15,12 @@ from synod.lock.messages import (
     EventKind,
     ExpireSession,
     GetContents,
+    LockCall,
+    LockReply,
     NodeMeta,
+    OpenSessions,
     OpError,
+    SessionsOpened,
     Write,
 )
 from synod.lock.sequencer import LockMode
@@ -142,6 +148,35 @@ def test_a_read_answered_before_the_sessions_own_write_is_not_cached() -> None:
     assert isinstance(answers[1], NodeMeta)
     cached = cell.client(C1).session.cache.entries.get(path)
     assert cached is not None and cached.contents == b"v2"
+
+
+def test_a_batched_open_starts_many_sessions_in_one_command_and_a_core_adopts_one() -> None:
+    cell = Cell()
+    master = cell.wait_master()
+    call = LockCall(epoch=0, incarnation=7, seq=1, seen_below=1,
+                    op=OpenSessions(principal="ignored: the master names it", count=3, now_ms=0.0))
+    cell.simulation.execute_for(C1, [Send(to=master.node, message=ClientRequest(request_id=10**9, body=call))])
+    cell.simulation.run_for(200.0)
+    (reply,) = [r for r in cell.client(C1).replies if r.request_id == 10**9]
+    assert isinstance(reply.body, LockReply) and isinstance(reply.body.result, SessionsOpened)
+    opened = reply.body.result
+    assert opened.count == 3 and opened.principal == "c1"
+    sessions = range(opened.first, opened.first + 3)
+    assert all(master.namespace.principal_of(s) == "c1" for s in sessions)
+    assert all(s in master.sessions for s in sessions)
+    # One of them is adopted by a session core, which keeps it alive; the two
+    # nobody keeps alive expire when their lease runs out.
+    epoch = reply.body.epoch
+    cell.act(C1, lambda session, now: session.adopt(now, opened.first, epoch, now))
+    cell.simulation.run_for(4 * cell.config.lease_ms)
+    session = cell.client(C1).session
+    assert session.state is SessionState.SAFE and session.session == opened.first
+    assert master.namespace.principal_of(opened.first) == "c1"
+    assert master.namespace.principal_of(opened.first + 1) is None
+    assert master.namespace.principal_of(opened.first + 2) is None
+    path = f"{ROOT}/adopted"
+    made = cell.call(C1, lambda s, now, done: s.call(now, Create(session=opened.first, path=path), done))
+    assert isinstance(made, NodeMeta)
 
 
 def test_events_arrive_after_the_change_in_order() -> None:

@@ -29,7 +29,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,10 +63,14 @@ from synod.lock.messages import (
     KeepAliveBatch,
     KeepAliveBatchReply,
     ListChildren,
+    LockCall,
+    LockReply,
     NodeMeta,
+    OpenSessions,
     OpError,
     Release,
     SequencerValidity,
+    SessionsOpened,
     SetAcl,
     Stat,
     Write,
@@ -555,6 +559,70 @@ class KeepAliveBatcher:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+#: Sessions per ``OpenSessions`` call of ``open_sessions`` (the cell takes 4,096).
+OPEN_SESSIONS_BATCH = 1_024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenedSession:
+    """One session of ``open_sessions``: hand it to a core with
+    ``ClientSession.adopt(now, session, epoch, opened_ms, master)``."""
+
+    session: int
+    epoch: int
+    opened_ms: float
+    master: NodeId
+
+
+async def open_sessions(connection_for: Callable[[str], Awaitable[ClientConnection]], nodes: Sequence[str],
+                        count: int, *, now_ms: Callable[[], float], rng: random.Random,
+                        timeout_s: float = 60.0, batch: int = OPEN_SESSIONS_BATCH) -> list[OpenedSession]:
+    """Open ``count`` sessions of this connection's principal with one
+    ``OpenSessions`` command per ``batch`` of them (one Paxos command opens a
+    thousand sessions), for a host that keeps many sessions on one connection
+    and carries their KeepAlives with a ``KeepAliveBatcher``. Each call is
+    exactly-once (its own incarnation), so a retry after a lost answer opens
+    nothing twice. ``opened_ms`` (in ``now_ms``'s clock) is when the call that
+    got the answer left: the sessions' leases count from then."""
+    if count < 0 or not 1 <= batch <= 4_096:
+        raise ConfigError("open_sessions: count >= 0, batch in 1..4096")
+    if not nodes:
+        raise ConfigError("open_sessions needs at least one node")
+
+    async def one(size: int) -> list[OpenedSession]:
+        call = LockCall(epoch=0, incarnation=rng.getrandbits(62), seq=1, seen_below=1,
+                        op=OpenSessions(principal="", count=size, now_ms=0.0))
+        deadline = time.monotonic() + timeout_s
+        node = nodes[rng.randrange(len(nodes))]
+        while time.monotonic() < deadline:
+            sent_ms = now_ms()
+            try:
+                connection = await connection_for(node)
+                reply = await connection.request(call, max(0.1, min(10.0, deadline - time.monotonic())))
+            except Exception:  # timed out, closed, refused: the next node (the call is exactly-once)
+                node = nodes[(list(nodes).index(node) + 1) % len(nodes)]
+                await asyncio.sleep(0.05)
+                continue
+            if isinstance(reply, LockReply) and isinstance(reply.result, SessionsOpened):
+                opened = reply.result
+                return [OpenedSession(session=opened.first + i, epoch=reply.epoch, opened_ms=sent_ms,
+                                      master=NodeId(node)) for i in range(opened.count)]
+            if isinstance(reply, LockReply) and isinstance(reply.result, OpError):
+                raise error_from_code(reply.result.code, reply.result.detail)
+            if isinstance(reply, ErrorReply) and reply.code in ("not_master", "not_leader") and reply.hint in nodes:
+                node = reply.hint
+            else:
+                node = nodes[(list(nodes).index(node) + 1) % len(nodes)]
+                await asyncio.sleep(0.05)
+        raise LockTimeout(f"no master opened {size} sessions within {timeout_s} s")
+
+    sizes = [min(batch, count - first) for first in range(0, count, batch)]
+    opened: list[OpenedSession] = []
+    for part in await asyncio.gather(*(one(size) for size in sizes)):
+        opened.extend(part)
+    return opened
 
 
 class SyncLockClient:

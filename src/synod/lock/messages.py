@@ -155,8 +155,21 @@ class BeginEpoch(Message):
     now_ms: float
 
 
+@message(624)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenSessions(Message):
+    """Start ``count`` sessions for ``principal`` in one command: a client host
+    that keeps many sessions (a proxy, a job runner) opens them together, as it
+    sends their KeepAlives together (``KeepAliveBatch``). The sessions get
+    consecutive numbers; all or none are opened."""
+
+    principal: str
+    count: int
+    now_ms: float
+
+
 Operation: TypeAlias = (
-    OpenSession | CloseSession | ExpireSession | Create | Write | Delete | Acquire | Release
+    OpenSession | OpenSessions | CloseSession | ExpireSession | Create | Write | Delete | Acquire | Release
     | SetAcl | GetContents | Stat | ListChildren | CheckSequencer | BeginEpoch
 )
 READ_ONLY: tuple[type[Message], ...] = (GetContents, Stat, ListChildren, CheckSequencer)
@@ -243,8 +256,18 @@ class EpochBegun(Message):
     clock_ms: float
 
 
+@message(639)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionsOpened(Message):
+    """The sessions ``first`` .. ``first + count - 1`` of an ``OpenSessions``."""
+
+    first: int
+    count: int
+    principal: str
+
+
 Result: TypeAlias = (
-    NodeMeta | Contents | Children | SessionOpened | Acquired | Done | SequencerValidity | OpError
+    NodeMeta | Contents | Children | SessionOpened | SessionsOpened | Acquired | Done | SequencerValidity | OpError
     | EpochBegun
 )
 

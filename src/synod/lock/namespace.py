@@ -84,10 +84,12 @@ from synod.lock.messages import (
     ListChildren,
     NodeMeta,
     OpenSession,
+    OpenSessions,
     OpError,
     Release,
     SequencerValidity,
     SessionOpened,
+    SessionsOpened,
     SetAcl,
     Stat,
     Write,
@@ -109,6 +111,8 @@ ANYONE = "*"
 SEQUENCE_DIGITS = 10
 #: Events kept between two drains, at most (the master drains after each apply).
 EVENTS_MAX = 100_000
+#: Sessions one ``OpenSessions`` command opens, at most.
+OPEN_SESSIONS_MAX = 4_096
 
 
 @dataclass(slots=True)
@@ -227,6 +231,8 @@ class Namespace:
         match operation:
             case OpenSession():
                 return self._open_session(operation)
+            case OpenSessions():
+                return self._open_sessions(operation)
             case CloseSession():
                 self._session(operation.session)
                 self._tick(operation.now_ms)
@@ -355,6 +361,21 @@ class Namespace:
         self.session_next += 1
         self._sessions[session] = _Session(principal=operation.principal)
         return SessionOpened(session=session, principal=operation.principal)
+
+    def _open_sessions(self, operation: OpenSessions) -> Message:
+        if not operation.principal or len(operation.principal) > 255 or "\x00" in operation.principal:
+            raise BadRequestError(f"bad principal {operation.principal!r}")
+        if not 1 <= operation.count <= OPEN_SESSIONS_MAX:
+            raise BadRequestError(f"open 1 to {OPEN_SESSIONS_MAX} sessions at once, not {operation.count}")
+        now_ms = self._time(operation.now_ms)
+        if len(self._sessions) + operation.count > self.config.sessions_max:
+            raise LimitError(f"{self.config.sessions_max} sessions at most")
+        self.clock_ms = now_ms
+        first = self.session_next
+        self.session_next += operation.count
+        for session in range(first, self.session_next):
+            self._sessions[session] = _Session(principal=operation.principal)
+        return SessionsOpened(first=first, count=operation.count, principal=operation.principal)
 
     def _end_session(self, session: int, *, expired: bool) -> None:
         record = self._session(session)

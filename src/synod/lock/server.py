@@ -86,10 +86,12 @@ from synod.lock.messages import (
     LockReply,
     NodeMeta,
     OpenSession,
+    OpenSessions,
     OpError,
     Release,
     SessionEvent,
     SessionOpened,
+    SessionsOpened,
     SetAcl,
     Stat,
     Subscribe,
@@ -450,19 +452,19 @@ class LockServer:
             self._not_master(source, request_id)
             return
         op = call.op
-        if not isinstance(op, OpenSession) and call.epoch != self.epoch:
+        if not isinstance(op, OpenSession | OpenSessions) and call.epoch != self.epoch:
             self._reply(source, request_id, ErrorReply(code="stale_epoch", detail="the master failed over",
                                                        hint=str(self.epoch)))
             return
         session = getattr(op, "session", 0)
         if isinstance(op, ExpireSession | BeginEpoch) or not isinstance(
-            op, OpenSession | CloseSession | Write | Delete | Acquire | SetAcl | GetContents | Stat
+            op, OpenSession | OpenSessions | CloseSession | Write | Delete | Acquire | SetAcl | GetContents | Stat
             | ListChildren | CheckSequencer | Create | Release | Subscribe
         ):
             self._reply(source, request_id, LockReply(epoch=self.epoch, result=OpError(
                 code="bad_request", detail=f"{type(op).__name__} is not a client operation")))
             return
-        if not isinstance(op, OpenSession | CheckSequencer):
+        if not isinstance(op, OpenSession | OpenSessions | CheckSequencer):
             refusal = self._check_owner(source, session)
             if refusal is not None:
                 self._reply(source, request_id, LockReply(epoch=self.epoch, result=refusal))
@@ -495,6 +497,8 @@ class LockServer:
         match op:
             case OpenSession():
                 return OpenSession(principal=principal_of(source), now_ms=stamp)
+            case OpenSessions():
+                return OpenSessions(principal=principal_of(source), count=op.count, now_ms=stamp)
             case CloseSession() | Acquire():
                 return dataclasses.replace(op, now_ms=stamp)
             case _:
@@ -612,6 +616,11 @@ class LockServer:
             self.sessions[result.session] = _SessionState(
                 client=call.client, lease_end_ms=self._now_ms + self.config.lease_ms)
             self._watch_lease(result.session, self.sessions[result.session])
+        if isinstance(result, SessionsOpened):
+            for session in range(result.first, result.first + result.count):
+                self.sessions[session] = _SessionState(
+                    client=call.client, lease_end_ms=self._now_ms + self.config.lease_ms)
+                self._watch_lease(session, self.sessions[session])
         if isinstance(op, CloseSession) and isinstance(result, Done):
             self._forget_session(op.session)
         self._reply(call.client, call.request_id, LockReply(

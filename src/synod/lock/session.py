@@ -212,6 +212,23 @@ class ClientSession:
         out.append(SetTimer(key=f"{TIMER_PREFIX}tick", delay_ms=self._tick_ms))
         return out
 
+    def adopt(self, now_ms: float, session: int, epoch: int, opened_ms: float,
+              master: NodeId | None = None) -> Effects:
+        """Take over ``session``, opened for this core by a batched open
+        (``OpenSessions``, see ``synod.lock.client.open_sessions``) whose call
+        left at ``opened_ms`` in the master's ``epoch`` (at ``master``, where
+        the first KeepAlive goes): the core is then SAFE exactly as if its own
+        ``open`` had been answered, and keeps the session alive from here on."""
+        invariant(session > 0, "adopting session 0")
+        if master is not None and master in self.servers:
+            self.server_index = self.servers.index(master)
+        self.become(SessionState.OPENING)
+        self.session = session
+        self.epoch = epoch
+        self.lease_end_ms = opened_ms + self.config.lease_ms - self.config.keepalive_early_ms
+        self.become(SessionState.SAFE)
+        return [SetTimer(key=f"{TIMER_PREFIX}tick", delay_ms=self._tick_ms)]
+
     @property
     def _tick_ms(self) -> float:
         return max(1.0, self.config.keepalive_early_ms / 4)
