@@ -133,7 +133,8 @@ class SynodLockDriver:
     """``kind``: write, read, mix, lock (see the module comment)."""
 
     def __init__(self, index: int, *, nodes: dict[str, list[Any]], principal: str, key_hex: str | None,
-                 insecure: bool = False, kind: str = "write", sessions: int = 1, preset: str = "local") -> None:
+                 insecure: bool = False, kind: str = "write", sessions: int = 1, preset: str = "local",
+                 batch_calls: bool = True) -> None:
         self.index = index
         self.nodes = {name: (str(a[0]), int(a[1])) for name, a in nodes.items()}
         self.principal = principal
@@ -142,6 +143,7 @@ class SynodLockDriver:
         self.kind = kind
         self.session_count = sessions
         self.preset = preset
+        self.batch_calls = batch_calls
         self.clients: list[Any] = []
         self.rng = random.Random(index)
         self.history = _WriteHistory()
@@ -159,7 +161,8 @@ class SynodLockDriver:
 
         async def one() -> Any:
             client = LockClient(self.nodes, principal=self.principal, key=self.key, config=config,
-                                runtime=RuntimeConfig(insecure=self.insecure), call_timeout_s=30.0)
+                                runtime=RuntimeConfig(insecure=self.insecure), call_timeout_s=30.0,
+                                batch_calls=self.batch_calls)
             await client.open()
             return client
 

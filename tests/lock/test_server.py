@@ -16,6 +16,8 @@ from synod.lock.messages import (
     ExpireSession,
     GetContents,
     LockCall,
+    LockCallBatch,
+    LockCallBatchReply,
     LockReply,
     NodeMeta,
     OpenSessions,
@@ -177,6 +179,34 @@ def test_a_batched_open_starts_many_sessions_in_one_command_and_a_core_adopts_on
     path = f"{ROOT}/adopted"
     made = cell.call(C1, lambda s, now, done: s.call(now, Create(session=opened.first, path=path), done))
     assert isinstance(made, NodeMeta)
+
+
+def test_a_call_batch_is_answered_once_with_each_calls_own_answer_in_order() -> None:
+    cell = Cell()
+    s1 = cell.open(C1)
+    master = cell.wait_master()
+    session = cell.client(C1).session
+    path = f"{ROOT}/batched"
+
+    def call(seq: int, op: Message) -> LockCall:
+        return LockCall(epoch=session.epoch, incarnation=99, seq=seq, seen_below=1, op=op)
+
+    batch = LockCallBatch(calls=(
+        call(1, Create(session=s1, path=path, contents=b"a")),
+        call(2, Acquire(session=s1, path=path, mode=LockMode.EXCLUSIVE, now_ms=0.0)),
+        call(3, Write(session=s1 + 1000, path=path, contents=b"b")),  # not c1's session
+        call(4, Create(session=s1, path=path)),  # exists
+    ))
+    cell.simulation.execute_for(C1, [Send(to=master.node, message=ClientRequest(request_id=10**9, body=batch))])
+    cell.simulation.run_for(200.0)
+    (reply,) = [r for r in cell.client(C1).replies if r.request_id == 10**9]
+    assert isinstance(reply.body, LockCallBatchReply)
+    results = [r.result for r in reply.body.replies if isinstance(r, LockReply)]
+    assert len(results) == 4
+    assert isinstance(results[0], NodeMeta) and isinstance(results[1], Acquired)
+    assert isinstance(results[2], OpError) and results[2].code == "session_expired"
+    assert isinstance(results[3], OpError) and results[3].code == "exists"
+    assert master.namespace.holders(path) == (s1,)
 
 
 def test_events_arrive_after_the_change_in_order() -> None:

@@ -49,6 +49,7 @@ from synod.lock.errors import (
 )
 from synod.lock.messages import (
     ANY_GENERATION,
+    READ_ONLY,
     Acquire,
     Acquired,
     CheckSequencer,
@@ -64,6 +65,8 @@ from synod.lock.messages import (
     KeepAliveBatchReply,
     ListChildren,
     LockCall,
+    LockCallBatch,
+    LockCallBatchReply,
     LockReply,
     NodeMeta,
     OpenSessions,
@@ -85,6 +88,8 @@ T = TypeVar("T")
 
 #: Events buffered per watcher, at most (the oldest are dropped beyond).
 WATCH_QUEUE_MAX = 10_000
+#: Calls of one ``LockCallBatch``, at most (the master's ``CALL_BATCH_MAX``).
+CALL_BATCH_MAX = 1_024
 #: How often a blocked acquire tries again without an event (lock-delay ends silently).
 ACQUIRE_POLL_S = 0.05
 
@@ -113,6 +118,7 @@ class LockClient:
         config: LockConfig | None = None,
         call_timeout_s: float = 10.0,
         connect_timeout_s: float = 2.0,
+        batch_calls: bool = True,
     ) -> None:
         if not nodes:
             raise ConfigError("LockClient needs at least one node address")
@@ -123,6 +129,9 @@ class LockClient:
         self.config = config or LockConfig.local()
         self.call_timeout_s = call_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.batch_calls = batch_calls
+        self._queued_calls: dict[NodeId, list[ClientRequest]] = {}
+        self._flush_scheduled = False
         self.session = ClientSession(
             NodeId(principal), random.Random(), servers=tuple(NodeId(n) for n in sorted(self.nodes)),
             config=self.config, call_timeout_ms=max(200.0, self.config.keepalive_early_ms),
@@ -146,6 +155,12 @@ class LockClient:
         loop = asyncio.get_running_loop()
         for effect in effects:
             match effect:
+                case Send() if self.batch_calls and self._batchable(effect.message):
+                    assert isinstance(effect.message, ClientRequest)
+                    self._queued_calls.setdefault(effect.to, []).append(effect.message)
+                    if not self._flush_scheduled:
+                        self._flush_scheduled = True
+                        loop.call_soon(self._flush_calls)
                 case Send():
                     task = loop.create_task(self._deliver(effect))
                     self._tasks.add(task)
@@ -161,6 +176,52 @@ class LockClient:
                         handle.cancel()
                 case _:
                     raise LocalProtocolError(f"a client core returned {type(effect).__name__}")
+
+    @staticmethod
+    def _batchable(message: Message) -> bool:
+        """Changes go in call batches; reads (answered at once by the master)
+        do not wait behind a change that waits for invalidations."""
+        return (isinstance(message, ClientRequest) and isinstance(message.body, LockCall)
+                and not isinstance(message.body.op, READ_ONLY))
+
+    def _flush_calls(self) -> None:
+        """Send the changes queued during this turn of the loop: one request per
+        node, a ``LockCallBatch`` when there are several (one frame each way and
+        one task instead of one per call)."""
+        self._flush_scheduled = False
+        queued, self._queued_calls = self._queued_calls, {}
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        for node, requests in queued.items():
+            for first in range(0, len(requests), CALL_BATCH_MAX):
+                chunk = requests[first:first + CALL_BATCH_MAX]
+                work = (self._deliver(Send(to=node, message=chunk[0])) if len(chunk) == 1
+                        else self._deliver_batch(node, chunk))
+                task = loop.create_task(work)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_batch(self, node: NodeId, requests: list[ClientRequest]) -> None:
+        batch = LockCallBatch(calls=tuple(r.body for r in requests if isinstance(r.body, LockCall)))
+        try:
+            connection = await self._connection(node)
+            reply = await connection.request(batch, self.call_timeout_s)
+        except (TimeoutError_, TimeoutError):
+            return  # the session core's own timers retry each call
+        except Exception:  # closed, refused, unreachable
+            reply = ErrorReply(code="not_master", detail=f"{node} unreachable")
+        if self._closed:
+            return
+        if isinstance(reply, LockCallBatchReply) and len(reply.replies) == len(requests):
+            answers: list[Message] = list(reply.replies)
+        elif isinstance(reply, ErrorReply):
+            answers = [reply] * len(requests)
+        else:
+            answers = [ErrorReply(code="bad_reply", detail=f"{type(reply).__name__} for a call batch")] * len(requests)
+        for request, answer in zip(requests, answers, strict=True):
+            self._execute(self.session.on_message(
+                self._now_ms(), node, ClientReply(request_id=request.request_id, body=answer)))
 
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)

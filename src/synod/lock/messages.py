@@ -419,3 +419,23 @@ class KeepAliveBatchReply(Message):
     single KeepAlive of that session would have got."""
 
     replies: tuple[KeepAliveReply | ErrorReply, ...]
+
+
+@message(659)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockCallBatch(Message):
+    """Several calls of one client connection in one request
+    (``LockClient`` gathers the changes its sessions send during one turn of
+    its event loop). The master takes each entry exactly as a ``LockCall`` of
+    its own and answers the batch once every entry has its answer."""
+
+    calls: tuple[LockCall, ...]
+
+
+@message(660)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockCallBatchReply(Message):
+    """One answer per entry of a ``LockCallBatch``, in the same order: what the
+    ``LockCall`` alone would have got."""
+
+    replies: tuple[LockReply | ErrorReply, ...]

@@ -83,6 +83,8 @@ from synod.lock.messages import (
     KeepAliveReply,
     ListChildren,
     LockCall,
+    LockCallBatch,
+    LockCallBatchReply,
     LockReply,
     NodeMeta,
     OpenSession,
@@ -115,6 +117,8 @@ TIMER_PREFIX = "lock/"
 PARKED_CALLS_MAX = 10_000
 #: Entries of one ``KeepAliveBatch``, at most.
 KEEPALIVE_BATCH_MAX = 4_096
+#: Entries of one ``LockCallBatch``, at most.
+CALL_BATCH_MAX = 1_024
 #: Subscriptions per session, at most.
 SUBSCRIPTIONS_PER_SESSION_MAX = 1_000
 
@@ -181,6 +185,16 @@ class _HeldBatch:
 
 
 @dataclass(slots=True)
+class _CallBatch:
+    """A ``LockCallBatch`` being answered: one slot per entry."""
+
+    client: NodeId
+    request_id: int
+    replies: list[LockReply | ErrorReply | None]
+    missing: int
+
+
+@dataclass(slots=True)
 class _SessionState:
     client: NodeId
     lease_end_ms: float
@@ -229,6 +243,10 @@ class LockServer:
         #: (lease end, session) for every lease granted; see ``_on_tick``.
         self._deadlines: list[tuple[float, int]] = []
         self._held_batches: dict[int, _HeldBatch] = {}
+        #: ``LockCallBatch``es in progress; their entries' request ids are
+        #: ``-(number * CALL_BATCH_MAX + index)`` (a client's are positive).
+        self._call_batches: dict[int, _CallBatch] = {}
+        self._call_batch_next = 1
         self._batch_next = 1
         self._calls: dict[int, _Call | None] = {}
         self._internal_next = 1
@@ -255,10 +273,13 @@ class LockServer:
         if isinstance(message, ClientRequest) and isinstance(message.body, StatusQuery):
             self._reply(source, message.request_id, self.status())
             return self._drain()
-        if isinstance(message, ClientRequest) and isinstance(message.body, LockCall | KeepAlive | KeepAliveBatch):
+        if isinstance(message, ClientRequest) and isinstance(
+                message.body, LockCall | LockCallBatch | KeepAlive | KeepAliveBatch):
             match message.body:
                 case LockCall():
                     self._on_call(now_ms, source, message.request_id, message.body)
+                case LockCallBatch():
+                    self._on_call_batch(now_ms, source, message.request_id, message.body)
                 case KeepAlive():
                     self._on_keepalive(now_ms, source, message.request_id, message.body)
                 case KeepAliveBatch():
@@ -301,6 +322,7 @@ class LockServer:
         else:
             invariant(not self.parked, "a non-master holds parked changes")
             invariant(not self._held_batches, "a non-master holds KeepAlive batches")
+            invariant(not self._call_batches, "a non-master answers call batches")
         invariant(len(self.parked) <= PARKED_CALLS_MAX, "too many parked calls")
 
     # ================================================================ roles
@@ -318,6 +340,7 @@ class LockServer:
         self.parked.clear()
         self._deadlines.clear()
         self._held_batches.clear()
+        self._call_batches.clear()
         self._calls.clear()
         self._own_changing.clear()
         self.changing.clear()
@@ -439,7 +462,43 @@ class LockServer:
     # ================================================================ client calls
 
     def _reply(self, client: NodeId, request_id: int, result: Message) -> None:
+        if request_id < 0:
+            self._reply_in_batch(-request_id, result)
+            return
         self._out.append(ClientResult(client=client, request_id=request_id, result=result))
+
+    def _on_call_batch(self, now_ms: float, source: NodeId, request_id: int, batch: LockCallBatch) -> None:
+        """Take each entry as a call of its own; answer when all are answered."""
+        self._counts["call_batches"] += 1
+        if self.role is not Role.MASTER:
+            self._not_master(source, request_id)
+            return
+        if not 1 <= len(batch.calls) <= CALL_BATCH_MAX:
+            self._reply(source, request_id, ErrorReply(
+                code="bad_request", detail=f"a call batch holds 1 to {CALL_BATCH_MAX} calls"))
+            return
+        number = self._call_batch_next
+        self._call_batch_next += 1
+        self._call_batches[number] = _CallBatch(client=source, request_id=request_id,
+                                                replies=[None] * len(batch.calls), missing=len(batch.calls))
+        for index, call in enumerate(batch.calls):
+            self._on_call(now_ms, source, -(number * CALL_BATCH_MAX + index), call)
+
+    def _reply_in_batch(self, entry: int, result: Message) -> None:
+        number, index = divmod(entry, CALL_BATCH_MAX)
+        batch = self._call_batches.get(number)
+        if batch is None or batch.replies[index] is not None:
+            self._counts["call_batch_reply_dropped"] += 1
+            return
+        invariant(isinstance(result, LockReply | ErrorReply), "a call answered with something else")
+        assert isinstance(result, LockReply | ErrorReply)
+        batch.replies[index] = result
+        batch.missing -= 1
+        if batch.missing == 0:
+            del self._call_batches[number]
+            replies = tuple(r for r in batch.replies if r is not None)
+            self._out.append(ClientResult(client=batch.client, request_id=batch.request_id,
+                                          result=LockCallBatchReply(replies=replies)))
 
     def _not_master(self, client: NodeId, request_id: int) -> None:
         leader = self.replica.leader if self.replica.leader not in (None, self.node) else ""
