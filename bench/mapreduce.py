@@ -417,17 +417,45 @@ def run_framework(python: Path, name: str, kind: str, source: Path, output: Path
         command = [str(python), str(script), kind, str(workers), str(source), str(output)]
     environment = {**os.environ, "BENCH_KIND": kind, "SPARK_LOCAL_IP": "127.0.0.1",
                    "PYSPARK_PYTHON": str(python)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage_path = OUT / f"usage-{name}.json"
+    usage_path.unlink(missing_ok=True)
     started = time.monotonic()
-    process = subprocess.run(command, capture_output=True, text=True, timeout=7200, env=environment,
-                             cwd=OUT)
+    process = subprocess.run([sys.executable, __file__, "--wrap", str(usage_path), *command],
+                             capture_output=True, text=True, timeout=7200, env=environment, cwd=OUT)
     seconds = time.monotonic() - started
     if process.returncode != 0:
         raise RuntimeError(process.stderr.strip().splitlines()[-1] if process.stderr.strip() else "failed")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    # ru_maxrss of children is the largest child so far (a JVM counts as one).
-    return {"seconds": seconds, "cpu_s": cpu_s, "peak_mb": after.ru_maxrss / 1024}
+    usage = json.loads(usage_path.read_text())
+    return {"seconds": seconds, "cpu_s": usage["cpu_s"], "peak_mb": usage["peak_mb"]}
+
+
+def wrap(usage_path: str, command: list[str]) -> int:
+    """Run ``command`` as a child subreaper and write the CPU time and the peak
+    memory of it and all its descendants to ``usage_path``: Spark's JVM and
+    dask's workers are orphaned when their parent exits without waiting, and
+    would otherwise be counted nowhere (and ``getrusage`` in the harness would
+    carry one framework's peak into the next)."""
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    status = subprocess.run(command).returncode
+    deadline = time.monotonic() + 60.0
+    complete = True
+    while True:  # reap the orphans that were reparented here
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            if time.monotonic() > deadline:
+                complete = False
+                break
+            time.sleep(0.05)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    Path(usage_path).write_text(json.dumps({
+        "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024, "complete": complete}))
+    return status
 
 
 # ------------------------------------------------------------- harness
@@ -582,6 +610,8 @@ def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--wrap"]:
+        sys.exit(wrap(sys.argv[2], sys.argv[3:]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-one", nargs=5, metavar=("KIND", "NAME", "SOURCE", "OUTPUT", "WORKERS"),
                         help=argparse.SUPPRESS)
