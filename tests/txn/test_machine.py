@@ -227,3 +227,21 @@ def test_presumed_abort_leaves_a_tombstone_that_a_late_begin_cannot_reopen() -> 
     assert apply(machine, RecordDecideOp(txn="t3", commit=True)).detail == "aborted"
     assert apply(machine, RecordForgetOp(txns=("t3",))).detail == "0"
     assert machine.record_state("t3") == "aborted"
+
+
+def test_the_decision_record_applies_the_coordinators_own_prepared_part() -> None:
+    machine = fresh()
+    assert apply(machine, RecordBeginOp(txn="t1", ts=1, parts=(Part(group="s1"), Part(group="s2")))).status == "ok"
+    assert apply(machine, prepare("t1", Write(key="a", value="1"))).status == "ok"
+    decided = apply(machine, RecordDecideOp(txn="t1", commit=True))
+    assert (decided.status, decided.detail, decided.revision) == ("ok", "committed", 1)
+    assert machine.get("a") == ("1", 1) and machine.prepared() == [] and machine.outcome("t1") is True
+    assert apply(machine, DecideOp(txn="t1", commit=True)).status == "duplicate"
+    assert machine.revision == 1
+
+
+def test_an_abort_record_drops_the_coordinators_own_prepared_part() -> None:
+    machine = fresh()
+    apply(machine, prepare("t1", Write(key="a", value="1")))     # its record never got chosen
+    assert apply(machine, RecordDecideOp(txn="t1", commit=False)).detail == "aborted"   # presumed abort
+    assert machine.items() == {} and machine.prepared() == [] and machine.outcome("t1") is False

@@ -1208,6 +1208,9 @@ class ShardServer:
     def _on_decision(self, now_ms: float, message: Decision, out: Effects) -> None:
         ack = DecisionAck(txn=message.txn, group=self.group)
         if self.machine.outcome(message.txn) is not None:
+            # Applied here already (by a DecideOp, or -- at the coordinator's
+            # own group -- with the decision record itself): its locks go.
+            self._finish_locally(now_ms, message.txn, out)
             self._send_group(message.coordinator, ack, out)
             return
         if message.txn in self._deciding:
