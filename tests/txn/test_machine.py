@@ -245,3 +245,18 @@ def test_an_abort_record_drops_the_coordinators_own_prepared_part() -> None:
     apply(machine, prepare("t1", Write(key="a", value="1")))     # its record never got chosen
     assert apply(machine, RecordDecideOp(txn="t1", commit=False)).detail == "aborted"   # presumed abort
     assert machine.items() == {} and machine.prepared() == [] and machine.outcome("t1") is False
+
+
+def test_a_late_abort_for_a_forgotten_record_does_not_contradict_the_known_outcome() -> None:
+    # Regression (sim seed 2062): after the record was forgotten, a deposed
+    # participant leader's query led to a presumed abort of a COMMITTED
+    # transaction; the coordinator's group knows the outcome of its own part.
+    machine = fresh()
+    apply(machine, RecordBeginOp(txn="t1", ts=1, parts=(Part(group="s1"), Part(group="s2"))))
+    apply(machine, prepare("t1", Write(key="a", value="1")))
+    apply(machine, RecordDecideOp(txn="t1", commit=True))
+    apply(machine, RecordForgetOp(txns=("t1",)))
+    assert machine.record_state("t1") is None
+    late = apply(machine, RecordDecideOp(txn="t1", commit=False))
+    assert (late.status, late.detail) == ("duplicate", "committed")
+    assert machine.record_state("t1") is None and machine.outcome("t1") is True and machine.get("a")[0] == "1"

@@ -47,6 +47,14 @@ def test_seed_2051_a_cross_shard_deadlock_is_broken_at_once() -> None:
     assert_scenario_passes("txn", [2051])
 
 
+def test_seed_2062_a_late_query_does_not_abort_a_forgotten_committed_transaction() -> None:
+    # Regression: a deposed participant leader asked about a transaction whose
+    # record was already forgotten; the coordinator presumed abort although its
+    # own part had committed, and the client's re-sent commit was told
+    # "aborted": the client ran it again and the list got the append twice.
+    assert_scenario_passes("txn", [2062])
+
+
 def test_accepting_a_stale_read_is_caught() -> None:
     caught = assert_mutant_caught("txn", "txn.accept_stale_read", [3, 9], {"hedged_reads": "1"}, caught_min=2)
     assert any("bank: total" in v for v in caught[0].violations)

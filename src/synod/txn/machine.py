@@ -342,6 +342,15 @@ class ShardMachine:
                 return OpResult(status="ok")
             case RecordDecideOp():
                 state = self.record_state(op.txn)
+                known = self.outcome(op.txn) if state is None else None
+                if known is not None:
+                    # The record was forgotten after every participant
+                    # acknowledged, and this group -- a participant too -- still
+                    # knows the outcome: that is the decision, not a presumption
+                    # (sim seed 2062: a deposed participant leader's late query
+                    # made an abort tombstone for a committed transaction, and
+                    # the client's re-sent commit was told "aborted").
+                    return OpResult(status="duplicate", detail=COMMITTED if known else ABORTED)
                 if state is None and not op.commit:
                     # Presumed abort made durable: a tombstone, so that a commit
                     # of this transaction re-sent later is refused, not begun anew.

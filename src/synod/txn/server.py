@@ -1256,6 +1256,13 @@ class ShardServer:
         state = self.machine.record_state(message.txn)
         if state == PENDING or (message.txn in self._coordinating and state is None):
             return  # still deciding; the decision will be sent
+        known = self.machine.outcome(message.txn) if state is None else None
+        if known is not None:
+            # Forgotten after every participant acknowledged; this group's own
+            # part remembers the outcome (a late query from a deposed leader).
+            self._counts["answered_query_from_outcome"] += 1
+            self._send_group(message.group, Decision(txn=message.txn, coordinator=self.group, commit=known), out)
+            return
         if state is None and not self.replica.has_read_lease(now_ms):
             # Presumed abort rests on "there is no record", which only a leader
             # whose lease holds may say: a deposed leader that does not know it
