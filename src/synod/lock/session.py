@@ -384,7 +384,7 @@ class ClientSession:
             if self.cache.invalidated.get(path, 0) <= body.invalidation_mark and not self._changing(path):
                 self._cache_put(path, result)
         if isinstance(pending.op, Write | Delete | SetAcl) and body.epoch == self.epoch:
-            self._on_change_reply(now_ms, pending.op, body)
+            self._on_change_reply(now_ms, pending.op, body, held=pending.cache)
         if isinstance(result, OpError) and result.code == "session_expired" and self.usable:
             self.become(SessionState.EXPIRED)
         pending.done(result)
@@ -396,11 +396,13 @@ class ClientSession:
         was sent), so no reply about ``path`` may be cached until it is done."""
         return any(isinstance(p.op, Write | Delete | SetAcl) and p.op.path == path for p in self._pending.values())
 
-    def _on_change_reply(self, now_ms: float, op: Write | Delete | SetAcl, body: LockReply) -> None:
+    def _on_change_reply(self, now_ms: float, op: Write | Delete | SetAcl, body: LockReply, *, held: bool) -> None:
         """The answer to this session's change of ``op.path``. Every read reply
         the master gave out before it took the change carries a lower mark
         than this one: raise the path's floor to it, so none of them is cached.
-        A ``Write`` the master made cacheable (write-through) is kept."""
+        A ``Write`` the master made cacheable (write-through) is kept; a write
+        of a file the session ``held`` that could not be kept leaves the file
+        admitted, so the next read asks for a cacheable copy."""
         path = op.path
         floor = self.cache.invalidated.get(path, 0)
         self.cache.entries.pop(path, None)
@@ -410,6 +412,10 @@ class ClientSession:
         if (isinstance(op, Write) and body.cacheable and isinstance(body.result, NodeMeta)
                 and floor <= body.invalidation_mark and not self._changing(path) and self.lease_safe(now_ms)):
             self._cache_put(path, Contents(meta=body.result, contents=op.contents))
+        elif held and isinstance(op, Write):
+            self.cache.reads[path] = self.config.cache_admission_reads - 1
+            while len(self.cache.reads) > CACHE_ENTRIES_MAX:
+                del self.cache.reads[next(iter(self.cache.reads))]
 
     def _on_call_error(self, now_ms: float, source: NodeId, pending: _Pending, error: ErrorReply, out: Effects) -> None:
         if error.code in ("not_master", "not_leader"):
