@@ -98,12 +98,16 @@ class _WriteHistory:
         del rows[:-64]
 
     def check_read(self, key: str, stamp: int, started: float) -> None:
+        # Rows are in completion order, and a write that started after W
+        # completed also completed after it: only rows after W's can show it
+        # stale. Searched from the newest (the value read is usually recent).
         rows = self.writes.get(key, [])
-        source = next((row for row in rows if row[0] == stamp), None)
-        if source is None:
-            return
-        if any(other[1] > source[2] and other[2] < started for other in rows):
-            raise StaleReadError(f"stale read of key {key}")
+        for index in range(len(rows) - 1, -1, -1):
+            if rows[index][0] == stamp:
+                ended = rows[index][2]
+                if any(other[1] > ended and other[2] < started for other in rows[index + 1:]):
+                    raise StaleReadError(f"stale read of key {key}")
+                return
 
 
 def mix_choice(rng: random.Random, ops: int, sessions: int, kind: str) -> tuple[int, str, bool]:
@@ -670,16 +674,17 @@ def main() -> None:
             print(f"  sessions ({args.preset} preset, {config.lease_ms / 1000:.1f} s lease, batched KeepAlives): "
                   f"{opened} opened in {open_s:.1f} s, {safe} safe after holding {hold_s:.1f} s idle", flush=True)
         cluster.stop()
-        local_sessions = not args.skip_sessions and args.preset != "local"
-        # Failover on the local preset (its short Paxos timeouts, as bench/paxos measures them).
-        with (contextlib.nullcontext() if args.skip_failover and not local_sessions
-              else LocalCluster(root / "cell-local", 3, core=CELL_CORES["local"])) as local:
-            if local is not None and not args.skip_failover:
+        # Failover on a local-preset cell (its short Paxos timeouts, as
+        # bench/paxos measures them); the local-preset sessions on a fresh cell
+        # of their own, so neither run meets the other's aftermath.
+        if not args.skip_failover:
+            with LocalCluster(root / "cell-local", 3, core=CELL_CORES["local"]) as local:
                 local.wait_leader()
                 failover_s = synod_failover(local)
                 print(f"  master failover (local preset): first write in the old session {failover_s * 1000:.0f} "
                       f"ms after SIGKILL", flush=True)
-            if local is not None and local_sessions:
+        if not args.skip_sessions and args.preset != "local":
+            with LocalCluster(root / "cell-local-sessions", 3, core=CELL_CORES["local"]) as local:
                 config = presets["local"]
                 hold_s = 3 * config.lease_ms / 1000.0
                 local.wait_leader()
