@@ -330,18 +330,28 @@ class LockClient:
                     timeout_s: float | None = None) -> Message:
         if self._closed:
             raise LocalProtocolError("LockClient is closed")
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
 
         def done(result: Message) -> None:
             if not future.done():
                 future.set_result(result)
 
         self._execute(start(done))
+        if future.done():
+            return future.result()
+        # A plain timer rather than ``asyncio.timeout``: this is every call's path.
+        limit_s = timeout_s or self.call_timeout_s
+        handle = loop.call_later(limit_s, self._expire_wait, future, limit_s)
         try:
-            async with asyncio.timeout(timeout_s or self.call_timeout_s):
-                return await future
-        except TimeoutError:
-            raise LockTimeout(f"no answer from the cell within {timeout_s or self.call_timeout_s} s") from None
+            return await future
+        finally:
+            handle.cancel()
+
+    @staticmethod
+    def _expire_wait(future: asyncio.Future[Message], limit_s: float) -> None:
+        if not future.done():
+            future.set_exception(LockTimeout(f"no answer from the cell within {limit_s} s"))
 
     def _error(self, result: Message) -> LockError:
         if isinstance(result, OpError):
