@@ -33,6 +33,17 @@ def test_invalidation_not_awaited_is_caught_as_a_stale_read() -> None:
     assert any("not linearizable" in v or "stale" in v for r in caught for v in r.violations)
 
 
+def test_caching_a_reply_during_the_sessions_own_write_is_caught() -> None:
+    # Clients that read and write the same file at once (``overlap``) meet the
+    # race the client's guard closes; without it a stale copy is served.
+    caught = assert_mutant_caught("lock", "lock.cache_during_own_change", range(11), {"overlap": "0.5"})
+    assert any("not linearizable" in v or "stale" in v for r in caught for v in r.violations)
+
+
+def test_lock_scenario_passes_with_reads_and_writes_of_one_file_at_once() -> None:
+    assert_scenario_passes("lock", range(6), {"overlap": "0.5", "chaos_ms": "3000", "heal_ms": "2000"})
+
+
 def test_expired_session_keeping_its_lock_is_caught() -> None:
     caught = assert_mutant_caught("lock", "lock.expired_session_keeps_lock", range(2))
     assert any("still locked by ended session" in v for r in caught for v in r.violations)

@@ -29,7 +29,10 @@ Planted bugs each caught: ``lock.skip_lock_delay`` (fencing),
 ``lock.expired_session_keeps_lock`` (locks of ended sessions).
 
 Options: ``clients`` (4), ``files`` (3), ``op_interval_ms`` (10), ``pause_probability``
-(0.3), ``churn_ms`` (600; 0 turns the master nemesis off), ``chaos_ms``, ``heal_ms``
+(0.3), ``overlap`` (0: the probability that a read is followed at once by a
+write of the same file from the same session while the read is in flight --
+the race of a writer's own cached copy, see ``LockServer._drop_writer_copy``),
+``churn_ms`` (600; 0 turns the master nemesis off), ``chaos_ms``, ``heal_ms``
 and any ``sim.<SimConfig field>``.
 """
 
@@ -174,6 +177,7 @@ class _WorkloadConfig:
     op_interval_ms: float
     pause_probability: float
     stop_ms: float
+    overlap: float = 0.0
 
 
 class LockWorkload:
@@ -317,8 +321,8 @@ class LockWorkload:
         out.extend(self.session.call(now_ms, Create(session=self.session.session, path=path),
                                      lambda result: self._finish(op, result)))
 
-    def _write(self, now_ms: float, out: Effects) -> None:
-        path = self._file()
+    def _write(self, now_ms: float, out: Effects, path: str | None = None) -> None:
+        path = path or self._file()
         self.counter += 1
         value = f"{self.node}:{self.counter}"
         op = self._record(("put", path, value), now_ms)
@@ -334,6 +338,8 @@ class LockWorkload:
         op = self._record(("get", path), now_ms, cached=cached_now)
         self.busy = True
         out.extend(self.session.read(now_ms, path, lambda result: self._finish(op, result), cache=cache))
+        if self.config.overlap and self.rng.random() < self.config.overlap:
+            self._write(now_ms, out, path)
 
     def _lock(self, now_ms: float, out: Effects) -> None:
         path = f"{self.root}/lock"
@@ -545,6 +551,7 @@ def lock_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
         cell=cell, servers=replicas, files=options.get_int("files", 3),
         op_interval_ms=options.get_float("op_interval_ms", 10.0),
         pause_probability=options.get_float("pause_probability", 0.3),
+        overlap=options.get_float("overlap", 0.0),
         stop_ms=sim_config.chaos_ms + sim_config.heal_ms * 0.5,
     )
     for node in clients:
