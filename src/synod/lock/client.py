@@ -206,7 +206,8 @@ class LockClient:
         batch = LockCallBatch(calls=tuple(r.body for r in requests if isinstance(r.body, LockCall)))
         try:
             connection = await self._connection(node)
-            reply = await connection.request(batch, self.call_timeout_s)
+            # A change may wait up to a lease for a silent cache holder.
+            reply = await connection.request(batch, max(self.call_timeout_s, 2 * self.config.lease_ms / 1000.0))
         except (TimeoutError_, TimeoutError):
             return  # the session core's own timers retry each call
         except Exception:  # closed, refused, unreachable
