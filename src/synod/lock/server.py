@@ -86,7 +86,6 @@ from synod.lock.messages import (
     LockCallBatch,
     LockCallBatchReply,
     LockReply,
-    NodeMeta,
     OpenSession,
     OpenSessions,
     OpError,
@@ -538,8 +537,6 @@ class LockServer:
                 entry.mark = self.invalidation_next - 1
             self._read(op, entry)
             return
-        if isinstance(op, Write) and call.cache:
-            entry.cache = True  # write-through: the writer keeps its copy
         stamped = self._stamped(op, source, now_ms)
         self._submit(stamped, entry, self._affected_paths(stamped))
 
@@ -624,16 +621,6 @@ class LockServer:
         self.invalidation_next += 1
         self._counts["writer_copies_dropped"] += 1
 
-    def _write_through(self, session: int, path: str, meta: NodeMeta) -> bool:
-        """May the session that wrote ``meta`` keep what it wrote as its cached
-        copy? Only if nothing changed the file since (a retried call gets the
-        result of its first application back) and no other change is in
-        flight; if so, it is recorded as a holder, like a cacheable read."""
-        if self.namespace.meta_of(path) != meta or not self._cacheable(path, session):
-            return False
-        self.cached_by.setdefault(path, set()).add(session)
-        return True
-
     def _release_parked(self) -> None:
         still: list[_Parked] = []
         ready: list[_Parked] = []
@@ -669,8 +656,6 @@ class LockServer:
         if isinstance(op, Write | Delete | SetAcl):
             # The client raises its floor for the path to this mark.
             mark = self.invalidation_next - 1
-            if call.cache and isinstance(op, Write) and isinstance(result, NodeMeta):
-                cacheable = self._write_through(call.session, op.path, result)
         if isinstance(result, SessionOpened):
             self.sessions[result.session] = _SessionState(
                 client=call.client, lease_end_ms=self._now_ms + self.config.lease_ms)
