@@ -193,6 +193,7 @@ class LockWorkload:
         self.history: list[_FileOp] = []
         self.events: list[tuple[ClientSession, Event]] = []
         self.busy = False
+        self.file_ops_open = 0
         self.holding: Sequencer | None = None
         self.paused_until = float("-inf")
         self.buffered: list[tuple[str, NodeId, Message | str]] = []
@@ -297,7 +298,13 @@ class LockWorkload:
         return op
 
     def _finish(self, op: _FileOp, result: Message) -> None:
-        self.busy = False
+        # With ``overlap`` a read and a write are in flight at once: the client
+        # is free for its next operation (a lock, say) only when both are done,
+        # or two lock flows of one client would interleave and one would write
+        # to the resource after the other released the lock.
+        self.file_ops_open -= 1
+        if self.file_ops_open == 0:
+            self.busy = False
         op.end_ms = self.session_clock()
         match result:
             case NodeMeta() | Done():
@@ -318,6 +325,7 @@ class LockWorkload:
         path = self._file()
         op = self._record(("put", path, ""), now_ms)
         self.busy = True
+        self.file_ops_open += 1
         out.extend(self.session.call(now_ms, Create(session=self.session.session, path=path),
                                      lambda result: self._finish(op, result)))
 
@@ -327,6 +335,7 @@ class LockWorkload:
         value = f"{self.node}:{self.counter}"
         op = self._record(("put", path, value), now_ms)
         self.busy = True
+        self.file_ops_open += 1
         out.extend(self.session.call(now_ms, Write(session=self.session.session, path=path,
                                                    contents=value.encode()),
                                      lambda result: self._finish(op, result)))
@@ -337,6 +346,7 @@ class LockWorkload:
         cached_now = cache and self.session.lease_safe(now_ms) and path in self.session.cache.entries
         op = self._record(("get", path), now_ms, cached=cached_now)
         self.busy = True
+        self.file_ops_open += 1
         out.extend(self.session.read(now_ms, path, lambda result: self._finish(op, result), cache=cache))
         if self.config.overlap and self.rng.random() < self.config.overlap:
             self._write(now_ms, out, path)

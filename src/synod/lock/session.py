@@ -45,7 +45,6 @@ from synod.codec.kernel import ClientReply, ClientRequest, ErrorReply
 from synod.codec.registry import Message
 from synod.core.effects import CancelTimer, Effects, Send, SetTimer
 from synod.core.errors import LocalProtocolError, invariant
-from synod.core.faults import declare_mutant, mutant
 from synod.core.ids import NodeId
 from synod.lock.config import LockConfig
 from synod.lock.messages import (
@@ -67,12 +66,6 @@ from synod.lock.messages import (
     SetAcl,
     Subscribe,
     Write,
-)
-
-MUTANT_CACHE_DURING_OWN_CHANGE = declare_mutant(
-    "lock.cache_during_own_change",
-    "the client caches a read reply about a file while its own change of that file is in flight "
-    "(the master does not wait for the writer's own copy)",
 )
 
 #: Timer keys of the client start with this.
@@ -389,7 +382,7 @@ class ClientSession:
         if isinstance(result, Contents) and body.cacheable and body.epoch == self.epoch and self.lease_safe(now_ms):
             path = result.meta.path
             if self.cache.invalidated.get(path, 0) <= body.invalidation_mark and (
-                    not self._changing(path) or mutant(MUTANT_CACHE_DURING_OWN_CHANGE)):
+                    not self._changing(path)):
                 self._cache_put(path, result)
         if isinstance(pending.op, Write | Delete | SetAcl) and body.epoch == self.epoch:
             self._on_change_reply(now_ms, pending.op, body, held=pending.cache)
