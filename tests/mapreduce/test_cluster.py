@@ -390,7 +390,8 @@ def test_a_map_worker_dead_before_the_fetch_is_found_by_the_fetch_and_its_maps_r
     stats = result.steps[0]
     assert stats.fetch_failures >= 1, "the reducer's fetch from dead w2 failed and was reported"
     assert stats.map_reexecutions >= 1, "w2's committed map tasks ran again"
-    assert stats.workers_alive == 1
+    # Not asserted: workers_alive. The fetch failure, not gossip, finds w2 dead,
+    # and the job may end before gossip declares it failed (CI run at ffa78e5).
 
 
 @pytest.fixture
