@@ -59,7 +59,6 @@ from synod.lock.messages import (
     KeepAliveReply,
     LockCall,
     LockReply,
-    NodeMeta,
     OpenSession,
     OpError,
     SessionOpened,
@@ -245,7 +244,7 @@ class ClientSession:
             return out
         if isinstance(op, Write | Delete | SetAcl | Create):
             held = self.cache.entries.pop(op.path, None) is not None
-            # Write-through: a writer that held the file keeps what it wrote.
+            # A writer that held the file has it admitted again (``_on_change_reply``).
             cache = cache or (held and isinstance(op, Write))
         self._submit(now_ms, op, cache, done, out)
         return out
@@ -401,19 +400,16 @@ class ClientSession:
         """The answer to this session's change of ``op.path``. Every read reply
         the master gave out before it took the change carries a lower mark
         than this one: raise the path's floor to it, so none of them is cached.
-        A ``Write`` the master made cacheable (write-through) is kept; a write
-        of a file the session ``held`` that could not be kept leaves the file
-        admitted, so the next read asks for a cacheable copy."""
+        The writer keeps no copy of what it wrote (see docs/lock.md); a write of
+        a file the session ``held`` leaves the file admitted, so the next read
+        asks for a cacheable copy."""
         path = op.path
         floor = self.cache.invalidated.get(path, 0)
         self.cache.entries.pop(path, None)
         self.cache.invalidated[path] = max(floor, body.invalidation_mark)
         while len(self.cache.invalidated) > INVALIDATIONS_REMEMBERED_MAX:
             del self.cache.invalidated[next(iter(self.cache.invalidated))]
-        if (isinstance(op, Write) and body.cacheable and isinstance(body.result, NodeMeta)
-                and floor <= body.invalidation_mark and not self._changing(path) and self.lease_safe(now_ms)):
-            self._cache_put(path, Contents(meta=body.result, contents=op.contents))
-        elif held and isinstance(op, Write):
+        if held and isinstance(op, Write):
             self.cache.reads[path] = self.config.cache_admission_reads - 1
             while len(self.cache.reads) > CACHE_ENTRIES_MAX:
                 del self.cache.reads[next(iter(self.cache.reads))]
