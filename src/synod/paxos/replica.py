@@ -890,6 +890,13 @@ class PaxosReplica:
 
     # ---------------------------------------------------------------- leases and reads
 
+    def window_open(self) -> bool:
+        """Whether a command submitted now would be proposed at once: this replica
+        leads, queues nothing, and has a free slot in its Phase 2 window. A core
+        above may hold its own commands while it is shut, to submit them together."""
+        return (self.role is Role.LEADER and not self._pending
+                and self.next_slot - self.chosen_index - 1 < self.config.window_slots_max)
+
     def lease_expiry_ms(self) -> float:
         """When the leader's lease ends (on its own clock); -inf if it holds none."""
         if self.role is not Role.LEADER or not self._round_sent_ms:

@@ -36,6 +36,7 @@ applied. The machine never reads a clock.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 from synod.codec.registry import Message, decode, encode
@@ -50,8 +51,10 @@ from synod.txn.messages import (
     Change,
     DecideOp,
     EpochOp,
+    FastCommitBatchOp,
     FastCommitOp,
     OpResult,
+    OpResults,
     Part,
     PrepareOp,
     RecordBeginOp,
@@ -93,6 +96,27 @@ TRIM_STEP_MAX = 64
 
 def _trim_step(bound: int) -> int:
     return max(1, min(TRIM_STEP_MAX, bound // 16))
+
+
+class _Rows:
+    """The kv, changes and outcomes rows an operation writes, gathered and written
+    at its end: a batch of commits costs one statement per table, not one per
+    row. Nothing reads these tables while an operation is applied (outcomes are
+    looked up in memory), so deferring the rows changes no result."""
+
+    __slots__ = ("changes", "changes_below", "deletes", "keys", "outcomes", "outcomes_upto", "puts")
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, str, int]] = []
+        self.deletes: list[tuple[str]] = []
+        self.changes: list[tuple[int, int, str, str | None]] = []
+        self.outcomes: list[tuple[int, str, int]] = []
+        #: Keys in ``puts`` and ``deletes`` (a key written again flushes them first).
+        self.keys: set[str] = set()
+        #: Trims decided: changes below this revision (0: none), outcomes up to
+        #: this seq (None: none).
+        self.changes_below = 0
+        self.outcomes_upto: int | None = None
 
 
 def check_key(key: str, config: TxnConfig) -> None:
@@ -152,6 +176,12 @@ class ShardMachine:
         #: one skips decoding (and validating) bytes it encoded from this very
         #: object. Bounded; an entry whose proposal never applies is dropped.
         self._proposed: dict[bytes, Message] = {}
+        #: The ``outcomes`` table in memory (``_outcome_mirror``): txn ->
+        #: committed, and (seq, txn) in seq order for the trim. None: not read yet.
+        self._outcomes: dict[str, bool] | None = None
+        self._outcome_seqs: deque[tuple[int, str]] = deque()
+        #: Rows of the operation being applied, written at its end (``_write_rows``).
+        self._rows = _Rows()
 
     def proposed(self, encoded: bytes, op: Message) -> None:
         """``encoded`` is ``encode(op)``, about to be proposed by this replica."""
@@ -171,19 +201,28 @@ class ShardMachine:
         self.engine.begin()
         try:
             result = self._apply(decoded)
-            self.engine.set_meta("applied", self.engine.meta("applied") + 1)
-            if result.status == "refused":
+            if isinstance(result, OpResult) and result.status == "refused":
                 # Nothing of a refused op stays: roll back, then count it applied.
+                self._discard_rows()
                 self.engine.rollback()
                 self._epoch = None
                 self.engine.begin()
-                self.engine.set_meta("applied", self.engine.meta("applied") + 1)
+            else:
+                self._write_rows()
+            self.engine.set_meta("applied", self.engine.meta("applied") + 1)
             self.engine.commit()
         except BaseException:
+            self._discard_rows()
             self.engine.rollback()
             self._epoch = None
+            self._outcomes = None
             raise
         return encode(result)
+
+    def _discard_rows(self) -> None:
+        if self._rows.outcomes or self._rows.outcomes_upto is not None:
+            self._outcomes = None   # the mirror has them: read it again
+        self._rows = _Rows()
 
     def query(self, op: bytes) -> bytes:
         try:
@@ -204,10 +243,12 @@ class ShardMachine:
 
     def restore(self, chunks: Iterable[bytes]) -> None:
         self._epoch = None
+        self._outcomes = None
         try:
             self.engine.restore(chunks)
         finally:
             self._epoch = None
+            self._outcomes = None
 
     def digest(self) -> str:
         return self.engine.digest()
@@ -284,8 +325,18 @@ class ShardMachine:
 
     def outcome(self, txn: str) -> bool | None:
         """True committed, False aborted, None unknown here (or forgotten)."""
-        rows = self.engine.execute("SELECT committed FROM outcomes WHERE txn = ?", (txn,))
-        return bool(rows[0][0]) if rows else None
+        return self._outcome_mirror().get(txn)
+
+    def _outcome_mirror(self) -> dict[str, bool]:
+        """The ``outcomes`` table in memory (asked on every commit and every
+        applied operation; a dict answers in a fraction of a SELECT's time),
+        read from the engine on first use and after a restore, then kept equal
+        to the table by ``_remember``."""
+        if self._outcomes is None:
+            rows = self.engine.execute("SELECT seq, txn, committed FROM outcomes ORDER BY seq")
+            self._outcomes = {str(txn): bool(committed) for _, txn, committed in rows}
+            self._outcome_seqs = deque((int(seq), str(txn)) for seq, txn, _ in rows)
+        return self._outcomes
 
     def records(self) -> list[tuple[str, RecordBeginOp]]:
         """The coordinator's transaction records: (state, record)."""
@@ -306,7 +357,7 @@ class ShardMachine:
 
     # ------------------------------------------------------------ applying
 
-    def _apply(self, op: object) -> OpResult:
+    def _apply(self, op: object) -> OpResult | OpResults:
         match op:
             case PrepareOp():
                 return self._apply_prepare(op)
@@ -320,20 +371,9 @@ class ShardMachine:
                 self._epoch = op.ballot
                 return OpResult(status="ok")
             case FastCommitOp():
-                if self.outcome(op.txn) is not None:
-                    return OpResult(status="duplicate", detail="decided")
-                if op.lock_ballot != self.epoch:
-                    return OpResult(status="refused", detail=f"stale_ballot: locks of {op.lock_ballot}, "
-                                    f"epoch {self.epoch}")
-                stale = stale_read(False, op.read_ballots, self.epoch)
-                if stale is not None:
-                    return OpResult(status="refused", detail=stale)
-                refused = self._refuse_writes(op.writes)
-                if refused is not None:
-                    return refused
-                revision = self._write(op.writes)
-                self._remember(op.txn, committed=True)
-                return OpResult(status="ok", revision=revision)
+                return self._apply_fast(op)
+            case FastCommitBatchOp():
+                return OpResults(items=tuple(self._apply_fast(commit) for commit in op.commits))
             case RecordBeginOp():
                 if self.record_state(op.txn) is not None or self.outcome(op.txn) is not None:
                     return OpResult(status="duplicate", detail=self.record_state(op.txn) or "forgotten")
@@ -380,6 +420,21 @@ class ShardMachine:
                 return OpResult(status="ok", detail=str(forgotten))
             case _:
                 return OpResult(status="refused", detail=f"not a shard op: {type(op).__name__}")
+
+    def _apply_fast(self, op: FastCommitOp) -> OpResult:
+        if self.outcome(op.txn) is not None:
+            return OpResult(status="duplicate", detail="decided")
+        if op.lock_ballot != self.epoch:
+            return OpResult(status="refused", detail=f"stale_ballot: locks of {op.lock_ballot}, epoch {self.epoch}")
+        stale = stale_read(False, op.read_ballots, self.epoch)
+        if stale is not None:
+            return OpResult(status="refused", detail=stale)
+        refused = self._refuse_writes(op.writes)
+        if refused is not None:
+            return refused
+        revision = self._write(op.writes)
+        self._remember(op.txn, committed=True)
+        return OpResult(status="ok", revision=revision)
 
     def _apply_prepare(self, op: PrepareOp) -> OpResult:
         decided = self.outcome(op.txn)
@@ -443,27 +498,72 @@ class ShardMachine:
         return None
 
     def _write(self, writes: tuple[Write, ...]) -> int:
+        """Give ``writes`` the next revision; their rows wait in ``_rows``."""
         if not writes:
             return self.engine.meta("revision")
         revision = self.engine.meta("revision") + 1
         self.engine.set_meta("revision", revision)
+        rows = self._rows
         for seq, write in enumerate(writes):
+            if write.key in rows.keys:
+                self._write_kv()   # the same key again: keep the writes in order
+            rows.keys.add(write.key)
             if write.value is None:
-                self.engine.execute("DELETE FROM kv WHERE key = ?", (write.key,))
+                rows.deletes.append((write.key,))
             else:
-                self.engine.execute("INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)",
-                                    (write.key, write.value, revision))
-            self.engine.execute("INSERT INTO changes (revision, seq, key, value) VALUES (?, ?, ?, ?)",
-                                (revision, seq, write.key, write.value))
+                rows.puts.append((write.key, write.value, revision))
+            rows.changes.append((revision, seq, write.key, write.value))
         horizon = revision - self.config.watch_history_max
         if horizon >= self.engine.meta("compacted_below") + _trim_step(self.config.watch_history_max):
-            self.engine.execute("DELETE FROM changes WHERE revision < ?", (horizon,))
             self.engine.set_meta("compacted_below", horizon)
+            rows.changes_below = horizon
         return revision
 
     def _remember(self, txn: str, *, committed: bool) -> None:
+        outcomes = self._outcome_mirror()
         seq = self.engine.meta("outcome_seq") + 1
         self.engine.set_meta("outcome_seq", seq)
-        self.engine.execute("INSERT INTO outcomes (seq, txn, committed) VALUES (?, ?, ?)", (seq, txn, int(committed)))
+        self._rows.outcomes.append((seq, txn, int(committed)))
+        outcomes[txn] = committed
+        self._outcome_seqs.append((seq, txn))
         if seq % _trim_step(self.config.outcomes_max) == 0:
-            self.engine.execute("DELETE FROM outcomes WHERE seq <= ?", (seq - self.config.outcomes_max,))
+            horizon = seq - self.config.outcomes_max
+            self._rows.outcomes_upto = horizon
+            while self._outcome_seqs and self._outcome_seqs[0][0] <= horizon:
+                del outcomes[self._outcome_seqs.popleft()[1]]
+
+    def _write_kv(self) -> None:
+        rows = self._rows
+        if rows.puts:
+            self.engine.execute_many("INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)", rows.puts)
+            rows.puts = []
+        if rows.deletes:
+            self.engine.execute_many("DELETE FROM kv WHERE key = ?", rows.deletes)
+            rows.deletes = []
+        rows.keys.clear()
+
+    def _write_rows(self) -> None:
+        """Write the rows the operation gathered, one statement per table, with
+        the trims ``_write`` and ``_remember`` decided (each already in effect in
+        memory: the counters, the outcome mirror), so the result is the same as
+        writing each commit's rows at once."""
+        rows = self._rows
+        self._write_kv()
+        # A trim first, then the rows it leaves: the same as inserting every
+        # row and trimming after, without inserting what is then deleted (or an
+        # outcome forgotten and decided again in the same batch, twice).
+        if rows.changes_below:
+            self.engine.execute("DELETE FROM changes WHERE revision < ?", (rows.changes_below,))
+            rows.changes = [row for row in rows.changes if row[0] >= rows.changes_below]
+            rows.changes_below = 0
+        if rows.changes:
+            self.engine.execute_many("INSERT INTO changes (revision, seq, key, value) VALUES (?, ?, ?, ?)",
+                                     rows.changes)
+            rows.changes = []
+        if rows.outcomes_upto is not None:
+            self.engine.execute("DELETE FROM outcomes WHERE seq <= ?", (rows.outcomes_upto,))
+            rows.outcomes = [row for row in rows.outcomes if row[0] > rows.outcomes_upto]
+            rows.outcomes_upto = None
+        if rows.outcomes:
+            self.engine.execute_many("INSERT INTO outcomes (seq, txn, committed) VALUES (?, ?, ?)", rows.outcomes)
+            rows.outcomes = []

@@ -145,8 +145,22 @@ class EpochOp(Message):
     ballot: Ballot
 
 
+@message(817)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FastCommitBatchOp(Message):
+    """Fast-path commits a leader made ready together, in one log command: each
+    is applied in order exactly as it would be alone (its own checks, its own
+    revision, its own outcome), and one refused leaves the others whole. One
+    command instead of one each saves a command's exactly-once entry, result and
+    decoding per transaction, and lets the rows of all go to the engine in one
+    statement per table."""
+
+    commits: tuple[FastCommitOp, ...]
+
+
 ShardOp: TypeAlias = (
-    PrepareOp | DecideOp | FastCommitOp | RecordBeginOp | RecordDecideOp | RecordForgetOp | EpochOp
+    PrepareOp | DecideOp | FastCommitOp | FastCommitBatchOp | RecordBeginOp | RecordDecideOp | RecordForgetOp
+    | EpochOp
 )
 
 
@@ -159,6 +173,14 @@ class OpResult(Message):
     status: str
     detail: str = ""
     revision: int = 0
+
+
+@message(821)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpResults(Message):
+    """What applying a ``FastCommitBatchOp`` did: one ``OpResult`` per commit, in order."""
+
+    items: tuple[OpResult, ...]
 
 
 # ---------------------------------------------------------------- client bodies

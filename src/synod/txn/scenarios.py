@@ -26,6 +26,8 @@ Checks:
 
 Options (``-o key=value``): ``shards`` (2, up to 4), ``replicas`` (3),
 ``clients`` (4), ``accounts`` (6), ``list_keys`` (4), ``churn_ms`` (250; 0 off),
+``window`` (8: the shards' Paxos window; at 1, fast-path commits queue behind a
+full window and leave together in ``FastCommitBatchOp``s),
 ``resend_backoff_max`` (1: ``TxnConfig.resend_backoff_max``), ``hedged_reads``
 (0; 1: every read goes to every replica of its group, the first answer wins,
 so deposed leaders answer reads often),
@@ -135,6 +137,7 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
     paxos_config = dataclasses.replace(
         PaxosConfig.sim(), election_timeout_ms=50.0, heartbeat_interval_ms=10.0, lease_ms=100.0,
         clock_drift_bound_ms=10.0, check_quorum_ms=200.0,
+        window_slots_max=options.get_int("window", PaxosConfig.sim().window_slots_max),
     )
     drift_ppm = 0.9 * paxos_config.clock_drift_bound_ms / (2 * paxos_config.lease_ms) * 1e6
     base = dataclasses.replace(base, clock_drift_ppm_max=drift_ppm)

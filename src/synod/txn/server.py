@@ -110,8 +110,10 @@ from synod.txn.messages import (
     DecisionAck,
     DecisionQuery,
     EpochOp,
+    FastCommitBatchOp,
     FastCommitOp,
     OpResult,
+    OpResults,
     Part,
     PrepareOp,
     PrepareRequest,
@@ -135,6 +137,15 @@ from synod.txn.messages import (
 from synod.txn.shardmap import ShardMap
 
 TICK_TIMER = "txn/tick"
+
+#: Fast-path commits one ``FastCommitBatchOp`` carries at most.
+FAST_BATCH_MAX = 64
+
+
+def _fast_bytes(op: FastCommitOp) -> int:
+    """A generous estimate of ``op``'s encoded size."""
+    return 64 + len(op.txn) + sum(32 + len(w.key) + len(w.value or "") for w in op.writes) \
+        + 32 * len(op.read_ballots)
 
 
 class CoordinatorState(enum.Enum):
@@ -289,6 +300,10 @@ class ShardServer:
         self._command_seq = 0
         self._token_seq = 0
         self._proposals: dict[int, tuple[str, str]] = {}
+        #: Fast-path commits whose locks are held, to be proposed at the end of
+        #: this event (``_propose_fast``); proposed batches: request id -> txns.
+        self._fast_ready: list[FastCommitOp] = []
+        self._fast_batches: dict[int, tuple[str, ...]] = {}
         self._lock_waits: dict[int, _LockWait] = {}
         self._preparing: dict[str, _Preparing] = {}
         self._deciding: set[str] = set()
@@ -394,9 +409,10 @@ class ShardServer:
             while self._inbox:
                 source, message = self._inbox.popleft()
                 self._on_peer(now_ms, source, message, queue)
+            if self._fast_ready and self.replica.window_open():
+                self._propose_fast(now_ms, queue)
             if not queue:
                 self._wake_watches(out)
-                self.machine.flush()
                 return self._route_batches(out) if self._batch_items else out
 
     def _intercept(self, effect: Effect, intercepted: list[ClientResult]) -> Effect | None:
@@ -479,6 +495,8 @@ class ShardServer:
         self._in_doubt.clear()
         self._presuming.clear()
         self._forget_batches.clear()
+        self._fast_ready.clear()
+        self._fast_batches.clear()
         self._proposals.clear()
         self.locks.waiters.clear()
 
@@ -500,6 +518,29 @@ class ShardServer:
         out.extend(self.replica.on_message(now_ms, self._self_client,
                                            ClientRequest(request_id=request_id, body=command)))
         return request_id
+
+    def _propose_fast(self, now_ms: float, out: Effects) -> None:
+        """Propose the fast-path commits made ready since the Paxos window last
+        had room (``_after`` holds them while it is shut): together, in
+        ``FastCommitBatchOp``s of at most ``FAST_BATCH_MAX`` commits and half a
+        Paxos command's bytes (a lone or large one goes as its own
+        ``FastCommitOp``)."""
+        ready, self._fast_ready = self._fast_ready, []
+        budget = self.replica.config.command_bytes_max // 2
+        batch: list[FastCommitOp] = []
+        size = 0
+        for index, op in enumerate(ready):
+            batch.append(op)
+            size += _fast_bytes(op)
+            last = index == len(ready) - 1
+            if not last and len(batch) < FAST_BATCH_MAX and size + _fast_bytes(ready[index + 1]) <= budget:
+                continue
+            if len(batch) == 1:
+                self._propose(now_ms, batch[0], "fast", batch[0].txn, out)
+            else:
+                request_id = self._propose(now_ms, FastCommitBatchOp(commits=tuple(batch)), "fast_batch", "", out)
+                self._fast_batches[request_id] = tuple(op.txn for op in batch)
+            batch, size = [], 0
 
     def _send_group(self, group: str, message: Message, out: Effects, *, broadcast: bool = False) -> None:
         """Send to ``group``'s leader (its ready leader acts; others ignore).
@@ -911,9 +952,9 @@ class ShardServer:
         self.locks.mark_prepared(prep.txn)
         prep.proposed = True
         if prep.fast_client is not None:
-            op: Message = FastCommitOp(txn=prep.txn, ts=prep.ts, writes=prep.part.writes, lock_ballot=ballot,
-                                       read_ballots=prep.part.read_ballots)
-            self._propose(now_ms, op, "fast", prep.txn, out)
+            # Proposed with the others made ready in this event (``_after``).
+            self._fast_ready.append(FastCommitOp(txn=prep.txn, ts=prep.ts, writes=prep.part.writes,
+                                                 lock_ballot=ballot, read_ballots=prep.part.read_ballots))
             return
         record = PrepareOp(txn=prep.txn, ts=prep.ts, coordinator=prep.coordinator, part=prep.part,
                            lock_ballot=ballot)
@@ -1312,6 +1353,9 @@ class ShardServer:
             if not isinstance(result, CommandResult):
                 self._epoch_proposed = None   # proposed again on the next event
             return
+        if kind == "fast_batch":
+            self._applied_fast_batch(now_ms, self._fast_batches.pop(request_id, ()), result, out)
+            return
         if not isinstance(result, CommandResult):
             self._counts[f"proposal_failed_{kind}"] += 1
             self._proposal_failed(kind, txn)
@@ -1346,6 +1390,26 @@ class ShardServer:
             coordination = self._coordinating.get(txn)
             if coordination is not None:
                 coordination.proposing = False
+
+    def _applied_fast_batch(self, now_ms: float, txns: tuple[str, ...], result: Message, out: Effects) -> None:
+        if not isinstance(result, CommandResult):
+            self._counts["proposal_failed_fast_batch"] += 1
+            for txn in txns:
+                self._proposal_failed("fast", txn)
+            return
+        try:
+            applied = decode(result.result)
+        except RemoteProtocolError:
+            applied = OpResult(status="refused", detail="undecodable result")
+        if isinstance(applied, OpResults) and len(applied.items) == len(txns):
+            for txn, item in zip(txns, applied.items, strict=True):
+                self._applied_fast(now_ms, txn, item, out)
+            return
+        invariant(isinstance(applied, OpResult) and applied.status == "refused",
+                  f"a batch of {len(txns)} fast commits answered with {applied!r}")
+        assert isinstance(applied, OpResult)
+        for txn in txns:
+            self._applied_fast(now_ms, txn, applied, out)
 
     def _applied_fast(self, now_ms: float, txn: str, applied: OpResult, out: Effects) -> None:
         prep = self._preparing.pop(txn, None)
