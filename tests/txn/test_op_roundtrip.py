@@ -14,8 +14,8 @@ from synod.paxos.messages import Ballot
 from synod.txn.messages import (
     DecideOp,
     EpochOp,
-    FastCommitBatchOp,
     FastCommitOp,
+    OpBatch,
     Part,
     PrepareOp,
     RecordBeginOp,
@@ -33,15 +33,17 @@ parts = st.builds(Part, group=texts, read_keys=st.lists(texts, max_size=4).map(t
                   writes=st.lists(writes, max_size=4).map(tuple),
                   read_ballots=st.lists(ballots, max_size=3).map(tuple))
 timestamps = st.integers(min_value=0, max_value=2**62)
-fast_commits = st.builds(FastCommitOp, txn=texts, ts=timestamps, writes=st.lists(writes, max_size=4).map(tuple),
-                         lock_ballot=ballots, read_ballots=st.lists(ballots, max_size=3).map(tuple))
-ops: st.SearchStrategy[Message] = st.one_of(
-    st.builds(FastCommitBatchOp, commits=st.lists(fast_commits, max_size=4).map(tuple)),
+batchable: st.SearchStrategy[Message] = st.one_of(
     st.builds(PrepareOp, txn=texts, ts=timestamps, coordinator=texts, part=parts, lock_ballot=ballots),
     st.builds(DecideOp, txn=texts, commit=st.booleans(), writes=st.lists(writes, max_size=4).map(tuple)),
-    fast_commits,
+    st.builds(FastCommitOp, txn=texts, ts=timestamps, writes=st.lists(writes, max_size=4).map(tuple),
+              lock_ballot=ballots, read_ballots=st.lists(ballots, max_size=3).map(tuple)),
     st.builds(RecordBeginOp, txn=texts, ts=timestamps, parts=st.lists(parts, max_size=3).map(tuple)),
     st.builds(RecordDecideOp, txn=texts, commit=st.booleans()),
+)
+ops: st.SearchStrategy[Message] = st.one_of(
+    batchable,
+    st.builds(OpBatch, ops=st.lists(batchable, max_size=4).map(tuple)),
     st.builds(RecordForgetOp, txns=st.lists(texts, max_size=5).map(tuple)),
     st.builds(EpochOp, ballot=ballots),
 )

@@ -56,7 +56,7 @@ def test_seed_2062_a_late_query_does_not_abort_a_forgotten_committed_transaction
 
 
 def test_accepting_a_stale_read_is_caught() -> None:
-    caught = assert_mutant_caught("txn", "txn.accept_stale_read", [3, 9], {"hedged_reads": "1"}, caught_min=2)
+    caught = assert_mutant_caught("txn", "txn.accept_stale_read", [19, 9], {"hedged_reads": "1"}, caught_min=2)
     assert any("bank: total" in v for v in caught[0].violations)
 
 

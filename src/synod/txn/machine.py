@@ -14,6 +14,8 @@ the applied counter:
 * ``DecideOp``: the decision reached the participant: apply the prepared writes
   (commit) or drop them (abort); remember the outcome.
 * ``FastCommitOp``: a transaction confined to this shard commits in one round.
+* ``OpBatch``: operations a leader proposed while its Paxos window was shut, in
+  one log command; each is applied exactly as it would be alone.
 * ``EpochOp``: a new leader's first operation. A prepare record or a fast-path
   commit is valid only if its locks were taken, and its reads served, under the
   ballot of the last epoch applied: a deposed leader's proposal can still be
@@ -29,7 +31,9 @@ the applied counter:
   abort, made durable), which is never forgotten.
 
 Every committing op bumps the shard ``revision`` and logs its changes (bounded by
-``watch_history_max``) for watches. Bad input is refused as a whole (``OpResult``
+``watch_history_max``) for watches. The kv, changes and outcomes rows of an
+operation are gathered and written at its end, one statement per table
+(``_Rows``); outcomes are looked up in an in-memory mirror of their table. Bad input is refused as a whole (``OpResult``
 with status ``refused``), identically on every replica: nothing is partially
 applied. The machine never reads a clock.
 """
@@ -51,8 +55,8 @@ from synod.txn.messages import (
     Change,
     DecideOp,
     EpochOp,
-    FastCommitBatchOp,
     FastCommitOp,
+    OpBatch,
     OpResult,
     OpResults,
     Part,
@@ -117,6 +121,9 @@ class _Rows:
         #: this seq (None: none).
         self.changes_below = 0
         self.outcomes_upto: int | None = None
+
+    def size(self) -> int:
+        return len(self.puts) + len(self.deletes) + len(self.changes) + len(self.outcomes)
 
 
 def check_key(key: str, config: TxnConfig) -> None:
@@ -372,8 +379,8 @@ class ShardMachine:
                 return OpResult(status="ok")
             case FastCommitOp():
                 return self._apply_fast(op)
-            case FastCommitBatchOp():
-                return OpResults(items=tuple(self._apply_fast(commit) for commit in op.commits))
+            case OpBatch():
+                return OpResults(items=tuple(self._apply_item(item) for item in op.ops))
             case RecordBeginOp():
                 if self.record_state(op.txn) is not None or self.outcome(op.txn) is not None:
                     return OpResult(status="duplicate", detail=self.record_state(op.txn) or "forgotten")
@@ -420,6 +427,16 @@ class ShardMachine:
                 return OpResult(status="ok", detail=str(forgotten))
             case _:
                 return OpResult(status="refused", detail=f"not a shard op: {type(op).__name__}")
+
+    def _apply_item(self, op: object) -> OpResult:
+        """One operation of an ``OpBatch``. It has no rollback of its own, so a
+        refusal must come before any write: checked, and a breach stops the node."""
+        changed, gathered = self.engine.changed_rows(), self._rows.size()
+        result = self._apply(op)
+        assert isinstance(result, OpResult)   # a batch holds no batch (the codec checks)
+        if result.status == "refused" and (self.engine.changed_rows() != changed or self._rows.size() != gathered):
+            raise RuntimeError(f"{type(op).__name__} refused after writing: {result.detail}")
+        return result
 
     def _apply_fast(self, op: FastCommitOp) -> OpResult:
         if self.outcome(op.txn) is not None:

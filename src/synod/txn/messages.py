@@ -147,20 +147,19 @@ class EpochOp(Message):
 
 @message(817)
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FastCommitBatchOp(Message):
-    """Fast-path commits a leader made ready together, in one log command: each
-    is applied in order exactly as it would be alone (its own checks, its own
-    revision, its own outcome), and one refused leaves the others whole. One
-    command instead of one each saves a command's exactly-once entry, result and
-    decoding per transaction, and lets the rows of all go to the engine in one
-    statement per table."""
+class OpBatch(Message):
+    """Operations a leader proposed while its Paxos window was shut, in one log
+    command: each is applied in order exactly as it would be alone (its own
+    checks, its own revision, its own result), and one refused leaves the others
+    whole. One command instead of one each saves a command's exactly-once entry,
+    result and decoding per operation, and lets the rows of all go to the engine
+    in one statement per table."""
 
-    commits: tuple[FastCommitOp, ...]
+    ops: tuple[PrepareOp | DecideOp | FastCommitOp | RecordBeginOp | RecordDecideOp, ...]
 
 
 ShardOp: TypeAlias = (
-    PrepareOp | DecideOp | FastCommitOp | FastCommitBatchOp | RecordBeginOp | RecordDecideOp | RecordForgetOp
-    | EpochOp
+    PrepareOp | DecideOp | FastCommitOp | OpBatch | RecordBeginOp | RecordDecideOp | RecordForgetOp | EpochOp
 )
 
 
@@ -178,7 +177,7 @@ class OpResult(Message):
 @message(821)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpResults(Message):
-    """What applying a ``FastCommitBatchOp`` did: one ``OpResult`` per commit, in order."""
+    """What applying an ``OpBatch`` did: one ``OpResult`` per operation, in order."""
 
     items: tuple[OpResult, ...]
 

@@ -26,8 +26,8 @@ Checks:
 
 Options (``-o key=value``): ``shards`` (2, up to 4), ``replicas`` (3),
 ``clients`` (4), ``accounts`` (6), ``list_keys`` (4), ``churn_ms`` (250; 0 off),
-``window`` (8: the shards' Paxos window; at 1, fast-path commits queue behind a
-full window and leave together in ``FastCommitBatchOp``s),
+``window`` (8: the shards' Paxos window; at 1, operations queue behind a
+full window and leave together in ``OpBatch``es),
 ``resend_backoff_max`` (1: ``TxnConfig.resend_backoff_max``), ``hedged_reads``
 (0; 1: every read goes to every replica of its group, the first answer wins,
 so deposed leaders answer reads often),

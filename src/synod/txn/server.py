@@ -110,8 +110,8 @@ from synod.txn.messages import (
     DecisionAck,
     DecisionQuery,
     EpochOp,
-    FastCommitBatchOp,
     FastCommitOp,
+    OpBatch,
     OpResult,
     OpResults,
     Part,
@@ -133,19 +133,44 @@ from synod.txn.messages import (
     Watch,
     WatchEvents,
     WatchWait,
+    Write,
 )
 from synod.txn.shardmap import ShardMap
 
 TICK_TIMER = "txn/tick"
 
-#: Fast-path commits one ``FastCommitBatchOp`` carries at most.
-FAST_BATCH_MAX = 64
+#: Proposals that wait for one another (``ShardServer._propose``): every
+#: operation of a transaction's life; the rare ones (epoch, forget, presumed
+#: abort) go at once.
+BATCHED_KINDS = frozenset({"fast", "prepare", "decide", "begin", "record_decide"})
+
+#: Operations one ``OpBatch`` carries at most.
+OP_BATCH_MAX = 64
 
 
-def _fast_bytes(op: FastCommitOp) -> int:
+def _op_bytes(op: Message) -> int:
     """A generous estimate of ``op``'s encoded size."""
-    return 64 + len(op.txn) + sum(32 + len(w.key) + len(w.value or "") for w in op.writes) \
-        + 32 * len(op.read_ballots)
+    match op:
+        case FastCommitOp():
+            return 64 + len(op.txn) + _writes_bytes(op.writes) + 32 * len(op.read_ballots)
+        case PrepareOp():
+            return 64 + len(op.txn) + len(op.coordinator) + _part_bytes(op.part)
+        case DecideOp():
+            return 64 + len(op.txn) + _writes_bytes(op.writes)
+        case RecordBeginOp():
+            return 64 + len(op.txn) + sum(_part_bytes(part) for part in op.parts)
+        case _:
+            return 256
+
+
+def _writes_bytes(writes: tuple[Write, ...]) -> int:
+    return sum(32 + len(w.key) + len(w.value or "") for w in writes)
+
+
+def _part_bytes(part: Part) -> int:
+    return (64 + len(part.group) + sum(16 + len(k) for k in part.read_keys)
+            + sum(32 + len(a) + len(b) for a, b in part.read_ranges) + _writes_bytes(part.writes)
+            + 32 * len(part.read_ballots))
 
 
 class CoordinatorState(enum.Enum):
@@ -300,10 +325,10 @@ class ShardServer:
         self._command_seq = 0
         self._token_seq = 0
         self._proposals: dict[int, tuple[str, str]] = {}
-        #: Fast-path commits whose locks are held, to be proposed at the end of
-        #: this event (``_propose_fast``); proposed batches: request id -> txns.
-        self._fast_ready: list[FastCommitOp] = []
-        self._fast_batches: dict[int, tuple[str, ...]] = {}
+        #: Operations waiting to be proposed together (``_propose``): (op, kind,
+        #: txn); proposed batches: request id -> the (kind, txn) of each op.
+        self._ready: list[tuple[Message, str, str]] = []
+        self._op_batches: dict[int, tuple[tuple[str, str], ...]] = {}
         self._lock_waits: dict[int, _LockWait] = {}
         self._preparing: dict[str, _Preparing] = {}
         self._deciding: set[str] = set()
@@ -409,8 +434,8 @@ class ShardServer:
             while self._inbox:
                 source, message = self._inbox.popleft()
                 self._on_peer(now_ms, source, message, queue)
-            if self._fast_ready and self.replica.window_open():
-                self._propose_fast(now_ms, queue)
+            if self._ready and self.replica.window_open():
+                self._propose_ready(now_ms, queue)
             if not queue:
                 self._wake_watches(out)
                 return self._route_batches(out) if self._batch_items else out
@@ -495,12 +520,26 @@ class ShardServer:
         self._in_doubt.clear()
         self._presuming.clear()
         self._forget_batches.clear()
-        self._fast_ready.clear()
-        self._fast_batches.clear()
+        self._ready.clear()
+        self._op_batches.clear()
         self._proposals.clear()
         self.locks.waiters.clear()
 
     def _propose(self, now_ms: float, op: Message, kind: str, txn: str, out: Effects) -> int:
+        """Propose ``op``. The operations of a transaction's life (``BATCHED_KINDS``)
+        wait in ``_ready`` until the end of the event and, while the Paxos window
+        is shut, until it opens; they then leave together (``_propose_ready``):
+        returns 0. Any other goes at once, behind whatever waits (order kept);
+        returns its request id."""
+        if kind in BATCHED_KINDS:
+            self._ready.append((op, kind, txn))
+            return 0
+        if self._ready:
+            self._propose_ready(now_ms, out)
+        return self._propose_now(now_ms, op, kind, txn, out)
+
+    def _propose_now(self, now_ms: float, op: Message, kind: str, txn: str, out: Effects) -> int:
+        """Hand ``op`` to the replica as one command; returns its request id."""
         ballot = self.replica.ballot
         if ballot != self._seq_ballot:
             # A new client name per leadership, so sequence numbers never repeat.
@@ -519,27 +558,26 @@ class ShardServer:
                                            ClientRequest(request_id=request_id, body=command)))
         return request_id
 
-    def _propose_fast(self, now_ms: float, out: Effects) -> None:
-        """Propose the fast-path commits made ready since the Paxos window last
-        had room (``_after`` holds them while it is shut): together, in
-        ``FastCommitBatchOp``s of at most ``FAST_BATCH_MAX`` commits and half a
-        Paxos command's bytes (a lone or large one goes as its own
-        ``FastCommitOp``)."""
-        ready, self._fast_ready = self._fast_ready, []
+    def _propose_ready(self, now_ms: float, out: Effects) -> None:
+        """Propose what waits in ``_ready``, in order: in ``OpBatch``es of at most
+        ``OP_BATCH_MAX`` operations and half a Paxos command's bytes (a lone or
+        large one goes as itself)."""
+        ready, self._ready = self._ready, []
         budget = self.replica.config.command_bytes_max // 2
-        batch: list[FastCommitOp] = []
+        batch: list[tuple[Message, str, str]] = []
         size = 0
-        for index, op in enumerate(ready):
-            batch.append(op)
-            size += _fast_bytes(op)
+        for index, item in enumerate(ready):
+            batch.append(item)
+            size += _op_bytes(item[0])
             last = index == len(ready) - 1
-            if not last and len(batch) < FAST_BATCH_MAX and size + _fast_bytes(ready[index + 1]) <= budget:
+            if not last and len(batch) < OP_BATCH_MAX and size + _op_bytes(ready[index + 1][0]) <= budget:
                 continue
             if len(batch) == 1:
-                self._propose(now_ms, batch[0], "fast", batch[0].txn, out)
+                self._propose_now(now_ms, *batch[0], out)
             else:
-                request_id = self._propose(now_ms, FastCommitBatchOp(commits=tuple(batch)), "fast_batch", "", out)
-                self._fast_batches[request_id] = tuple(op.txn for op in batch)
+                ops = tuple(op for op, _, _ in batch)
+                request_id = self._propose_now(now_ms, OpBatch(ops=ops), "batch", "", out)  # type: ignore[arg-type]
+                self._op_batches[request_id] = tuple((kind, txn) for _, kind, txn in batch)
             batch, size = [], 0
 
     def _send_group(self, group: str, message: Message, out: Effects, *, broadcast: bool = False) -> None:
@@ -952,9 +990,9 @@ class ShardServer:
         self.locks.mark_prepared(prep.txn)
         prep.proposed = True
         if prep.fast_client is not None:
-            # Proposed with the others made ready in this event (``_after``).
-            self._fast_ready.append(FastCommitOp(txn=prep.txn, ts=prep.ts, writes=prep.part.writes,
-                                                 lock_ballot=ballot, read_ballots=prep.part.read_ballots))
+            op: Message = FastCommitOp(txn=prep.txn, ts=prep.ts, writes=prep.part.writes, lock_ballot=ballot,
+                                       read_ballots=prep.part.read_ballots)
+            self._propose(now_ms, op, "fast", prep.txn, out)
             return
         record = PrepareOp(txn=prep.txn, ts=prep.ts, coordinator=prep.coordinator, part=prep.part,
                            lock_ballot=ballot)
@@ -1353,19 +1391,29 @@ class ShardServer:
             if not isinstance(result, CommandResult):
                 self._epoch_proposed = None   # proposed again on the next event
             return
-        if kind == "fast_batch":
-            self._applied_fast_batch(now_ms, self._fast_batches.pop(request_id, ()), result, out)
-            return
+        items = self._op_batches.pop(request_id, ()) if kind == "batch" else ((kind, txn),)
         if not isinstance(result, CommandResult):
-            self._counts[f"proposal_failed_{kind}"] += 1
-            self._proposal_failed(kind, txn)
+            for item_kind, item_txn in items:
+                self._counts[f"proposal_failed_{item_kind}"] += 1
+                self._proposal_failed(item_kind, item_txn)
             return
         try:
             applied = decode(result.result)
         except RemoteProtocolError:
             applied = OpResult(status="refused", detail="undecodable result")
-        invariant(isinstance(applied, OpResult), f"shard op answered with {type(applied).__name__}")
-        assert isinstance(applied, OpResult)
+        if isinstance(applied, OpResults) and len(applied.items) == len(items) and kind == "batch":
+            answers: tuple[OpResult, ...] = applied.items
+        else:
+            # One op's result; or a batch refused whole (undecodable: a
+            # replica's own proposal never is).
+            invariant(isinstance(applied, OpResult) and (kind != "batch" or applied.status == "refused"),
+                      f"{len(items)} shard op(s) answered with {type(applied).__name__}")
+            assert isinstance(applied, OpResult)
+            answers = (applied,) * len(items)
+        for (item_kind, item_txn), answer in zip(items, answers, strict=True):
+            self._dispatch_applied(now_ms, item_kind, item_txn, answer, out)
+
+    def _dispatch_applied(self, now_ms: float, kind: str, txn: str, applied: OpResult, out: Effects) -> None:
         match kind:
             case "fast":
                 self._applied_fast(now_ms, txn, applied, out)
@@ -1390,26 +1438,6 @@ class ShardServer:
             coordination = self._coordinating.get(txn)
             if coordination is not None:
                 coordination.proposing = False
-
-    def _applied_fast_batch(self, now_ms: float, txns: tuple[str, ...], result: Message, out: Effects) -> None:
-        if not isinstance(result, CommandResult):
-            self._counts["proposal_failed_fast_batch"] += 1
-            for txn in txns:
-                self._proposal_failed("fast", txn)
-            return
-        try:
-            applied = decode(result.result)
-        except RemoteProtocolError:
-            applied = OpResult(status="refused", detail="undecodable result")
-        if isinstance(applied, OpResults) and len(applied.items) == len(txns):
-            for txn, item in zip(txns, applied.items, strict=True):
-                self._applied_fast(now_ms, txn, item, out)
-            return
-        invariant(isinstance(applied, OpResult) and applied.status == "refused",
-                  f"a batch of {len(txns)} fast commits answered with {applied!r}")
-        assert isinstance(applied, OpResult)
-        for txn in txns:
-            self._applied_fast(now_ms, txn, applied, out)
 
     def _applied_fast(self, now_ms: float, txn: str, applied: OpResult, out: Effects) -> None:
         prep = self._preparing.pop(txn, None)
