@@ -58,9 +58,17 @@ def machine() -> ShardMachine:
 
 
 def state(shard: ShardMachine) -> tuple[object, ...]:
-    return (shard.items(), shard.revision, shard.changes("", "", 0, 1000),
-            {txn: shard.outcome(txn) for txn in TXNS}, shard.prepared(), shard.records(),
-            shard.engine.execute("SELECT seq, txn, committed FROM outcomes ORDER BY seq"))
+    """What the machine answers (partly from its in-memory mirrors) and what its
+    tables hold (so the mirrors must have been written through)."""
+    tables = tuple(shard.engine.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
+                   for table in ("outcomes", "prepared", "records"))
+    mirrors = (sorted((txn, committed) for txn in TXNS if (committed := shard.outcome(txn)) is not None),
+               [(r.txn, encode(r)) for r in shard.prepared()],
+               [(r.txn, state, encode(r)) for state, r in shard.records()])
+    assert sorted((str(row[1]), bool(row[2])) for row in tables[0]) == mirrors[0]
+    assert [tuple(row) for row in tables[1]] == mirrors[1]
+    assert [(row[0], row[1], row[2]) for row in tables[2]] == mirrors[2]
+    return (shard.items(), shard.revision, shard.changes("", "", 0, 1000), mirrors, tables)
 
 
 @settings(max_examples=300, deadline=None)

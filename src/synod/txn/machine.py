@@ -187,6 +187,10 @@ class ShardMachine:
         #: committed, and (seq, txn) in seq order for the trim. None: not read yet.
         self._outcomes: dict[str, bool] | None = None
         self._outcome_seqs: deque[tuple[int, str]] = deque()
+        #: ``prepared`` and ``records`` in memory (``_prepared_mirror``,
+        #: ``_records_mirror``). None: not read yet.
+        self._prepared: dict[str, PrepareOp] | None = None
+        self._records: dict[str, tuple[str, RecordBeginOp]] | None = None
         #: Rows of the operation being applied, written at its end (``_write_rows``).
         self._rows = _Rows()
 
@@ -222,7 +226,7 @@ class ShardMachine:
             self._discard_rows()
             self.engine.rollback()
             self._epoch = None
-            self._outcomes = None
+            self._forget_mirrors()
             raise
         return encode(result)
 
@@ -250,12 +254,12 @@ class ShardMachine:
 
     def restore(self, chunks: Iterable[bytes]) -> None:
         self._epoch = None
-        self._outcomes = None
+        self._forget_mirrors()
         try:
             self.engine.restore(chunks)
         finally:
             self._epoch = None
-            self._outcomes = None
+            self._forget_mirrors()
 
     def digest(self) -> str:
         return self.engine.digest()
@@ -311,52 +315,66 @@ class ShardMachine:
 
     def prepared(self) -> list[PrepareOp]:
         """Every prepare record awaiting a decision."""
-        records = []
-        for (blob,) in self.engine.execute("SELECT record FROM prepared ORDER BY txn"):
-            record = decode(bytes(blob))
-            assert isinstance(record, PrepareOp)
-            records.append(record)
-        return records
+        mirror = self._prepared_mirror()
+        return [mirror[txn] for txn in sorted(mirror)]
 
     def is_prepared(self, txn: str) -> bool:
-        """Whether ``txn`` has a prepare record here (without decoding it)."""
-        return bool(self.engine.execute("SELECT 1 FROM prepared WHERE txn = ?", (txn,)))
+        """Whether ``txn`` has a prepare record here."""
+        return txn in self._prepared_mirror()
 
     def prepare_record(self, txn: str) -> PrepareOp | None:
-        rows = self.engine.execute("SELECT record FROM prepared WHERE txn = ?", (txn,))
-        if not rows:
-            return None
-        record = decode(bytes(rows[0][0]))
-        assert isinstance(record, PrepareOp)
-        return record
+        return self._prepared_mirror().get(txn)
 
     def outcome(self, txn: str) -> bool | None:
         """True committed, False aborted, None unknown here (or forgotten)."""
         return self._outcome_mirror().get(txn)
 
+    def records(self) -> list[tuple[str, RecordBeginOp]]:
+        """The coordinator's transaction records: (state, record)."""
+        mirror = self._records_mirror()
+        return [mirror[txn] for txn in sorted(mirror)]
+
+    def record_state(self, txn: str) -> str | None:
+        found = self._records_mirror().get(txn)
+        return found[0] if found is not None else None
+
+    # The tables asked on every commit and every applied operation, in memory: a
+    # dict answers in a fraction of a SELECT's time, and prepare and transaction
+    # records are decoded once. Each is read from the engine on first use and
+    # after a restore (or a failed operation), then written through.
+
     def _outcome_mirror(self) -> dict[str, bool]:
-        """The ``outcomes`` table in memory (asked on every commit and every
-        applied operation; a dict answers in a fraction of a SELECT's time),
-        read from the engine on first use and after a restore, then kept equal
-        to the table by ``_remember``."""
+        """``outcomes`` (kept equal to the table by ``_remember``)."""
         if self._outcomes is None:
             rows = self.engine.execute("SELECT seq, txn, committed FROM outcomes ORDER BY seq")
             self._outcomes = {str(txn): bool(committed) for _, txn, committed in rows}
             self._outcome_seqs = deque((int(seq), str(txn)) for seq, txn, _ in rows)
         return self._outcomes
 
-    def records(self) -> list[tuple[str, RecordBeginOp]]:
-        """The coordinator's transaction records: (state, record)."""
-        found = []
-        for state, blob in self.engine.execute("SELECT state, record FROM records ORDER BY txn"):
-            record = decode(bytes(blob))
-            assert isinstance(record, RecordBeginOp)
-            found.append((str(state), record))
-        return found
+    def _prepared_mirror(self) -> dict[str, PrepareOp]:
+        """``prepared``: the transactions in doubt here."""
+        if self._prepared is None:
+            self._prepared = {}
+            for txn, blob in self.engine.execute("SELECT txn, record FROM prepared"):
+                record = decode(bytes(blob))
+                assert isinstance(record, PrepareOp)
+                self._prepared[str(txn)] = record
+        return self._prepared
 
-    def record_state(self, txn: str) -> str | None:
-        rows = self.engine.execute("SELECT state FROM records WHERE txn = ?", (txn,))
-        return str(rows[0][0]) if rows else None
+    def _records_mirror(self) -> dict[str, tuple[str, RecordBeginOp]]:
+        """``records``: the records not yet forgotten, and the presumed-abort tombstones."""
+        if self._records is None:
+            self._records = {}
+            for txn, state, blob in self.engine.execute("SELECT txn, state, record FROM records"):
+                record = decode(bytes(blob))
+                assert isinstance(record, RecordBeginOp)
+                self._records[str(txn)] = (str(state), record)
+        return self._records
+
+    def _forget_mirrors(self) -> None:
+        self._outcomes = None
+        self._prepared = None
+        self._records = None
 
     def items(self) -> dict[str, str]:
         """Every key and value (tests and checkers; not for large shards)."""
@@ -386,6 +404,7 @@ class ShardMachine:
                     return OpResult(status="duplicate", detail=self.record_state(op.txn) or "forgotten")
                 self.engine.execute("INSERT INTO records (txn, state, record) VALUES (?, ?, ?)",
                                     (op.txn, PENDING, encode(op)))
+                self._records_mirror()[op.txn] = (PENDING, op)
                 return OpResult(status="ok")
             case RecordDecideOp():
                 state = self.record_state(op.txn)
@@ -401,8 +420,10 @@ class ShardMachine:
                 if state is None and not op.commit:
                     # Presumed abort made durable: a tombstone, so that a commit
                     # of this transaction re-sent later is refused, not begun anew.
+                    tombstone = RecordBeginOp(txn=op.txn, ts=0, parts=())
                     self.engine.execute("INSERT INTO records (txn, state, record) VALUES (?, ?, ?)",
-                                        (op.txn, ABORTED, encode(RecordBeginOp(txn=op.txn, ts=0, parts=()))))
+                                        (op.txn, ABORTED, encode(tombstone)))
+                    self._records_mirror()[op.txn] = (ABORTED, tombstone)
                     self._decide_own_part(op.txn, commit=False)
                     return OpResult(status="ok", detail=ABORTED)
                 if state is None:
@@ -411,18 +432,21 @@ class ShardMachine:
                     return OpResult(status="duplicate", detail=state)
                 decided = COMMITTED if op.commit else ABORTED
                 self.engine.execute("UPDATE records SET state = ? WHERE txn = ?", (decided, op.txn))
+                records = self._records_mirror()
+                records[op.txn] = (decided, records[op.txn][1])
                 revision = self._decide_own_part(op.txn, commit=op.commit)
                 return OpResult(status="ok", detail=decided, revision=revision)
             case RecordForgetOp():
                 forgotten = 0
+                records = self._records_mirror()
                 for txn in op.txns[:FORGET_BATCH_MAX]:
-                    rows = self.engine.execute("SELECT state, record FROM records WHERE txn = ?", (txn,))
-                    if not rows or rows[0][0] == PENDING:
+                    found = records.get(txn)
+                    if found is None or found[0] == PENDING:
                         continue   # gone already, or still deciding: never dropped
-                    record = decode(bytes(rows[0][1]))
-                    if isinstance(record, RecordBeginOp) and not record.parts:
+                    if not found[1].parts:
                         continue   # a presumed-abort tombstone is kept
                     self.engine.execute("DELETE FROM records WHERE txn = ?", (txn,))
+                    del records[txn]
                     forgotten += 1
                 return OpResult(status="ok", detail=str(forgotten))
             case _:
@@ -471,6 +495,7 @@ class ShardMachine:
         except TxnError as error:
             return OpResult(status="refused", detail=f"{error.code}: {error.detail}")
         self.engine.execute("INSERT INTO prepared (txn, record) VALUES (?, ?)", (op.txn, encode(op)))
+        self._prepared_mirror()[op.txn] = op
         return OpResult(status="ok", detail="prepared")
 
     def _apply_decide(self, op: DecideOp) -> OpResult:
@@ -503,6 +528,7 @@ class ShardMachine:
         """Apply the decision to ``txn``'s prepare record here (``record``, read by
         the caller when committing) and remember it."""
         self.engine.execute("DELETE FROM prepared WHERE txn = ?", (txn,))
+        self._prepared_mirror().pop(txn, None)
         revision = self._write(record.part.writes) if record is not None else self.revision
         self._remember(txn, committed=commit)
         return revision
