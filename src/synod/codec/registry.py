@@ -267,7 +267,8 @@ def _compile(kind: Any) -> Callable[[Any, int], Any]:
             def homogeneous(v: Any, depth: int) -> Any:
                 if type(v) is not list:
                     raise _bad("expected array")
-                return tuple(item(x, depth + 1) for x in v)
+                depth += 1
+                return tuple([item(x, depth) for x in v])
 
             return homogeneous
         items = [_compile(a) for a in args]
