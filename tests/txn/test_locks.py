@@ -128,3 +128,40 @@ def test_a_request_waiting_for_an_older_unprepared_holder_is_reported_and_not_fo
     assert ask(locks, 4, "young", YOUNG, "k", Mode.EXCLUSIVE).waiting
     assert locks.waits_for_active_older("young") == "k"       # an active reader may be waiting for "young"
     assert locks.waits_for_active_older("old") is None
+
+
+def test_blind_writers_share_a_key_and_exclude_readers_and_writers() -> None:
+    locks = table()
+    assert ask(locks, 1, "w1", YOUNG, "k", Mode.BLIND).granted == [1]
+    assert ask(locks, 2, "w2", YOUNG + 1, "k", Mode.BLIND).granted == [2]
+    locks.mark_prepared("w1")
+    locks.mark_prepared("w2")
+    reader = ask(locks, 3, "r", OLD, "k", Mode.SHARED)
+    writer = ask(locks, 4, "x", OLD + 1, "k", Mode.EXCLUSIVE)
+    assert reader.waiting and writer.waiting and not reader.wounded   # prepared blind writers are not wounded
+    locks.check_invariants()
+    assert locks.release("w1")[0].granted == []
+    assert locks.release("w2")[0].granted == [3]
+    locks.check_invariants()
+
+
+def test_a_blind_writer_does_not_overtake_a_queued_reader() -> None:
+    locks = table()
+    ask(locks, 1, "w1", OLD, "k", Mode.BLIND)
+    locks.mark_prepared("w1")
+    assert ask(locks, 2, "r", YOUNG, "k", Mode.SHARED).waiting
+    later = ask(locks, 3, "w2", YOUNG + 1, "k", Mode.BLIND)
+    assert later.waiting and not later.granted   # it would share with w1, but r asked first
+    assert locks.release("w1")[0].granted == [2]
+    assert locks.release("r")[0].granted == [3]
+    locks.check_invariants()
+
+
+def test_a_blind_writer_wounds_a_younger_reader_and_waits_for_an_older_one() -> None:
+    locks = table()
+    ask(locks, 1, "young", YOUNG, "k", Mode.SHARED)
+    outcome = ask(locks, 2, "w", OLD, "k", Mode.BLIND)
+    assert outcome.granted == [2] and outcome.wounded == {"young": "k"}
+    ask(locks, 3, "older", OLD - 1, "j", Mode.SHARED, end="l")   # a range read over k
+    assert ask(locks, 4, "w2", OLD + 1, "k2", Mode.BLIND).waiting
+    locks.check_invariants()

@@ -55,6 +55,22 @@ def test_seed_2062_a_late_query_does_not_abort_a_forgotten_committed_transaction
     assert_scenario_passes("txn", [2062])
 
 
+PAIRS = {"pair_fraction": "0.4", "pairs": "1", "clients": "6"}
+
+
+def test_blind_writes_pass_with_readers_of_the_same_keys() -> None:
+    # Pair transactions: blind writes (shared blind-write locks), read-modify-
+    # writes and reads of the same two keys; a read must never see a pair
+    # half-written.
+    results = assert_scenario_passes("txn", [0, 1], PAIRS)
+    assert all(r.statistics["pair_reads_ok"] > 0 for r in results)
+
+
+def test_blind_writes_sharing_a_key_with_readers_is_caught() -> None:
+    caught = assert_mutant_caught("txn", "txn.blind_shares_with_readers", [0, 3, 4], PAIRS, caught_min=2)
+    assert any("half-written" in v for v in caught[0].violations)
+
+
 def test_accepting_a_stale_read_is_caught() -> None:
     caught = assert_mutant_caught("txn", "txn.accept_stale_read", [19, 9], {"hedged_reads": "1"}, caught_min=2)
     assert any("bank: total" in v for v in caught[0].violations)

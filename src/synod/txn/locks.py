@@ -15,6 +15,17 @@ and a participant votes yes only for a transaction whose locks all carry its
 current ballot (``holds``): a lock taken under an old ballot may have been
 ignored by another leader in between.
 
+A single-shard transaction that only writes (a *blind write*) takes ``BLIND``
+locks instead of exclusive ones: blind writers of a key hold it together, so a
+hot key is not held by one of them across a whole Paxos round after another.
+This keeps serializability: a blind writer reads nothing, its writes apply
+atomically in log order, and it still conflicts with every reader and every
+other writer, so the serialization order is the commit log order throughout
+(a reader that got its shared lock first is committed before the blind write
+is even proposed; one that asks later waits for it to be applied). A blind
+request does not overtake a queued request for the same key, so readers are
+not starved by a stream of blind writes.
+
 Deadlocks are avoided by wound-wait (Rosenkrantz, Stearns and Lewis, 1978): a
 transaction's priority is its first timestamp, kept across retries, so it
 eventually becomes the oldest and wins. When R asks for a lock held in a
@@ -50,9 +61,27 @@ MUTANT_STALE_BALLOT_LOCKS = declare_mutant(
 )
 
 
+MUTANT_BLIND_SHARES_WITH_READERS = declare_mutant(
+    "txn.blind_shares_with_readers",
+    "a blind write lock is granted alongside shared (read) locks, as it is alongside other "
+    "blind writes: a reader can see one key before a blind write and another after it",
+)
+
+
 class Mode(enum.Enum):
     SHARED = "S"
     EXCLUSIVE = "X"
+    #: A blind write: a single-shard transaction that writes without reading.
+    #: Blind writers of a key share it (with each other only): none reads, so
+    #: any order of them is serializable, and the log gives them one.
+    BLIND = "B"
+
+
+def _compatible(held: Mode, asked: Mode) -> bool:
+    if held is asked:
+        return held is not Mode.EXCLUSIVE
+    # The planted bug: blind writes also share with readers.
+    return Mode.EXCLUSIVE not in (held, asked) and mutant(MUTANT_BLIND_SHARES_WITH_READERS)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -177,7 +206,7 @@ class LockTable:
         if entry is None:
             outcome.refused = "overloaded"
             return outcome
-        if self._grantable(request, entry, outcome):
+        if not self._queued_before(request, len(self.waiters)) and self._grantable(request, entry, outcome):
             self._grant(request, entry)
             outcome.granted.append(request.token)
             outcome.granted += self._wake(outcome)
@@ -265,9 +294,9 @@ class LockTable:
         found: list[str] = []
         if request.end is None:
             for holder, mode in self.holders.get(request.key, {}).items():
-                if holder != request.txn and (mode is Mode.EXCLUSIVE or request.mode is Mode.EXCLUSIVE):
+                if holder != request.txn and not _compatible(mode, request.mode):
                     found.append(holder)
-            if request.mode is Mode.EXCLUSIVE:
+            if request.mode is not Mode.SHARED:
                 for holder in self.ranged:
                     if holder != request.txn and holder not in found and any(
                             _in_range(request.key, s, e) for s, e in self.txns[holder].ranges):
@@ -276,9 +305,17 @@ class LockTable:
             for key, holders in self.holders.items():
                 if _in_range(key, request.key, request.end):
                     for holder, mode in holders.items():
-                        if holder != request.txn and mode is Mode.EXCLUSIVE and holder not in found:
+                        if holder != request.txn and mode is not Mode.SHARED and holder not in found:
                             found.append(holder)
         return found
+
+    def _queued_before(self, request: Request, position: int) -> bool:
+        """A blind request waits behind any other transaction's request for the
+        same key queued before it (``position``: its place in the queue), so a
+        stream of blind writers, which share the key, cannot starve a reader."""
+        if request.mode is not Mode.BLIND:
+            return False
+        return any(w.key == request.key and w.txn != request.txn for w in self.waiters[:position])
 
     def _grantable(self, request: Request, entry: TxnLocks, outcome: Outcome) -> bool:
         """Wound every younger unprepared conflicting holder; True if nothing
@@ -318,7 +355,7 @@ class LockTable:
             self.ranged.add(request.txn)
             return
         current = entry.keys.get(request.key)
-        if current is Mode.EXCLUSIVE:
+        if current is Mode.EXCLUSIVE or (current is Mode.BLIND and request.mode is Mode.SHARED):
             return
         entry.keys[request.key] = request.mode
         self.holders.setdefault(request.key, {})[request.txn] = request.mode
@@ -336,6 +373,8 @@ class LockTable:
                 if entry is None:
                     self.waiters.remove(waiter)
                     continue
+                if waiter.mode is Mode.BLIND and self._queued_before(waiter, self.waiters.index(waiter)):
+                    continue
                 if self._grantable(waiter, entry, outcome):
                     self.waiters.remove(waiter)
                     self._grant(waiter, entry)
@@ -348,6 +387,9 @@ class LockTable:
             exclusive = [t for t, m in holders.items() if m is Mode.EXCLUSIVE]
             invariant(len(exclusive) <= 1, f"key {key!r} locked exclusively by {exclusive}")
             invariant(not exclusive or len(holders) == 1, f"key {key!r} exclusive and shared at once")
+            modes = set(holders.values())
+            invariant(Mode.BLIND not in modes or len(modes) == 1 or mutant(MUTANT_BLIND_SHARES_WITH_READERS),
+                      f"key {key!r} held for blind writes and otherwise at once")
             for txn, mode in holders.items():
                 entry = self.txns.get(txn)
                 invariant(entry is not None and entry.keys.get(key) is mode,

@@ -17,6 +17,8 @@ Checks:
 * bank: after healing the total over all accounts is what it was, no balance is
   negative, and every committed audit (a read-only transaction over every
   account) saw that same total;
+* pairs (``-o pair_fraction``): every committed read of a pair saw its two
+  keys equal;
 * list-append: the committed history is serializable (``check_serializability``:
   G0, G1a/b/c, G2, lost update ...);
 * no transaction in doubt after healing: no prepare record and no pending
@@ -26,7 +28,9 @@ Checks:
 
 Options (``-o key=value``): ``shards`` (2, up to 4), ``replicas`` (3),
 ``clients`` (4), ``accounts`` (6), ``list_keys`` (4), ``churn_ms`` (250; 0 off),
-``window`` (8: the shards' Paxos window; at 1, operations queue behind a
+``pair_fraction`` (0: the share of pair transactions, whose blind writes
+share a lock; a committed read of a pair must see both keys equal), ``window``
+(8: the shards' Paxos window; at 1, operations queue behind a
 full window and leave together in ``OpBatch``es),
 ``resend_backoff_max`` (1: ``TxnConfig.resend_backoff_max``), ``hedged_reads``
 (0; 1: every read goes to every replica of its group, the first answer wins,
@@ -146,7 +150,8 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
     txn_config = dataclasses.replace(TxnConfig.sim(), resend_backoff_max=options.get_int("resend_backoff_max", 1))
     bank = BankConfig(accounts=options.get_int("accounts", 6), list_keys=options.get_int("list_keys", 4),
                       stop_ms=sim_config.chaos_ms + sim_config.heal_ms * 0.5,
-                      hedged_reads=options.get_int("hedged_reads", 0) != 0)
+                      hedged_reads=options.get_int("hedged_reads", 0) != 0,
+                      pair_fraction=options.get_float("pair_fraction", 0.0), pairs=options.get_int("pairs", 2))
     churn_ms = options.get_float("churn_ms", 250.0)
 
     ledger = _Ledger()
@@ -204,6 +209,7 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
     counts = {"ok": 0, "fail": 0, "info": 0}
     healed_commits = 0
     audits_ok = 0
+    pair_reads_ok = 0
     for name in clients:
         client = simulation.core(name)
         assert isinstance(client, TxnClient)
@@ -222,6 +228,10 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
                 if total != total_expected:
                     violations.append(f"bank: audit by {name} at {true_ms(txn.end_ms):.0f} ms saw total {total}, "
                                       f"expected {total_expected}: {txn.seen}")
+            pair_reads_ok += txn.kind == "pair_read" and txn.outcome == "ok"
+            if txn.kind == "pair_read" and txn.outcome == "ok" and txn.pair[0] != txn.pair[1]:
+                violations.append(f"pairs: {name} at {true_ms(txn.end_ms):.0f} ms read a pair half-written: "
+                                  f"{txn.pair}")
             if txn.kind == "append":
                 _record(recorder, name, txn, true_ms(txn.start_ms), true_ms(max(txn.end_ms, txn.start_ms)))
         if client.current is not None and client.current.kind == "append":
@@ -234,6 +244,7 @@ def txn_scenario(seed: int, options: ScenarioOptions) -> ScenarioResult:
     stats = {
         "txns_ok": float(counts["ok"]), "txns_failed": float(counts["fail"]),
         "txns_indeterminate": float(counts["info"]), "audits_ok": float(audits_ok),
+        "pair_reads_ok": float(pair_reads_ok),
         "append_txns": float(len(history)), "commits_after_heal": float(healed_commits),
         "slots_chosen": float(len(ledger.first)),
         "mid_2pc_leader_crashes": float(churn.mid_2pc_crashes),

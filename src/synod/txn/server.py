@@ -961,12 +961,16 @@ class ShardServer:
         # Every token is registered before the first request, so that a grant
         # cannot look like the last one while later locks are still to be asked.
         requests = []
+        # A fast-path transaction that read nothing writes blindly: blind
+        # writers of a key share it (see ``synod.txn.locks``).
+        blind = prep.fast_client is not None and not (prep.part.read_keys or prep.part.read_ranges)
+        mode = Mode.BLIND if blind else Mode.EXCLUSIVE
         for write in prep.part.writes:
             self._token_seq += 1
             token = self._token_seq
             prep.waiting.add(token)
             self._lock_waits[token] = _LockWait(kind="prepare", txn=prep.txn, key=write.key)
-            requests.append(Request(token=token, txn=prep.txn, key=write.key, mode=Mode.EXCLUSIVE))
+            requests.append(Request(token=token, txn=prep.txn, key=write.key, mode=mode))
         for request in requests:
             if self._preparing.get(prep.txn) is not prep:
                 return  # wounded while taking an earlier lock

@@ -14,7 +14,12 @@ commit. A transaction is one of:
 * ``audit`` (bank, read-only): read every account; a committed audit must see
   the bank's constant total;
 * ``append`` (list-append, Elle): a few micro-operations ``("r", k)`` and
-  ``("append", k, v)`` over a handful of list keys, each appended value unique.
+  ``("append", k, v)`` over a handful of list keys, each appended value unique;
+* pairs (``pair_fraction``; off by default): two keys of one shard that every
+  writer sets to the same unique value -- ``pair_write`` blindly (it reads
+  nothing: the leader's shared blind-write lock), ``pair_rmw`` after reading
+  one of them (exclusive locks) -- and ``pair_read``, which reads both: a
+  committed ``pair_read`` must see them equal (no write seen half).
 
 A conflict (wounded, locks lost with a leader) aborts the attempt: the client
 releases its locks (best effort) and runs the transaction again under a new
@@ -69,12 +74,15 @@ class BankConfig:
     #: while the real leader grants the lock: the simulation's way to make the
     #: stale-read hazard common (``txn.accept_stale_read`` is caught with it).
     hedged_reads: bool = False
+    #: Share of pair transactions (taken from the list-append share) and pairs.
+    pair_fraction: float = 0.0
+    pairs: int = 2
 
     def __post_init__(self) -> None:
-        if self.accounts < 2 or self.list_keys < 1 or self.attempts_max < 1:
-            raise ConfigError("BankConfig: at least 2 accounts, 1 list key and 1 attempt")
-        if self.transfer_fraction + self.audit_fraction > 1.0:
-            raise ConfigError("BankConfig: transfer_fraction + audit_fraction must be <= 1")
+        if self.accounts < 2 or self.list_keys < 1 or self.attempts_max < 1 or self.pairs < 1:
+            raise ConfigError("BankConfig: at least 2 accounts, 1 list key, 1 pair and 1 attempt")
+        if self.transfer_fraction + self.audit_fraction + self.pair_fraction > 1.0:
+            raise ConfigError("BankConfig: transfer_fraction + audit_fraction + pair_fraction must be <= 1")
 
 
 def account_key(index: int) -> str:
@@ -84,6 +92,11 @@ def account_key(index: int) -> str:
 
 def list_key(index: int) -> str:
     return f"{chr(ord('a') + (index * 7 + 3) % 26)}list{index}"
+
+
+def pair_keys(index: int) -> tuple[str, str]:
+    """The two keys of pair ``index``: the same first letter, so the same shard."""
+    return f"p{index}pair.x", f"p{index}pair.y"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -101,6 +114,8 @@ class TxnRecord:
     seen: dict[str, int] = field(default_factory=dict)
     attempts: int = 0
     transfer: tuple[str, str, int] = ("", "", 0)
+    #: What an ok ``pair_read`` saw: the pair's two values.
+    pair: tuple[str | None, str | None] = (None, None)
 
 
 class TxnClient:
@@ -202,6 +217,17 @@ class TxnClient:
         elif draw < cfg.transfer_fraction + cfg.audit_fraction:
             record = TxnRecord(kind="audit", ts=int(now_ms * 1000), start_ms=now_ms)
             plan = [("r", account_key(i), None) for i in range(cfg.accounts)]
+        elif draw < cfg.transfer_fraction + cfg.audit_fraction + cfg.pair_fraction:
+            kind = self.rng.choice(("pair_write", "pair_rmw", "pair_read"))
+            record = TxnRecord(kind=kind, ts=int(now_ms * 1000), start_ms=now_ms)
+            x, y = pair_keys(self.rng.randrange(cfg.pairs))
+            self._appended += 1
+            value = f"{self.node}.{self._appended}"
+            plans: dict[str, list[tuple[str, str, object]]] = {
+                "pair_write": [("w", x, value), ("w", y, value)],
+                "pair_rmw": [("r", self.rng.choice((x, y)), None), ("w", x, value), ("w", y, value)],
+                "pair_read": [("r", x, None), ("r", y, None)]}
+            plan = plans[kind]
         else:
             record = TxnRecord(kind="append", ts=int(now_ms * 1000), start_ms=now_ms)
             plan = []
@@ -234,7 +260,11 @@ class TxnClient:
     def _next_step(self, now_ms: float) -> Effects:
         """Issue the next read the plan needs, or the commit."""
         while self._step < len(self._plan):
-            _, key, _ = self._plan[self._step]
+            name, key, argument = self._plan[self._step]
+            if name == "w":   # a pair's write: no read first
+                self._writes[key] = str(argument)
+                self._step += 1
+                continue
             if key in self._values or key in self._writes:
                 self._apply_step(key)
                 continue
@@ -302,6 +332,8 @@ class TxnClient:
                                 read_ballots=tuple(self._read_ballots.get(group, [])))
         if current.kind == "audit":
             current.seen = {key: self._balance(key) for key in self._values}
+        if current.kind == "pair_read":
+            current.pair = (self._values.get(self._plan[0][1]), self._values.get(self._plan[1][1]))
         self._committing = True
         body = TxnCommit(txn=self._txn_id, ts=current.ts, parts=tuple(parts[g] for g in groups))
         return self._request(now_ms, groups[0], body)
