@@ -13,7 +13,8 @@ Three families, each a union:
   ``ClientRequest``, and the answers (``ErrorReply`` for refusals, whose
   ``hint`` carries the conflicting key).
 * ``PeerMessage`` (860-889): 2PC between shard leaders: prepare requests,
-  votes, decisions, acknowledgements and in-doubt queries.
+  votes, decisions, acknowledgements and in-doubt queries, one at a time or
+  in a ``PeerBatch``.
 """
 
 from __future__ import annotations
@@ -370,3 +371,13 @@ class DecisionQuery(Message):
 
 
 PeerMessage: TypeAlias = PrepareRequest | Vote | Decision | DecisionAck | DecisionQuery
+
+
+@message(865)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerBatch(Message):
+    """The 2PC messages one event of a shard leader has for the same node, in one
+    message: handled there in order, in one event, as if they came alone (so the
+    operations they lead to leave together too)."""
+
+    messages: tuple[PrepareRequest | Vote | Decision | DecisionAck | DecisionQuery, ...]

@@ -115,6 +115,7 @@ from synod.txn.messages import (
     OpResult,
     OpResults,
     Part,
+    PeerBatch,
     PrepareOp,
     PrepareRequest,
     RecordBeginOp,
@@ -146,6 +147,46 @@ BATCHED_KINDS = frozenset({"fast", "prepare", "decide", "begin", "record_decide"
 
 #: Operations one ``OpBatch`` carries at most.
 OP_BATCH_MAX = 64
+
+
+#: 2PC messages one ``PeerBatch`` carries at most, and its bytes at most (estimated).
+PEER_BATCH_MAX = 256
+PEER_BATCH_BYTES_MAX = 1024 * 1024
+
+
+def _batch_peer_sends(effects: Effects) -> Effects:
+    """Put the 2PC messages of one event for the same node into ``PeerBatch``es
+    (in order, each at the place of its first message); every other effect
+    stays as it is."""
+    out: Effects = []
+    open_batches: dict[NodeId, tuple[int, list[Message], int]] = {}
+    batches: list[tuple[NodeId, int, list[Message]]] = []
+    for effect in effects:
+        if isinstance(effect, Send) and isinstance(effect.message, PrepareRequest | Vote | Decision | DecisionAck
+                                                                 | DecisionQuery):
+            size = _peer_bytes(effect.message)
+            place = open_batches.get(effect.to)
+            if place is not None and len(place[1]) < PEER_BATCH_MAX and place[2] + size <= PEER_BATCH_BYTES_MAX:
+                place[1].append(effect.message)
+                open_batches[effect.to] = (place[0], place[1], place[2] + size)
+                continue
+            open_batches[effect.to] = (len(out), [effect.message], size)
+            batches.append((effect.to, len(out), open_batches[effect.to][1]))
+        out.append(effect)
+    for to, index, messages in batches:
+        if len(messages) > 1:
+            out[index] = Send(to=to, message=PeerBatch(messages=tuple(messages)))  # type: ignore[arg-type]
+    return out
+
+
+def _peer_bytes(message: Message) -> int:
+    match message:
+        case PrepareRequest():
+            return 64 + len(message.txn) + _part_bytes(message.part)
+        case Decision():
+            return 64 + len(message.txn) + _writes_bytes(message.writes)
+        case _:
+            return 128
 
 
 def _op_bytes(op: Message) -> int:
@@ -356,6 +397,8 @@ class ShardServer:
         #: group's ready leader only).
         self._group_leaders: dict[str, NodeId] = {}
         self._group_members = {shard.group: frozenset(shard.replicas) for shard in shard_map.shards}
+        #: 2PC messages sent in this event so far (``_batch_peer_sends``).
+        self._peer_sends = 0
         self._counts: Counter[str] = Counter()
 
     # ================================================================ Core API
@@ -373,17 +416,24 @@ class ShardServer:
             case ClientRequest(request_id=request_id, body=body):
                 self._on_client(now_ms, source, request_id, body, out)
             case PrepareRequest() | Vote() | Decision() | DecisionAck() | DecisionQuery():
-                # Only a group's ready leader sends these: remember who leads the
-                # sender's group (named in the message: a node may host replicas
-                # of several groups).
-                group = message.coordinator if isinstance(message, PrepareRequest | Decision) else message.group
-                if group != self.group and source in self._group_members.get(group, ()):
-                    self._group_leaders[group] = source
-                self._sync(now_ms, out)
-                self._on_peer(now_ms, source, message, out)
+                self._from_peer(now_ms, source, message, out)
+            case PeerBatch(messages=messages):
+                for inner in messages:
+                    self._from_peer(now_ms, source, inner, out)
             case _:
                 out = self.replica.on_message(now_ms, source, message)
         return self._after(now_ms, out)
+
+    def _from_peer(self, now_ms: float, source: NodeId, message: Message, out: Effects) -> None:
+        # Only a group's ready leader sends these: remember who leads the
+        # sender's group (named in the message: a node may host replicas of
+        # several groups).
+        assert isinstance(message, PrepareRequest | Vote | Decision | DecisionAck | DecisionQuery)
+        group = message.coordinator if isinstance(message, PrepareRequest | Decision) else message.group
+        if group != self.group and source in self._group_members.get(group, ()):
+            self._group_leaders[group] = source
+        self._sync(now_ms, out)
+        self._on_peer(now_ms, source, message, out)
 
     def on_timer(self, now_ms: float, key: str) -> Effects:
         if key != TICK_TIMER:
@@ -438,6 +488,9 @@ class ShardServer:
                 self._propose_ready(now_ms, queue)
             if not queue:
                 self._wake_watches(out)
+                if self._peer_sends > 1:
+                    out = _batch_peer_sends(out)
+                self._peer_sends = 0
                 return self._route_batches(out) if self._batch_items else out
 
     def _intercept(self, effect: Effect, intercepted: list[ClientResult]) -> Effect | None:
@@ -600,9 +653,11 @@ class ShardServer:
         leader = self._group_leaders.get(group)
         if leader is not None and not broadcast:
             out.append(Send(to=leader, message=message))
+            self._peer_sends += 1
             return
         for node in replicas:
             out.append(Send(to=node, message=message))
+        self._peer_sends += len(replicas)
 
     def _reply(self, out: Effects, client: NodeId, request_id: int, result: Message) -> None:
         out.append(ClientResult(client=client, request_id=request_id, result=result))
