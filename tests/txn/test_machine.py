@@ -260,3 +260,32 @@ def test_a_late_abort_for_a_forgotten_record_does_not_contradict_the_known_outco
     late = apply(machine, RecordDecideOp(txn="t1", commit=False))
     assert (late.status, late.detail) == ("duplicate", "committed")
     assert machine.record_state("t1") is None and machine.outcome("t1") is True and machine.get("a")[0] == "1"
+
+
+def test_an_engine_operation_that_wrote_cannot_be_undone_alone_so_the_engine_breaks(tmp_path: Path) -> None:
+    from synod.txn.engine import EngineBroken
+
+    engine = SqliteEngine(str(tmp_path / "s.db"))
+    engine.begin()
+    engine.set_meta("revision", 5)
+    engine.commit()
+    engine.flush()
+    # A refusal writes nothing: only the counters go back.
+    engine.begin()
+    engine.set_meta("revision", 6)
+    engine.rollback()
+    assert engine.meta("revision") == 5
+    engine.begin()
+    engine.execute("INSERT INTO kv (key, value, revision) VALUES ('a', '1', 6)")
+    engine.commit()
+    # A failure after writing takes the whole open transaction with it.
+    engine.begin()
+    engine.execute("INSERT INTO kv (key, value, revision) VALUES ('b', '2', 7)")
+    engine.rollback()
+    with pytest.raises(EngineBroken):
+        engine.begin()
+    with pytest.raises(EngineBroken):
+        engine.flush()
+    engine.close()
+    reopened = SqliteEngine(str(tmp_path / "s.db"))
+    assert reopened.execute("SELECT key FROM kv") == [] and reopened.meta("revision") == 5
