@@ -165,3 +165,18 @@ def test_a_blind_writer_wounds_a_younger_reader_and_waits_for_an_older_one() -> 
     ask(locks, 3, "older", OLD - 1, "j", Mode.SHARED, end="l")   # a range read over k
     assert ask(locks, 4, "w2", OLD + 1, "k2", Mode.BLIND).waiting
     locks.check_invariants()
+
+
+def test_a_blind_writer_defers_only_to_older_waiters_so_no_wait_cycle_forms() -> None:
+    # Two blind writers each hold one key and ask for the other's; a younger
+    # reader waits on each key. Deferring to those readers would close a cycle
+    # (writer -> reader -> other writer -> other reader -> writer) that
+    # wound-wait never breaks; deferring only to older waiters cannot.
+    locks = table()
+    ask(locks, 1, "h", OLD, "b", Mode.BLIND)
+    ask(locks, 2, "t", OLD + 1, "a", Mode.BLIND)
+    assert ask(locks, 3, "q", YOUNG, "b", Mode.SHARED).waiting
+    assert ask(locks, 4, "q2", YOUNG + 1, "a", Mode.SHARED).waiting
+    assert ask(locks, 5, "h", OLD, "a", Mode.BLIND).granted == [5]
+    assert ask(locks, 6, "t", OLD + 1, "b", Mode.BLIND).granted == [6]
+    locks.check_invariants()

@@ -23,8 +23,8 @@ atomically in log order, and it still conflicts with every reader and every
 other writer, so the serialization order is the commit log order throughout
 (a reader that got its shared lock first is committed before the blind write
 is even proposed; one that asks later waits for it to be applied). A blind
-request does not overtake a queued request for the same key, so readers are
-not starved by a stream of blind writes.
+request does not overtake an older transaction's request queued for the same
+key, so readers are not starved by a stream of (younger) blind writes.
 
 Deadlocks are avoided by wound-wait (Rosenkrantz, Stearns and Lewis, 1978): a
 transaction's priority is its first timestamp, kept across retries, so it
@@ -310,12 +310,23 @@ class LockTable:
         return found
 
     def _queued_before(self, request: Request, position: int) -> bool:
-        """A blind request waits behind any other transaction's request for the
+        """A blind request waits behind any OLDER transaction's request for the
         same key queued before it (``position``: its place in the queue), so a
-        stream of blind writers, which share the key, cannot starve a reader."""
+        stream of blind writers, which share the key, cannot starve a reader.
+        Only older ones: every wait then still goes from younger to older (or to
+        a prepared transaction), so wound-wait's argument that no cycle of waits
+        can form still holds (deferring to a younger waiter could close one)."""
         if request.mode is not Mode.BLIND:
             return False
-        return any(w.key == request.key and w.txn != request.txn for w in self.waiters[:position])
+        entry = self.txns.get(request.txn)
+        if entry is None:
+            return False
+        for waiter in self.waiters[:position]:
+            if waiter.key == request.key and waiter.txn != request.txn:
+                other = self.txns.get(waiter.txn)
+                if other is not None and other.priority < entry.priority:
+                    return True
+        return False
 
     def _grantable(self, request: Request, entry: TxnLocks, outcome: Outcome) -> bool:
         """Wound every younger unprepared conflicting holder; True if nothing
