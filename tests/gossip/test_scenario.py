@@ -46,13 +46,17 @@ def test_planted_bug_is_caught(mutant: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # 20 seeds at 10-25 s each on the shared 2-core machine
-@pytest.mark.parametrize("mutant", [
-    "gossip.refute_without_incarnation",
-    "gossip.accept_older_suspicion",
-    "gossip.no_dead_retransmit",
+@pytest.mark.parametrize(("mutant", "options"), [
+    ("gossip.refute_without_incarnation", {}),
+    ("gossip.accept_older_suspicion", {}),
+    # With 2 crashes, the suspicions every member raises on its own mostly
+    # declare the crash in time without the dead verdict's re-sends (4 of 20
+    # seeds catch it since the LAN-preset change); with 6, the piggyback
+    # slots are contended and 14 of 20 do (all 20 pass without the bug).
+    ("gossip.no_dead_retransmit", {"crashes": "6"}),
 ])
-def test_planted_bug_is_caught_by_most_seeds(mutant: str) -> None:
-    assert_mutant_caught("gossip", mutant, range(1, 21), caught_min=10)
+def test_planted_bug_is_caught_by_most_seeds(mutant: str, options: dict[str, str]) -> None:
+    assert_mutant_caught("gossip", mutant, range(1, 21), options, caught_min=10)
 
 
 @pytest.mark.slow
