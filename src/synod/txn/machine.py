@@ -33,9 +33,10 @@ the applied counter:
 Every committing op bumps the shard ``revision`` and logs its changes (bounded by
 ``watch_history_max``) for watches. The kv, changes and outcomes rows of an
 operation are gathered and written at its end, one statement per table
-(``_Rows``); outcomes are looked up in an in-memory mirror of their table. Bad input is refused as a whole (``OpResult``
-with status ``refused``), identically on every replica: nothing is partially
-applied. The machine never reads a clock.
+(``_Rows``); outcomes, prepare records and transaction records are read from
+in-memory mirrors of their tables, written through. Bad input is refused as a
+whole (``OpResult`` with status ``refused``), identically on every replica:
+nothing is partially applied. The machine never reads a clock.
 """
 
 from __future__ import annotations

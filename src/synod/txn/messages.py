@@ -380,4 +380,4 @@ class PeerBatch(Message):
     message: handled there in order, in one event, as if they came alone (so the
     operations they lead to leave together too)."""
 
-    messages: tuple[PrepareRequest | Vote | Decision | DecisionAck | DecisionQuery, ...]
+    messages: tuple[PeerMessage, ...]

@@ -116,6 +116,7 @@ from synod.txn.messages import (
     OpResults,
     Part,
     PeerBatch,
+    PeerMessage,
     PrepareOp,
     PrepareRequest,
     RecordBeginOp,
@@ -159,19 +160,18 @@ def _batch_peer_sends(effects: Effects) -> Effects:
     (in order, each at the place of its first message); every other effect
     stays as it is."""
     out: Effects = []
-    open_batches: dict[NodeId, tuple[int, list[Message], int]] = {}
-    batches: list[tuple[NodeId, int, list[Message]]] = []
+    batches: list[tuple[NodeId, int, list[Message]]] = []   # (to, place in out, messages)
+    filling: dict[NodeId, tuple[list[Message], int]] = {}  # to -> (the batch being filled, its bytes)
     for effect in effects:
-        if isinstance(effect, Send) and isinstance(effect.message, PrepareRequest | Vote | Decision | DecisionAck
-                                                                 | DecisionQuery):
+        if isinstance(effect, Send) and isinstance(effect.message, PeerMessage):
             size = _peer_bytes(effect.message)
-            place = open_batches.get(effect.to)
-            if place is not None and len(place[1]) < PEER_BATCH_MAX and place[2] + size <= PEER_BATCH_BYTES_MAX:
-                place[1].append(effect.message)
-                open_batches[effect.to] = (place[0], place[1], place[2] + size)
+            messages, used = filling.get(effect.to, ([], PEER_BATCH_BYTES_MAX))
+            if len(messages) < PEER_BATCH_MAX and used + size <= PEER_BATCH_BYTES_MAX:
+                messages.append(effect.message)
+                filling[effect.to] = (messages, used + size)
                 continue
-            open_batches[effect.to] = (len(out), [effect.message], size)
-            batches.append((effect.to, len(out), open_batches[effect.to][1]))
+            filling[effect.to] = ([effect.message], size)
+            batches.append((effect.to, len(out), filling[effect.to][0]))
         out.append(effect)
     for to, index, messages in batches:
         if len(messages) > 1:
@@ -428,7 +428,7 @@ class ShardServer:
         # Only a group's ready leader sends these: remember who leads the
         # sender's group (named in the message: a node may host replicas of
         # several groups).
-        assert isinstance(message, PrepareRequest | Vote | Decision | DecisionAck | DecisionQuery)
+        assert isinstance(message, PeerMessage)
         group = message.coordinator if isinstance(message, PrepareRequest | Decision) else message.group
         if group != self.group and source in self._group_members.get(group, ()):
             self._group_leaders[group] = source
